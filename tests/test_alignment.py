@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from coopt_flower.alignment import AlignmentMap, fit_alignment, fit_ridge, unexplained_variance
+
+
+def test_ridge_recovers_known_affine_map_from_noisy_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16))
+    true_w, true_b = rng.normal(size=(16, 16)), rng.normal(size=16)
+    y = x @ true_w + true_b + 0.01 * rng.normal(size=(2000, 16))
+    weight, bias = fit_ridge(x, y, alpha=1e-6)
+    assert np.allclose(weight, true_w, atol=5e-3)
+    assert np.allclose(bias, true_b, atol=5e-3)
+
+
+def test_fit_alignment_picks_alpha_and_reports_residuals():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 12))
+    y = x @ rng.normal(size=(12, 12)) + 3.0 + 0.05 * rng.normal(size=(400, 12))
+    m = fit_alignment(x, y, seed=0)
+    assert m.fit_residual < 0.01 and m.holdout_residual < 0.02
+    assert np.allclose(m.apply(x), y, atol=0.3)
+    # Unrelated targets cannot be explained: the held-out residual says so.
+    noise = fit_alignment(x, rng.normal(size=(400, 12)), seed=0)
+    assert noise.holdout_residual > 0.9
+
+
+def test_regularizer_makes_fewer_pairs_than_dims_well_posed():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(20, 64)), rng.normal(size=(20, 64))
+    m = fit_alignment(x, y, seed=0)
+    assert np.all(np.isfinite(m.weight)) and m.alpha > 0
+
+
+def test_reference_targets_come_out_unchanged():
+    targets = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
+    identity = AlignmentMap.identity(8)
+    assert identity.is_identity
+    assert np.array_equal(identity.apply(targets), targets)
+
+
+def test_unexplained_variance_bounds():
+    y = np.random.default_rng(4).normal(size=(50, 3))
+    assert unexplained_variance(y, y) == 0.0
+    assert unexplained_variance(np.broadcast_to(y.mean(0), y.shape), y) == pytest.approx(1.0)
+
+
+def test_rejects_mismatched_or_tiny_inputs():
+    with pytest.raises(ValueError, match="paired"):
+        fit_alignment(np.ones((10, 3)), np.ones((9, 3)))
+    with pytest.raises(ValueError, match="too small"):
+        fit_alignment(np.ones((3, 3)), np.ones((3, 3)))
