@@ -1,0 +1,277 @@
+"""Image sources, sharding and shared-subset selection (no Flower imports).
+
+An image source is addressed by one spec string so that the platform and every participant can
+open the same data from a run config:
+
+``fashion-mnist`` / ``fashion-mnist:test``
+    The embedded default: Debian's ``dataset-fashion-mnist`` (gzipped IDX files under
+    ``/usr/share/datasets/fashion-mnist``; ``$COOPT_FASHION_MNIST_DIR`` points elsewhere).
+``folder:/path/to/images``
+    A folder of images, flat or in ImageFolder layout (``class_x/img.png``: labels from the
+    sub-folder names). Images are resized (shorter side) and center-cropped to
+    ``$COOPT_FOLDER_IMAGE_SIZE`` (default 224) so a batch stacks into one array.
+``hf:<dataset>[:split]``
+    A Hugging Face dataset (e.g. ``hf:uoft-cs/cifar10``) through ``flwr-datasets``; needs
+    the network on the user's machine, the first time.
+
+Every source returns RGB ``uint8`` batches of shape ``(B, H, W, 3)`` for a list of integer
+sample ids ``0 .. len(source) - 1``. Ids are the identity of a sample everywhere: in messages,
+in the merged dataset and in reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SOURCE_FORMS = (
+    "fashion-mnist[:train|test]",
+    "folder:/absolute/path/to/images",
+    "hf:<dataset-name>[:split]",
+)
+
+
+class DataSourceError(ValueError):
+    """A data source spec or the data behind it is unusable; the message says what to fix."""
+
+
+class ImageSource(Protocol):
+    """What the rest of coopt_flower needs from a dataset of images."""
+
+    spec: str
+
+    def __len__(self) -> int: ...
+
+    def images(self, ids: np.ndarray) -> np.ndarray:
+        """RGB uint8 ``(len(ids), H, W, 3)``."""
+
+    def labels(self, ids: np.ndarray) -> np.ndarray | None:
+        """int64 labels for ``ids``, or None for unlabeled data."""
+
+
+def _check_ids(ids: np.ndarray, size: int, spec: str) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1:
+        raise DataSourceError(f"sample ids must be 1-D, got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        raise DataSourceError(
+            f"sample ids must lie in [0, {size}) for {spec!r}, got range "
+            f"[{ids.min()}, {ids.max()}]"
+        )
+    return ids
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a (gzipped) IDX file as used by MNIST and Fashion-MNIST."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataSourceError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset)
+    if array.size != int(np.prod(shape)):
+        raise DataSourceError(f"{path} is truncated: header says {shape}, got {array.size} bytes")
+    return array.reshape(shape)
+
+
+@dataclass
+class ArraySource:
+    """Images held in one uint8 array (grayscale ``(N, H, W)`` or RGB ``(N, H, W, 3)``)."""
+
+    spec: str
+    pixels: np.ndarray
+    targets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def images(self, ids: np.ndarray) -> np.ndarray:
+        batch = self.pixels[_check_ids(ids, len(self), self.spec)]
+        if batch.ndim == 3:  # grayscale: every prototype expects RGB
+            batch = np.repeat(batch[..., None], 3, axis=-1)
+        return np.ascontiguousarray(batch, dtype=np.uint8)
+
+    def labels(self, ids: np.ndarray) -> np.ndarray | None:
+        if self.targets is None:
+            return None
+        return self.targets[_check_ids(ids, len(self), self.spec)].astype(np.int64)
+
+
+def open_fashion_mnist(split: str = "train", root: str | None = None) -> ArraySource:
+    """Fashion-MNIST from the IDX files of Debian's ``dataset-fashion-mnist``."""
+    root = root or os.environ.get("COOPT_FASHION_MNIST_DIR", FASHION_MNIST_DIR)
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise DataSourceError(f"fashion-mnist split must be 'train' or 'test', got {split!r}")
+    image_file = Path(root) / f"{prefix}-images-idx3-ubyte.gz"
+    label_file = Path(root) / f"{prefix}-labels-idx1-ubyte.gz"
+    if not image_file.exists():
+        raise DataSourceError(
+            f"Fashion-MNIST not found at {image_file}: install Debian's package "
+            "`dataset-fashion-mnist` (apt-get install dataset-fashion-mnist) or set "
+            "COOPT_FASHION_MNIST_DIR to a folder holding the gzipped IDX files"
+        )
+    spec = "fashion-mnist" if split == "train" else f"fashion-mnist:{split}"
+    return ArraySource(spec, read_idx(image_file), read_idx(label_file))
+
+
+class FolderSource:
+    """A folder of images: flat, or ImageFolder layout with one sub-folder per class."""
+
+    def __init__(self, root: str | os.PathLike, image_size: int | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_absolute():
+            raise DataSourceError(f"folder sources need an absolute path, got {str(root)!r}")
+        if not self.root.is_dir():
+            raise DataSourceError(f"image folder {self.root} does not exist")
+        self.spec = f"folder:{self.root}"
+        self.image_size = int(image_size or os.environ.get("COOPT_FOLDER_IMAGE_SIZE", 224))
+        # Sorted relative paths make the ids stable across machines and runs.
+        self.files = sorted(
+            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self.files:
+            raise DataSourceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
+        parents = sorted({p.parent for p in self.files})
+        self.class_names = (
+            [p.name for p in parents] if all(p != self.root for p in parents) else None
+        )
+        self._class_index = {name: i for i, name in enumerate(self.class_names or [])}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, path: Path) -> np.ndarray:
+        from PIL import Image  # pillow comes with torchvision
+
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            scale = self.image_size / min(image.size)
+            size = (max(self.image_size, round(image.width * scale)),
+                    max(self.image_size, round(image.height * scale)))
+            image = image.resize(size, Image.BILINEAR)
+            left = (image.width - self.image_size) // 2
+            top = (image.height - self.image_size) // 2
+            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+            return np.asarray(image, dtype=np.uint8)
+
+    def images(self, ids: np.ndarray) -> np.ndarray:
+        ids = _check_ids(ids, len(self), self.spec)
+        out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
+        for row, sample in enumerate(ids):
+            out[row] = self._load(self.files[sample])
+        return out
+
+    def labels(self, ids: np.ndarray) -> np.ndarray | None:
+        if self.class_names is None:
+            return None
+        ids = _check_ids(ids, len(self), self.spec)
+        return np.array([self._class_index[self.files[i].parent.name] for i in ids], np.int64)
+
+
+def open_hf_dataset(name: str, split: str = "train") -> ArraySource:
+    """A Hugging Face image dataset through flwr-datasets (needs the network once)."""
+    try:
+        from flwr_datasets import FederatedDataset
+        from flwr_datasets.partitioner import IidPartitioner
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise DataSourceError("hf: sources need `pip install flwr-datasets`") from error
+    # One partition = the whole split; CoOpt shards by sample id itself so that the platform
+    # controls which participant holds what.
+    fds = FederatedDataset(dataset=name, partitioners={split: IidPartitioner(num_partitions=1)})
+    table = fds.load_partition(0, split)
+    image_key = next((k for k in ("img", "image", "pixel_values") if k in table.column_names), None)
+    if image_key is None:
+        raise DataSourceError(f"{name} has no image column (columns: {table.column_names})")
+    label_key = next((k for k in ("label", "fine_label", "labels") if k in table.column_names), None)
+    pixels = np.stack([np.asarray(img.convert("RGB"), dtype=np.uint8) for img in table[image_key]])
+    labels = np.asarray(table[label_key], dtype=np.int64) if label_key else None
+    return ArraySource(f"hf:{name}:{split}", pixels, labels)
+
+
+@functools.lru_cache(maxsize=8)
+def open_source(spec: str) -> ImageSource:
+    """Open the image source named by ``spec`` (cached per process).
+
+    Raises
+    ------
+    DataSourceError
+        For an unknown form or missing data, with the forms that exist.
+    """
+    kind, _, rest = spec.strip().partition(":")
+    if kind == "fashion-mnist":
+        return open_fashion_mnist(rest or "train")
+    if kind == "folder" and rest:
+        return FolderSource(rest)
+    if kind == "hf" and rest:
+        name, _, split = rest.partition(":")
+        return open_hf_dataset(name, split or "train")
+    raise DataSourceError(
+        f"unknown data source {spec!r}; use one of: {', '.join(SOURCE_FORMS)}"
+    )
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def select_samples(num_available: int, num_samples: int, seed: int) -> np.ndarray:
+    """Sorted ids of the samples a run works on: all of them, or a seeded random subset."""
+    if num_samples < 0:
+        raise ValueError(f"num-samples must be >= 0 (0 = all), got {num_samples}")
+    if num_samples == 0 or num_samples >= num_available:
+        return np.arange(num_available, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), 0x5A3D])
+    return np.sort(rng.choice(num_available, size=num_samples, replace=False)).astype(np.int64)
+
+
+def partition_iid(ids: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """Split ``ids`` into ``num_partitions`` non-overlapping shards of near-equal size.
+
+    Shards are random (seeded) but each is returned sorted, so a participant reads its images
+    in storage order.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if num_partitions < 1:
+        raise ValueError(f"need at least one partition, got {num_partitions}")
+    if num_partitions > len(ids):
+        raise ValueError(
+            f"{num_partitions} participants but only {len(ids)} samples: raise num-samples "
+            "or use fewer participants"
+        )
+    rng = np.random.default_rng([int(seed), 0x1D5])
+    shuffled = ids[rng.permutation(len(ids))]
+    return [np.sort(part) for part in np.array_split(shuffled, num_partitions)]
+
+
+def select_shared_subset(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The shared subset S: ``size`` ids every participant encodes (seeded, sorted)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not 2 <= size <= len(ids):
+        raise ValueError(f"shared-size must be in [2, {len(ids)}], got {size}")
+    rng = np.random.default_rng([int(seed), 0x5EA5ED])
+    return np.sort(rng.choice(ids, size=size, replace=False))
+
+
+def pages(ids: np.ndarray, page_size: int) -> list[np.ndarray]:
+    """Consecutive pages of at most ``page_size`` ids."""
+    if page_size < 1:
+        raise ValueError(f"page size must be >= 1, got {page_size}")
+    return [ids[start: start + page_size] for start in range(0, len(ids), page_size)]

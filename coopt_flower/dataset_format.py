@@ -1,0 +1,302 @@
+"""The optimized dataset on disk: the product a CoOpt run leaves behind.
+
+A dataset is a directory that anyone can load without Flower::
+
+    manifest.json     format version, source spec, n, dtype, participants (prototype, dim,
+                      uniform value, alignment residuals, sample count), shared-subset ids,
+                      timings, and a sha256 for every data file
+    targets.npy       (N, n) float16/float32, memory-mappable, rows sorted by sample id
+    sample_ids.npy    (N,) int64, sorted: row i holds the target of sample sample_ids[i]
+    owners.npy        (N,) int16, index into manifest["participants"] of who encoded row i
+
+:class:`DatasetWriter` streams pages of targets straight into memory-mapped files in a hidden
+temporary directory and only renames it into place once everything is written, checksummed and
+fsynced, so a crash never leaves a half-written dataset where a reader would find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TARGETS_FILE = "targets.npy"
+SAMPLE_IDS_FILE = "sample_ids.npy"
+OWNERS_FILE = "owners.npy"
+DATA_FILES = (TARGETS_FILE, SAMPLE_IDS_FILE, OWNERS_FILE)
+TARGET_DTYPES = ("float16", "float32")
+
+
+class DatasetIntegrityError(RuntimeError):
+    """A dataset on disk is incomplete, corrupted or of an unknown format."""
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so memory stays flat for any size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file via a temporary file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class DatasetWriter:
+    """Stream targets page by page into a new dataset directory, then publish it atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Final directory. Must not exist yet unless ``overwrite`` is set; it appears only
+        when :meth:`commit` succeeds.
+    sample_ids : np.ndarray
+        Every sample id the dataset will hold (any order; stored sorted, unique).
+    target_dim : int
+        Common target dimension n.
+    dtype : str
+        ``"float16"`` (half the disk) or ``"float32"``.
+    overwrite : bool
+        Replace an existing directory at ``path`` on commit.
+
+    Use it as a context manager: leaving the block with an exception discards the temporary
+    directory and leaves whatever was at ``path`` before untouched.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        sample_ids: np.ndarray,
+        target_dim: int,
+        dtype: str = "float16",
+        overwrite: bool = False,
+    ) -> None:
+        if dtype not in TARGET_DTYPES:
+            raise ValueError(f"target dtype must be one of {TARGET_DTYPES}, got {dtype!r}")
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} already exists; choose another output path")
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        self.sample_ids = np.unique(ids)
+        if len(self.sample_ids) != len(ids):
+            raise ValueError("sample ids given to the writer contain duplicates")
+        self.target_dim = int(target_dim)
+        self.dtype = dtype
+        self.overwrite = overwrite
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{time.time_ns()}"
+        self.tmp.mkdir()
+        n = len(self.sample_ids)
+        self._targets = np.lib.format.open_memmap(
+            self.tmp / TARGETS_FILE, mode="w+", dtype=dtype, shape=(n, self.target_dim)
+        )
+        self._owners = np.lib.format.open_memmap(
+            self.tmp / OWNERS_FILE, mode="w+", dtype=np.int16, shape=(n,)
+        )
+        self._owners[:] = -1
+        self._written = np.zeros(n, dtype=bool)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row index of every id; raises for ids the dataset does not hold."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.searchsorted(self.sample_ids, ids)
+        rows = np.minimum(rows, len(self.sample_ids) - 1)
+        unknown = ids[self.sample_ids[rows] != ids]
+        if unknown.size:
+            raise ValueError(f"{unknown.size} sample ids are not part of this dataset, e.g. {unknown[:5]}")
+        return rows
+
+    def write(self, ids: np.ndarray, targets: np.ndarray, owner: int) -> None:
+        """Store one page: ``targets[i]`` is the target of sample ``ids[i]``."""
+        targets = np.asarray(targets)
+        if targets.shape != (len(ids), self.target_dim):
+            raise ValueError(
+                f"page of {len(ids)} ids needs targets of shape {(len(ids), self.target_dim)}, "
+                f"got {targets.shape}"
+            )
+        rows = self.rows_of(ids)
+        if self._written[rows].any() or len(np.unique(rows)) != len(rows):
+            raise ValueError("page writes sample ids that were already written")
+        self._targets[rows] = targets.astype(self.dtype)
+        self._owners[rows] = owner
+        self._written[rows] = True
+
+    def missing_ids(self) -> np.ndarray:
+        """Ids that no page has written yet."""
+        return self.sample_ids[~self._written]
+
+    def commit(self, manifest: dict[str, Any], extra_files: dict[str, str] | None = None) -> Path:
+        """Checksum, fsync and publish the dataset; returns its final path.
+
+        Parameters
+        ----------
+        manifest : dict
+            Run metadata; the writer adds format, shape, dtype and checksum fields.
+        extra_files : dict, optional
+            Small text files (e.g. a report) published inside the dataset directory.
+        """
+        missing = self.missing_ids()
+        if missing.size:
+            raise DatasetIntegrityError(
+                f"{missing.size} samples were never written (e.g. {missing[:5]}); refusing "
+                "to publish an incomplete dataset"
+            )
+        np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
+        for array in (self._targets, self._owners):
+            array.flush()
+        del self._targets, self._owners  # close the memory maps before hashing and renaming
+        for name in DATA_FILES:
+            _fsync_file(self.tmp / name)
+        full = dict(manifest)
+        full.update(
+            format_version=FORMAT_VERSION,
+            num_samples=int(len(self.sample_ids)),
+            target_dim=self.target_dim,
+            target_dtype=self.dtype,
+            files={name: {"sha256": sha256_file(self.tmp / name)} for name in DATA_FILES},
+        )
+        for name, text in (extra_files or {}).items():
+            write_text_atomic(self.tmp / name, text)
+        write_text_atomic(self.tmp / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True))
+        _fsync_dir(self.tmp)
+
+        backup = None
+        if self.path.exists():  # only reachable with overwrite=True
+            backup = self.path.parent / f".{self.path.name}.old-{time.time_ns()}"
+            os.rename(self.path, backup)
+        os.rename(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        for name in ("_targets", "_owners"):
+            if hasattr(self, name):
+                delattr(self, name)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and sanity-check ``manifest.json`` of a dataset directory."""
+    manifest_path = Path(path) / MANIFEST_FILE
+    if not manifest_path.exists():
+        raise DatasetIntegrityError(f"{path} is not an optimized dataset (no {MANIFEST_FILE})")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetIntegrityError(
+            f"{path} has format version {version}; this coopt_flower reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
+    """Check every data file's sha256 against the manifest; returns the manifest."""
+    manifest = read_manifest(path)
+    for name, meta in manifest["files"].items():
+        actual = sha256_file(Path(path) / name)
+        if actual != meta["sha256"]:
+            raise DatasetIntegrityError(
+                f"{Path(path) / name} is corrupted: sha256 {actual[:12]}... does not match "
+                f"the manifest's {meta['sha256'][:12]}..."
+            )
+    return manifest
+
+
+class OptimizedDataset:
+    """A CoOpt dataset as a torch ``Dataset`` of ``(image, target)``.
+
+    ``image`` is a ``torch.uint8`` tensor ``(3, H, W)`` read from the source the dataset was
+    built from; ``target`` a ``torch.float32`` tensor ``(n,)``. Targets stay memory-mapped.
+
+    Parameters
+    ----------
+    path : path-like
+        Dataset directory.
+    source : ImageSource or str, optional
+        Where the images come from; defaults to the manifest's ``source`` spec.
+    verify : bool
+        Check the checksums first (reads every byte once).
+    transform : callable, optional
+        Applied to the image tensor.
+    """
+
+    def __init__(self, path, source=None, verify: bool = True, transform=None) -> None:
+        self.path = Path(path)
+        self.manifest = verify_dataset(self.path) if verify else read_manifest(self.path)
+        self.targets = np.load(self.path / TARGETS_FILE, mmap_mode="r")
+        self.sample_ids = np.load(self.path / SAMPLE_IDS_FILE)
+        self.owners = np.load(self.path / OWNERS_FILE, mmap_mode="r")
+        if self.targets.shape != (len(self.sample_ids), self.manifest["target_dim"]):
+            raise DatasetIntegrityError(f"{self.path}: targets shape disagrees with manifest")
+        self._source = source
+        self.transform = transform
+
+    @property
+    def source(self):
+        if self._source is None or isinstance(self._source, str):
+            from coopt_flower.data import open_source
+
+            self._source = open_source(self._source or self.manifest["source"])
+        return self._source
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        ids = self.sample_ids[index: index + 1]
+        image = torch.from_numpy(self.source.images(ids)[0]).permute(2, 0, 1).contiguous()
+        if self.transform is not None:
+            image = self.transform(image)
+        target = torch.from_numpy(np.array(self.targets[index], dtype=np.float32))  # copy: memmap is read-only
+        return image, target
+
+    def labels(self) -> np.ndarray | None:
+        """Labels of the samples from the source, if it has any (for probing)."""
+        return self.source.labels(self.sample_ids)
+
+
+def load_optimized_dataset(path, source=None, verify: bool = True, transform=None) -> OptimizedDataset:
+    """Open a dataset directory written by :class:`DatasetWriter` (see :class:`OptimizedDataset`)."""
+    return OptimizedDataset(path, source=source, verify=verify, transform=transform)

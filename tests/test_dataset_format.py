@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+
+from coopt_flower.data import ArraySource
+from coopt_flower.dataset_format import (
+    DatasetIntegrityError, DatasetWriter, load_optimized_dataset, read_manifest, verify_dataset,
+)
+
+
+def write_dataset(path, ids, targets, owners, dtype="float32", **kw):
+    with DatasetWriter(path, ids, targets.shape[1], dtype, **kw) as writer:
+        for owner in np.unique(owners):
+            rows = owners == owner
+            writer.write(ids[rows], targets[rows], owner=int(owner))
+        return writer.commit({"source": "test", "participants": []}, extra_files={"report.md": "hi\n"})
+
+
+@pytest.fixture
+def pixels():
+    return np.random.default_rng(0).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+
+
+def test_round_trip(tmp_path, pixels):
+    ids = np.array([15, 2, 7, 11, 4])
+    targets = np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32)
+    owners = np.array([0, 1, 0, 1, 1])
+    path = write_dataset(tmp_path / "ds", ids, targets, owners)
+    ds = load_optimized_dataset(path, source=ArraySource("test", pixels))
+    assert len(ds) == 5 and list(ds.sample_ids) == [2, 4, 7, 11, 15]
+    order = np.argsort(ids)
+    for row, src in enumerate(order):
+        image, target = ds[row]
+        assert image.shape == (3, 8, 8) and str(image.dtype) == "torch.uint8"
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), pixels[ids[src]])
+        assert np.allclose(target.numpy(), targets[src])
+        assert ds.owners[row] == owners[src]
+    manifest = read_manifest(path)
+    assert manifest["num_samples"] == 5 and manifest["target_dim"] == 6
+    assert (path / "report.md").read_text() == "hi\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_flipped_byte_is_detected(tmp_path):
+    ids = np.arange(4)
+    path = write_dataset(tmp_path / "ds", ids, np.ones((4, 3), np.float32), np.zeros(4, int))
+    verify_dataset(path)
+    raw = bytearray((path / "targets.npy").read_bytes())
+    raw[-3] ^= 0x01
+    (path / "targets.npy").write_bytes(bytes(raw))
+    with pytest.raises(DatasetIntegrityError, match="targets.npy is corrupted"):
+        load_optimized_dataset(path)
+
+
+def test_incomplete_dataset_is_never_published(tmp_path):
+    with pytest.raises(DatasetIntegrityError, match="never written"):
+        with DatasetWriter(tmp_path / "ds", np.arange(4), 2, "float16") as writer:
+            writer.write(np.array([0, 1]), np.zeros((2, 2)), owner=0)
+            writer.commit({})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_mid_write_leaves_previous_version(tmp_path):
+    path = write_dataset(tmp_path / "ds", np.arange(3), np.ones((3, 2), np.float32), np.zeros(3, int))
+    before = (path / "targets.npy").read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        with DatasetWriter(path, np.arange(3), 2, "float32", overwrite=True) as writer:
+            writer.write(np.array([0]), np.zeros((1, 2)), owner=0)
+            raise RuntimeError("boom")
+    assert (path / "targets.npy").read_bytes() == before
+    verify_dataset(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_writer_refuses_bad_pages(tmp_path):
+    with DatasetWriter(tmp_path / "ds", np.arange(5), 3) as writer:
+        with pytest.raises(ValueError, match="shape"):
+            writer.write(np.array([0, 1]), np.zeros((2, 4)), owner=0)
+        with pytest.raises(ValueError, match="not part of this dataset"):
+            writer.write(np.array([9]), np.zeros((1, 3)), owner=0)
+        writer.write(np.array([1]), np.zeros((1, 3)), owner=0)
+        with pytest.raises(ValueError, match="already written"):
+            writer.write(np.array([1]), np.zeros((1, 3)), owner=1)
+        writer.abort()
+    write_dataset(tmp_path / "x", np.arange(2), np.ones((2, 2), np.float32), np.zeros(2, int))
+    with pytest.raises(FileExistsError, match="already exists"):
+        DatasetWriter(tmp_path / "x", np.arange(2), 2)
+
+
+def test_unknown_format_version_is_refused(tmp_path):
+    path = write_dataset(tmp_path / "ds", np.arange(2), np.ones((2, 2), np.float32), np.zeros(2, int))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetIntegrityError, match="format version 99"):
+        read_manifest(path)
