@@ -8,6 +8,9 @@ A dataset is a directory that anyone can load without Flower::
     targets.npy       (N, n) float16/float32, memory-mappable, rows sorted by sample id
     sample_ids.npy    (N,) int64, sorted: row i holds the target of sample sample_ids[i]
     owners.npy        (N,) int16, index into manifest["participants"] of who encoded row i
+    shared_embeddings.npy  (optional) (K, |S|, n) float32: every participant's projected,
+                      unaligned embeddings of the shared subset, so later participants can be
+                      scored and aligned against this dataset without re-encoding S
 
 :class:`DatasetWriter` streams pages of targets straight into memory-mapped files in a hidden
 temporary directory and only renames it into place once everything is written, checksummed and
@@ -162,7 +165,12 @@ class DatasetWriter:
         """Ids that no page has written yet."""
         return self.sample_ids[~self._written]
 
-    def commit(self, manifest: dict[str, Any], extra_files: dict[str, str] | None = None) -> Path:
+    def commit(
+        self,
+        manifest: dict[str, Any],
+        extra_files: dict[str, str] | None = None,
+        extra_arrays: dict[str, np.ndarray] | None = None,
+    ) -> Path:
         """Checksum, fsync and publish the dataset; returns its final path.
 
         Parameters
@@ -171,6 +179,8 @@ class DatasetWriter:
             Run metadata; the writer adds format, shape, dtype and checksum fields.
         extra_files : dict, optional
             Small text files (e.g. a report) published inside the dataset directory.
+        extra_arrays : dict, optional
+            ``name.npy`` -> array, stored and checksummed like the data files.
         """
         missing = self.missing_ids()
         if missing.size:
@@ -179,10 +189,15 @@ class DatasetWriter:
                 "to publish an incomplete dataset"
             )
         np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
+        for name, array in (extra_arrays or {}).items():
+            if not name.endswith(".npy") or name in DATA_FILES or "/" in name:
+                raise ValueError(f"extra array name must be a new '<name>.npy', got {name!r}")
+            np.save(self.tmp / name, array)
         for array in (self._targets, self._owners):
             array.flush()
         del self._targets, self._owners  # close the memory maps before hashing and renaming
-        for name in DATA_FILES:
+        checked = DATA_FILES + tuple(extra_arrays or ())
+        for name in checked:
             _fsync_file(self.tmp / name)
         full = dict(manifest)
         full.update(
@@ -190,7 +205,7 @@ class DatasetWriter:
             num_samples=int(len(self.sample_ids)),
             target_dim=self.target_dim,
             target_dtype=self.dtype,
-            files={name: {"sha256": sha256_file(self.tmp / name)} for name in DATA_FILES},
+            files={name: {"sha256": sha256_file(self.tmp / name)} for name in checked},
         )
         for name, text in (extra_files or {}).items():
             write_text_atomic(self.tmp / name, text)

@@ -14,7 +14,8 @@ def write_dataset(path, ids, targets, owners, dtype="float32", **kw):
         for owner in np.unique(owners):
             rows = owners == owner
             writer.write(ids[rows], targets[rows], owner=int(owner))
-        return writer.commit({"source": "test", "participants": []}, extra_files={"report.md": "hi\n"})
+        return writer.commit({"source": "test", "participants": []}, extra_files={"report.md": "hi\n"},
+                             extra_arrays={"shared_embeddings.npy": np.arange(6.0).reshape(1, 2, 3)})
 
 
 @pytest.fixture
@@ -39,6 +40,8 @@ def test_round_trip(tmp_path, pixels):
     manifest = read_manifest(path)
     assert manifest["num_samples"] == 5 and manifest["target_dim"] == 6
     assert (path / "report.md").read_text() == "hi\n"
+    assert np.array_equal(np.load(path / "shared_embeddings.npy"), np.arange(6.0).reshape(1, 2, 3))
+    assert "shared_embeddings.npy" in manifest["files"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -51,6 +54,15 @@ def test_flipped_byte_is_detected(tmp_path):
     (path / "targets.npy").write_bytes(bytes(raw))
     with pytest.raises(DatasetIntegrityError, match="targets.npy is corrupted"):
         load_optimized_dataset(path)
+
+
+def test_flipped_byte_in_extra_array_is_detected(tmp_path):
+    path = write_dataset(tmp_path / "ds", np.arange(2), np.ones((2, 2), np.float32), np.zeros(2, int))
+    raw = bytearray((path / "shared_embeddings.npy").read_bytes())
+    raw[-1] ^= 0x10
+    (path / "shared_embeddings.npy").write_bytes(bytes(raw))
+    with pytest.raises(DatasetIntegrityError, match="shared_embeddings.npy is corrupted"):
+        verify_dataset(path)
 
 
 def test_incomplete_dataset_is_never_published(tmp_path):
