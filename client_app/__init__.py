@@ -1,0 +1,1 @@
+"""The CoOpt participant as a Flower ClientApp."""

@@ -1,0 +1,115 @@
+"""A CoOpt participant: runs its own prototype over images and returns projected targets.
+
+Message protocol (every reply is stateless, so pages can be retried or reassigned):
+
+``query.describe``
+    Reply ``ConfigRecord "describe"``: prototype spec, output dim, native and used image size,
+    device, partition id, library versions.
+``train.optimize``
+    Request ``ConfigRecord "config"`` (``target-dim``, ``projection-seed``, ``batch-size``,
+    ``image-size``, ``data``) and ``ArrayRecord "inputs"`` holding either ``pixels`` (uint8
+    ``(m, H, W, 3)``: the shared subset, sent as pixels) or ``ids`` (one page of this
+    participant's shard, read from its own copy of the data). Reply ``ArrayRecord "outputs"``
+    with ``targets`` (float32 ``(m, n)``) and ``ids`` (int64, echoed; ``-1``s for pixels),
+    ``MetricRecord "metrics"`` with the encode time, and ``ConfigRecord "info"`` with the
+    prototype spec and, for pixels, the sha256 of the pixels as received (the platform checks
+    that every participant encoded the very same shared subset).
+
+Which prototype a node runs: ``prototype`` in its node config (``flower-supernode
+--node-config "prototype='efficientnet-lite0'"``), else entry ``partition-id`` of the run
+config's comma list ``prototypes`` (simulation).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from coopt_flower.config import split_specs
+from coopt_flower.data import open_source
+from coopt_flower.prototypes import create_prototype
+from coopt_flower.targets import compute_targets
+
+app = ClientApp()
+
+
+def resolve_prototype_spec(context: Context) -> str:
+    """The prototype this node runs: its node config first, else its slot in the run config."""
+    if "prototype" in context.node_config:
+        return str(context.node_config["prototype"])
+    specs = split_specs(context.run_config.get("prototypes", ""))
+    if not specs:
+        raise ValueError("no prototype: set node config 'prototype' or run config 'prototypes'")
+    partition = int(context.node_config.get("partition-id", 0))
+    return specs[partition % len(specs)]
+
+
+def resolve_device(context: Context) -> str:
+    """``device`` from the node config, else CUDA when this node has a GPU."""
+    if "device" in context.node_config:
+        return str(context.node_config["device"])
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def load_prototype(spec: str, image_size: int, device: str):
+    """Prototypes are built once per process: a ClientApp object lives for one message only."""
+    return create_prototype(spec, image_size=image_size or None, device=device)
+
+
+@app.query("describe")
+def describe(msg: Message, context: Context) -> Message:
+    """Tell the platform what this participant runs."""
+    import torch
+
+    image_size = int(msg.content["config"].get("image-size", 0)) if "config" in msg.content else 0
+    spec = resolve_prototype_spec(context)
+    device = resolve_device(context)
+    prototype = load_prototype(spec, image_size, device)
+    info = ConfigRecord(
+        {
+            "prototype": spec,
+            "output-dim": int(prototype.output_dim),
+            "native-size": int(prototype.native_size),
+            "image-size": int(prototype.image_size),
+            "device": device,
+            "partition-id": int(context.node_config.get("partition-id", -1)),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+    )
+    return Message(RecordDict({"describe": info}), reply_to=msg)
+
+
+@app.train("optimize")
+def optimize(msg: Message, context: Context) -> Message:
+    """Encode the shared subset (pixels) or a page of the shard (ids) into projected targets."""
+    config = msg.content["config"]
+    inputs = msg.content["inputs"]
+    spec = resolve_prototype_spec(context)
+    prototype = load_prototype(spec, int(config["image-size"]), resolve_device(context))
+    kwargs = dict(
+        target_dim=int(config["target-dim"]),
+        projection_seed=int(config["projection-seed"]),
+        batch_size=int(config["batch-size"]),
+    )
+    info = ConfigRecord({"prototype": spec})
+    if "pixels" in inputs:
+        pixels = inputs["pixels"].numpy()
+        info["pixels-sha256"] = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        targets, stats = compute_targets(prototype, pixels, None, desc="shared subset", **kwargs)
+        ids = np.full(len(pixels), -1, dtype=np.int64)
+    else:
+        ids = inputs["ids"].numpy().astype(np.int64)
+        source = open_source(str(config["data"]))
+        targets, stats = compute_targets(prototype, source, ids, desc="shard page", **kwargs)
+    outputs = ArrayRecord({"targets": Array(targets), "ids": Array(ids)})
+    metrics = MetricRecord({"encode-seconds": stats.seconds, "num-images": stats.num_images})
+    return Message(RecordDict({"outputs": outputs, "metrics": metrics, "info": info}), reply_to=msg)

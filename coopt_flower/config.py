@@ -1,0 +1,122 @@
+"""Run settings: the run-config keys a user sets, parsed and checked before any work starts.
+
+Every key here appears in ``[tool.flwr.app.config]`` of ``pyproject.toml`` with its default and
+can be changed with ``flwr run . --run-config "key=value ..."``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from coopt_flower.dataset_format import TARGET_DTYPES
+
+
+class ConfigError(ValueError):
+    """A run-config value is unusable; the message names the key and what to fix."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def split_specs(value: str) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+def default_output_dir() -> str:
+    """A fresh directory per run under the user's home (absolute, as the SuperLink needs)."""
+    return str(Path.home() / "coopt-flower-outputs" / time.strftime("run-%Y%m%d-%H%M%S"))
+
+
+@dataclass
+class RunSettings:
+    """Parsed run config of a CoOpt run (see ``pyproject.toml`` for every key's meaning)."""
+
+    prototypes: list[str] = field(default_factory=lambda: ["efficientnet-lite0"])
+    data: str = "fashion-mnist"
+    num_samples: int = 0
+    shared_size: int = 256
+    target_dim: int = 512
+    seed: int = 0
+    output_dir: str = ""
+    overwrite: bool = False
+    image_size: int = 0
+    batch_size: int = 128
+    target_dtype: str = "float16"
+    page_size: int = 0
+    max_message_mb: float = 64.0
+    min_participants: int = 0
+    node_wait_s: float = 120.0
+    reply_timeout_s: float = 3600.0
+
+    # run-config key -> attribute; the keys use Flower's dashed style.
+    KEYS = {
+        "prototypes": "prototypes", "data": "data", "num-samples": "num_samples",
+        "shared-size": "shared_size", "target-dim": "target_dim", "seed": "seed",
+        "output-dir": "output_dir", "overwrite": "overwrite", "image-size": "image_size",
+        "batch-size": "batch_size", "target-dtype": "target_dtype", "page-size": "page_size",
+        "max-message-mb": "max_message_mb", "min-participants": "min_participants",
+        "node-wait-s": "node_wait_s", "reply-timeout-s": "reply_timeout_s",
+    }
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
+        """Build from a Flower run config (unknown keys are left for other components)."""
+        values: dict[str, Any] = {}
+        for key, attr in cls.KEYS.items():
+            if key in run_config:
+                values[attr] = run_config[key]
+        if "prototypes" in values:
+            values["prototypes"] = split_specs(values["prototypes"])
+        for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
+                     "batch_size", "page_size", "min_participants"):
+            if attr in values:
+                try:
+                    values[attr] = int(values[attr])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{attr.replace('_', '-')} must be an integer, got {values[attr]!r}") from None
+        settings = cls(**values)
+        if not settings.output_dir:
+            settings.output_dir = default_output_dir()
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first unusable value."""
+        _require(bool(self.prototypes), "prototypes is empty: give a comma list of prototype specs")
+        _require(self.num_samples >= 0, f"num-samples must be >= 0 (0 = all), got {self.num_samples}")
+        _require(self.target_dim >= 1, f"target-dim must be >= 1, got {self.target_dim}")
+        _require(self.shared_size >= 8, f"shared-size must be >= 8 to fit and check alignments, got {self.shared_size}")
+        _require(self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}")
+        _require(self.image_size >= 0, f"image-size must be >= 0 (0 = native), got {self.image_size}")
+        _require(self.page_size >= 0, f"page-size must be >= 0 (0 = from max-message-mb), got {self.page_size}")
+        _require(self.max_message_mb > 0, f"max-message-mb must be > 0, got {self.max_message_mb}")
+        _require(self.target_dtype in TARGET_DTYPES,
+                 f"target-dtype must be one of {', '.join(TARGET_DTYPES)}, got {self.target_dtype!r}")
+        _require(os.path.isabs(self.output_dir),
+                 f"output-dir must be an absolute path (the SuperLink's working directory is not "
+                 f"yours), got {self.output_dir!r}")
+        if self.num_samples:
+            _require(self.shared_size <= self.num_samples,
+                     f"shared-size ({self.shared_size}) exceeds num-samples ({self.num_samples})")
+
+    @property
+    def expected_participants(self) -> int:
+        """How many nodes the platform waits for (default: one per prototype spec)."""
+        return self.min_participants or len(self.prototypes)
+
+    def rows_per_page(self) -> int:
+        """Samples per ``train.optimize`` page so one reply stays under max-message-mb."""
+        if self.page_size:
+            return self.page_size
+        # Replies carry float32 targets plus int64 ids.
+        return max(1, int(self.max_message_mb * 2**20) // (self.target_dim * 4 + 8))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

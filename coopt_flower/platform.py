@@ -1,0 +1,87 @@
+"""The data platform's decisions, free of Flower: score, pick the reference, align, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coopt_flower.alignment import AlignmentMap, fit_alignment
+from coopt_flower.uniformity import uniform_value, select_reference
+
+
+@dataclass
+class AlignmentPlan:
+    """Uniform value per participant, the reference, and each participant's map to it."""
+
+    uniform_values: dict[str, float]
+    reference: str
+    maps: dict[str, AlignmentMap] = field(default_factory=dict)
+
+
+def plan_alignment(shared_embeddings: dict[str, np.ndarray], *, seed: int = 0) -> AlignmentPlan:
+    """Score prototypes on the shared subset S and fit every map to the most uniform one.
+
+    Parameters
+    ----------
+    shared_embeddings : dict
+        Participant name -> ``(|S|, n)`` projected embeddings of S, rows in the same order
+        (the shared ids) for everyone.
+    seed : int
+        Seeds the held-out split of S used to pick each ridge strength.
+    """
+    if not shared_embeddings:
+        raise ValueError("no participant returned shared-subset embeddings")
+    shapes = {name: emb.shape for name, emb in shared_embeddings.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
+    values = {name: uniform_value(emb) for name, emb in shared_embeddings.items()}
+    reference = select_reference(values)
+    target = shared_embeddings[reference]
+    maps = {
+        name: AlignmentMap.identity(emb.shape[1]) if name == reference
+        else fit_alignment(emb, target, seed=seed)
+        for name, emb in shared_embeddings.items()
+    }
+    return AlignmentPlan(values, reference, maps)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """A short Markdown report of one round (the summary is also stored as JSON)."""
+    lines = [
+        f"# CoOpt round {summary['round']}: optimized dataset",
+        "",
+        f"- source: `{summary['source']}`, {summary['num_samples']} samples, "
+        f"target dim {summary['target_dim']} ({summary['target_dtype']})",
+        f"- shared subset: {summary['shared_size']} images "
+        f"({100.0 * summary['shared_size'] / max(summary['num_samples'], 1):.2f}% of the data)",
+        f"- reference prototype (lowest uniform value): **{summary['reference']}** "
+        f"(`{summary['reference_prototype']}`)",
+        f"- dataset: `{summary['dataset_path']}`",
+        "",
+        "| participant | prototype | dim | samples | uniform value | residual on S | "
+        "held-out residual | ridge alpha | encode img/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in summary["participants"]:
+        ref = " (reference)" if p["name"] == summary["reference"] else ""
+        lines.append(
+            f"| {p['name']}{ref} | `{p['prototype']}` | {p['output_dim']} | {p['num_samples']} | "
+            f"{p['uniform_value']:.4f} | {p['fit_residual']:.3f} | {p['holdout_residual']:.3f} | "
+            f"{p['alpha']:g} | {p['images_per_second']:.1f} |"
+        )
+    lines += [
+        "",
+        "Residuals are the fraction of the reference's variance on S that the participant's "
+        "aligned targets leave unexplained (1 - R^2; 0 is perfect).",
+        "",
+        "| step | time |",
+        "|---|---:|",
+    ]
+    lines += [f"| {step} | {_fmt_seconds(sec)} |" for step, sec in summary["timings"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""A participant's work: encode images with its prototype and project them to the common space.
+
+Images are read from the source one batch at a time, so memory is bounded by the batch size
+plus the (page-sized) output, never by the shard.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from coopt_flower.projection import project, projection_matrix
+
+
+@dataclass
+class EncodeStats:
+    """How long an encode took; reported back to the platform."""
+
+    num_images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else float("inf")
+
+
+def encode_batches(prototype, batches, total: int, *, desc: str = "encode", progress: bool = True):
+    """Encode an iterable of uint8 image batches; returns ``(features, stats)``.
+
+    ``features`` is float32 ``(total, d_k)``.
+    """
+    features = np.empty((total, prototype.output_dim), dtype=np.float32)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # disable=None: no bar where output is not a terminal (Ray worker logs).
+        bar = tqdm(total=total, desc=desc, unit="img", leave=False, disable=None)
+    start, row = time.perf_counter(), 0
+    for batch in batches:
+        out = prototype.encode(batch)
+        features[row: row + len(out)] = out
+        row += len(out)
+        if bar is not None:
+            bar.update(len(out))
+    if bar is not None:
+        bar.close()
+    if row != total:
+        raise RuntimeError(f"expected {total} images, encoded {row}")
+    return features, EncodeStats(total, time.perf_counter() - start)
+
+
+def compute_targets(
+    prototype,
+    images_or_source,
+    ids: np.ndarray | None,
+    *,
+    target_dim: int,
+    projection_seed: int,
+    batch_size: int = 128,
+    progress: bool = True,
+    desc: str = "encode",
+) -> tuple[np.ndarray, EncodeStats]:
+    """Targets ``y = W_k psi_k(x)`` for a set of images.
+
+    Parameters
+    ----------
+    prototype : Prototype
+        From :func:`coopt_flower.prototypes.create_prototype`.
+    images_or_source : np.ndarray or ImageSource
+        Either uint8 images ``(m, H, W, 3)`` (the shared subset, sent as pixels) or a source
+        that the ``ids`` are read from batch by batch.
+    ids : np.ndarray or None
+        Sample ids to read from the source; None when images are given.
+    target_dim, projection_seed : int
+        Define the projection ``W_k`` (depends only on these and the prototype's dim).
+
+    Returns
+    -------
+    targets : np.ndarray
+        float32 ``(m, target_dim)``.
+    stats : EncodeStats
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if ids is None:
+        images = np.asarray(images_or_source)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (m, H, W, 3), got {images.dtype} {images.shape}")
+        total = len(images)
+        batches = (images[i: i + batch_size] for i in range(0, total, batch_size))
+    else:
+        source, ids = images_or_source, np.asarray(ids, dtype=np.int64)
+        total = len(ids)
+        batches = (source.images(ids[i: i + batch_size]) for i in range(0, total, batch_size))
+    features, stats = encode_batches(prototype, batches, total, desc=desc, progress=progress)
+    matrix = projection_matrix(prototype.output_dim, target_dim, projection_seed)
+    return project(features, matrix), stats

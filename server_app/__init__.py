@@ -1,0 +1,1 @@
+"""The CoOpt data platform as a Flower ServerApp."""

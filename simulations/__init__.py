@@ -1,0 +1,1 @@
+"""Experiment drivers, configs and results for coopt-flower."""

@@ -1,0 +1,70 @@
+"""The ClientApp called directly, as the SuperNode would call it, on real Fashion-MNIST."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from client_app.client_app import app
+from coopt_flower.data import open_source
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """The SuperNode runtime sets the process's task identity before calling a ClientApp."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 7
+    yield
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
+
+
+RUN_CONFIG = {"prototypes": "efficientnet-lite0,onnx:open-nsfw"}
+CONFIG = {"target-dim": 48, "projection-seed": 3, "batch-size": 16, "image-size": 32,
+          "data": "fashion-mnist"}
+
+
+def call(message_type, records, partition_id=0, node_config=None):
+    context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=dict(RUN_CONFIG),
+                      node_config=node_config or {"partition-id": partition_id, "num-partitions": 2})
+    msg = Message(RecordDict(records), dst_node_id=7, message_type=message_type)
+    return app(msg, context)
+
+
+@pytest.mark.parametrize("partition_id, spec, dim", [(0, "efficientnet-lite0", 1280),
+                                                     (1, "onnx:open-nsfw", 1024)])
+def test_describe_reports_the_partitions_prototype(partition_id, spec, dim):
+    reply = call("query.describe", {"config": ConfigRecord({"image-size": 32})}, partition_id)
+    info = reply.content["describe"]
+    assert info["prototype"] == spec and info["output-dim"] == dim
+    assert info["image-size"] == 32 and info["partition-id"] == partition_id
+
+
+def test_node_config_prototype_overrides_run_config():
+    reply = call("query.describe", {"config": ConfigRecord({"image-size": 32})},
+                 node_config={"prototype": "onnx:open-nsfw"})
+    assert reply.content["describe"]["prototype"] == "onnx:open-nsfw"
+
+
+def test_optimize_page_returns_targets_for_the_asked_ids():
+    ids = np.array([5, 17, 2, 40000, 9], dtype=np.int64)
+    reply = call("train.optimize", {"config": ConfigRecord(CONFIG),
+                                    "inputs": ArrayRecord({"ids": Array(ids)})})
+    out = reply.content["outputs"]
+    targets = out["targets"].numpy()
+    assert targets.shape == (5, 48) and targets.dtype == np.float32
+    assert np.array_equal(out["ids"].numpy(), ids)
+    assert np.isfinite(targets).all() and reply.content["metrics"]["num-images"] == 5
+    # Same images sent as pixels give the same targets: ids are read from the node's own copy.
+    pixels = open_source("fashion-mnist").images(ids)
+    again = call("train.optimize", {"config": ConfigRecord(CONFIG),
+                                    "inputs": ArrayRecord({"pixels": Array(pixels)})})
+    assert np.allclose(again.content["outputs"]["targets"].numpy(), targets, atol=1e-4)
+    assert (again.content["outputs"]["ids"].numpy() == -1).all()
+    assert len(again.content["info"]["pixels-sha256"]) == 64
+
+
+def test_bad_data_spec_fails_with_a_clear_error():
+    # The SuperNode runtime turns this exception into an error reply for the platform.
+    bad = dict(CONFIG, data="no-such-source")
+    with pytest.raises(ValueError, match="unknown data source 'no-such-source'"):
+        call("train.optimize", {"config": ConfigRecord(bad),
+                                "inputs": ArrayRecord({"ids": Array(np.arange(3))})})

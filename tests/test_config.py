@@ -1,0 +1,36 @@
+import pytest
+
+from coopt_flower.config import ConfigError, RunSettings, split_specs
+
+
+def test_parses_flower_run_config():
+    s = RunSettings.from_run_config({
+        "prototypes": "efficientnet-lite0, onnx:open-nsfw", "num-samples": 100,
+        "shared-size": 32, "target-dim": 64, "output-dir": "/tmp/x", "page-size": 0,
+        "max-message-mb": 1.0, "unrelated-key": 1,
+    })
+    assert s.prototypes == ["efficientnet-lite0", "onnx:open-nsfw"]
+    assert s.expected_participants == 2
+    assert s.rows_per_page() == 2**20 // (64 * 4 + 8)
+
+
+def test_empty_output_dir_becomes_a_fresh_absolute_one():
+    s = RunSettings.from_run_config({"output-dir": ""})
+    assert s.output_dir.startswith("/") and "coopt-flower-outputs" in s.output_dir
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"output-dir": "relative/out"}, "output-dir must be an absolute path"),
+    ({"prototypes": " , "}, "prototypes is empty"),
+    ({"shared-size": 4}, "shared-size must be >= 8"),
+    ({"num-samples": 50, "shared-size": 64}, r"shared-size \(64\) exceeds num-samples \(50\)"),
+    ({"target-dtype": "int8"}, "target-dtype must be one of"),
+    ({"num-samples": "lots"}, "num-samples must be an integer"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunSettings.from_run_config({"output-dir": "/tmp/x", **override})
+
+
+def test_split_specs():
+    assert split_specs("a,, b ,") == ["a", "b"]
