@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from coopt_flower.scheduling import PageScheduler, RoundFailed
+
+
+def drain(scheduler, fail_at=None):
+    """Run waves; ``fail_at = (wave, name)`` fails that participant with its in-flight page."""
+    done, wave = {}, 0
+    while batch := scheduler.next_wave():
+        for name, ids in batch.items():
+            if fail_at == (wave, name):
+                scheduler.fail(name, ids)
+            else:
+                done.setdefault(name, []).extend(ids.tolist())
+        wave += 1
+    return done
+
+
+def test_every_sample_once_without_failures():
+    shards = {"a": np.arange(0, 10), "b": np.arange(10, 17)}
+    done = drain(PageScheduler(shards, page_size=3))
+    assert sorted(done["a"] + done["b"]) == list(range(17))
+
+
+def test_failed_participants_pages_are_reassigned_without_loss():
+    shards = {"a": np.arange(0, 10), "b": np.arange(10, 20), "c": np.arange(20, 30)}
+    sched = PageScheduler(shards, page_size=4)
+    done = drain(sched, fail_at=(1, "b"))
+    got = sum(done.values(), [])
+    assert sorted(got) == list(range(30)) and len(got) == 30
+    assert sched.failed == {"b"} and sched.missing_ids().size == 0
+    assert set(done["b"]) == {10, 11, 12, 13}  # only its first page made it
+
+
+def test_drop_policy_records_exactly_the_missing_samples():
+    shards = {"a": np.arange(0, 10), "b": np.arange(10, 20)}
+    sched = PageScheduler(shards, page_size=4, on_failure="drop")
+    done = drain(sched, fail_at=(1, "b"))
+    assert sched.missing_ids().tolist() == list(range(14, 20))
+    assert sorted(sum(done.values(), [])) == list(range(0, 14))
+
+
+def test_below_min_participants_fails_the_round():
+    sched = PageScheduler({"a": np.arange(4), "b": np.arange(4, 8)}, page_size=2, min_participants=2)
+    with pytest.raises(RoundFailed, match="min-participants=2"):
+        sched.fail("a", np.arange(2))
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="on-failure"):
+        PageScheduler({"a": np.arange(3)}, page_size=1, on_failure="ignore")
