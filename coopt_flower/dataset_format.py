@@ -170,6 +170,7 @@ class DatasetWriter:
         manifest: dict[str, Any],
         extra_files: dict[str, str] | None = None,
         extra_arrays: dict[str, np.ndarray] | None = None,
+        allow_missing: bool = False,
     ) -> Path:
         """Checksum, fsync and publish the dataset; returns its final path.
 
@@ -181,13 +182,18 @@ class DatasetWriter:
             Small text files (e.g. a report) published inside the dataset directory.
         extra_arrays : dict, optional
             ``name.npy`` -> array, stored and checksummed like the data files.
+        allow_missing : bool
+            Publish even though some samples were never written (they are left out and listed
+            in the manifest's ``missing_sample_ids``); otherwise that is an error.
         """
         missing = self.missing_ids()
-        if missing.size:
+        if missing.size and not allow_missing:
             raise DatasetIntegrityError(
                 f"{missing.size} samples were never written (e.g. {missing[:5]}); refusing "
                 "to publish an incomplete dataset"
             )
+        if missing.size:
+            self._drop_unwritten_rows()
         np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
         for name, array in (extra_arrays or {}).items():
             if not name.endswith(".npy") or name in DATA_FILES or "/" in name:
@@ -200,6 +206,7 @@ class DatasetWriter:
         for name in checked:
             _fsync_file(self.tmp / name)
         full = dict(manifest)
+        full["missing_sample_ids"] = missing.tolist()
         full.update(
             format_version=FORMAT_VERSION,
             num_samples=int(len(self.sample_ids)),
@@ -221,6 +228,27 @@ class DatasetWriter:
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
         return self.path
+
+    def _drop_unwritten_rows(self, chunk_rows: int = 65536) -> None:
+        """Compact the memory maps to the written rows, copying in chunks (bounded memory)."""
+        keep = np.flatnonzero(self._written)
+        n = len(keep)
+        targets = np.lib.format.open_memmap(
+            self.tmp / f"{TARGETS_FILE}.compact", mode="w+", dtype=self.dtype, shape=(n, self.target_dim))
+        owners = np.lib.format.open_memmap(
+            self.tmp / f"{OWNERS_FILE}.compact", mode="w+", dtype=np.int16, shape=(n,))
+        for start in range(0, n, chunk_rows):
+            rows = keep[start: start + chunk_rows]
+            targets[start: start + len(rows)] = self._targets[rows]
+            owners[start: start + len(rows)] = self._owners[rows]
+        targets.flush(), owners.flush()
+        del self._targets, self._owners, targets, owners
+        os.replace(self.tmp / f"{TARGETS_FILE}.compact", self.tmp / TARGETS_FILE)
+        os.replace(self.tmp / f"{OWNERS_FILE}.compact", self.tmp / OWNERS_FILE)
+        self._targets = np.load(self.tmp / TARGETS_FILE, mmap_mode="r+")
+        self._owners = np.load(self.tmp / OWNERS_FILE, mmap_mode="r+")
+        self.sample_ids = self.sample_ids[keep]
+        self._written = np.ones(n, dtype=bool)
 
     def abort(self) -> None:
         """Discard everything written so far."""

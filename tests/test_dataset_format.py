@@ -73,6 +73,18 @@ def test_incomplete_dataset_is_never_published(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_allow_missing_publishes_only_written_rows_and_lists_the_rest(tmp_path):
+    with DatasetWriter(tmp_path / "ds", np.arange(10, 16), 2, "float32") as writer:
+        writer.write(np.array([15, 11]), np.array([[5.0, 5.0], [1.0, 1.0]]), owner=1)
+        writer.write(np.array([13]), np.array([[3.0, 3.0]]), owner=0)
+        path = writer.commit({"source": "test"}, allow_missing=True)
+    ds = load_optimized_dataset(path, source=ArraySource("test", np.zeros((20, 2, 2, 3), np.uint8)))
+    assert ds.sample_ids.tolist() == [11, 13, 15]
+    assert np.asarray(ds.targets)[:, 0].tolist() == [1.0, 3.0, 5.0]
+    assert np.asarray(ds.owners).tolist() == [1, 0, 1]
+    assert ds.manifest["missing_sample_ids"] == [10, 12, 14] and ds.manifest["num_samples"] == 3
+
+
 def test_exception_mid_write_leaves_previous_version(tmp_path):
     path = write_dataset(tmp_path / "ds", np.arange(3), np.ones((3, 2), np.float32), np.zeros(3, int))
     before = (path / "targets.npy").read_bytes()
