@@ -13,6 +13,22 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from coopt_flower.dataset_format import TARGET_DTYPES
+from coopt_flower.scheduling import ON_FAILURE_POLICIES
+
+# Run-config keys that define what a run's datasets contain: an output directory holding a run
+# with other values for these is a different run.
+RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
+                     "image_size")
+
+
+def min_shared_size(target_dim: int) -> int:
+    """Smallest shared subset accepted for ``target_dim``-d targets.
+
+    The ridge map has n + 1 parameters per output and is fitted on 80% of S; the regularizer
+    makes |S| < n workable (the default is 256 for n = 512), but below n / 16 samples the
+    held-out check has too few points to choose its strength or to mean anything.
+    """
+    return max(8, target_dim // 16)
 
 
 class ConfigError(ValueError):
@@ -51,7 +67,9 @@ class RunSettings:
     target_dtype: str = "float16"
     page_size: int = 0
     max_message_mb: float = 64.0
-    min_participants: int = 0
+    num_participants: int = 0
+    min_participants: int = 1
+    on_failure: str = "reassign"
     node_wait_s: float = 120.0
     reply_timeout_s: float = 3600.0
 
@@ -61,7 +79,8 @@ class RunSettings:
         "shared-size": "shared_size", "target-dim": "target_dim", "seed": "seed",
         "output-dir": "output_dir", "overwrite": "overwrite", "image-size": "image_size",
         "batch-size": "batch_size", "target-dtype": "target_dtype", "page-size": "page_size",
-        "max-message-mb": "max_message_mb", "min-participants": "min_participants",
+        "max-message-mb": "max_message_mb", "num-participants": "num_participants",
+        "min-participants": "min_participants", "on-failure": "on_failure",
         "node-wait-s": "node_wait_s", "reply-timeout-s": "reply_timeout_s",
     }
 
@@ -75,7 +94,7 @@ class RunSettings:
         if "prototypes" in values:
             values["prototypes"] = split_specs(values["prototypes"])
         for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
-                     "batch_size", "page_size", "min_participants"):
+                     "batch_size", "page_size", "num_participants", "min_participants"):
             if attr in values:
                 try:
                     values[attr] = int(values[attr])
@@ -99,6 +118,20 @@ class RunSettings:
         _require(self.max_message_mb > 0, f"max-message-mb must be > 0, got {self.max_message_mb}")
         _require(self.target_dtype in TARGET_DTYPES,
                  f"target-dtype must be one of {', '.join(TARGET_DTYPES)}, got {self.target_dtype!r}")
+        _require(self.num_participants >= 0,
+                 f"num-participants must be >= 0 (0 = one per prototype spec), got {self.num_participants}")
+        _require(self.min_participants >= 1, f"min-participants must be >= 1, got {self.min_participants}")
+        _require(self.min_participants <= self.expected_participants,
+                 f"min-participants ({self.min_participants}) exceeds the {self.expected_participants} "
+                 "participants the run waits for")
+        _require(self.on_failure in ON_FAILURE_POLICIES,
+                 f"on-failure must be one of {', '.join(ON_FAILURE_POLICIES)}, got {self.on_failure!r}")
+        _require(self.node_wait_s > 0 and self.reply_timeout_s > 0,
+                 "node-wait-s and reply-timeout-s must be > 0")
+        min_shared = min_shared_size(self.target_dim)
+        _require(self.shared_size >= min_shared,
+                 f"shared-size {self.shared_size} is too small to align {self.target_dim}-d targets: "
+                 f"use at least {min_shared} (or a smaller target-dim)")
         _require(os.path.isabs(self.output_dir),
                  f"output-dir must be an absolute path (the SuperLink's working directory is not "
                  f"yours), got {self.output_dir!r}")
@@ -109,7 +142,7 @@ class RunSettings:
     @property
     def expected_participants(self) -> int:
         """How many nodes the platform waits for (default: one per prototype spec)."""
-        return self.min_participants or len(self.prototypes)
+        return self.num_participants or len(self.prototypes)
 
     def rows_per_page(self) -> int:
         """Samples per ``train.optimize`` page so one reply stays under max-message-mb."""
@@ -120,3 +153,7 @@ class RunSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The values that make two runs' outputs comparable (see RUN_IDENTITY_KEYS)."""
+        return {key: getattr(self, key) for key in RUN_IDENTITY_KEYS}
