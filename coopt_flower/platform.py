@@ -75,6 +75,16 @@ def render_report(summary: dict[str, Any]) -> str:
             f"{p['uniform_value']:.4f} | {p['fit_residual']:.3f} | {p['holdout_residual']:.3f} | "
             f"{p['alpha']:g} | {p['images_per_second']:.1f} |"
         )
+    failures = summary.get("failures", [])
+    if failures:
+        lines += ["", "Refused replies and lost participants (nothing of a refused reply is merged):", "",
+                  "| participant | step | reason | samples affected | action |",
+                  "|---|---|---|---:|---|"]
+        lines += [f"| {f['participant']} | {f['step']} | {f['reason']} | {f['samples_affected']} | "
+                  f"{f['action'] or '-'} |" for f in failures]
+    missing = summary.get("missing_samples", 0)
+    lines += ["", f"Samples missing from the dataset: {missing}"
+              + (f" (ids in report.json `missing_sample_ids`)" if missing else "")]
     lines += [
         "",
         "Residuals are the fraction of the reference's variance on S that the participant's "

@@ -9,13 +9,21 @@ One round:
 
 1. ``describe``: every node says which prototype it runs and its output dimension.
 2. ``shared``: the platform draws the shared subset S and sends it as pixels to everyone;
-   replies are the projected embeddings of S.
+   replies are the projected embeddings of S (and a checksum of the pixels received).
 3. ``align``: uniform value per prototype, the most uniform one becomes the reference, a ridge
    map per participant (:func:`coopt_flower.platform.plan_alignment`).
-4. ``optimize``: shards are requested page by page (ids only, the nodes read their own copy of
-   the data); every page is aligned on arrival and written straight into a memory-mapped file,
-   so the platform's memory does not grow with the dataset.
+4. ``optimize``: the samples are split among the participants that got this far and requested
+   page by page (ids only: nodes read their own copy of the data); every page is checked,
+   aligned and written straight into a memory-mapped file, so the platform's memory does not
+   grow with the dataset.
 5. ``merge``: checksums, manifest and report, then an atomic rename publishes the dataset.
+
+Faults: a participant that fails, does not reply in time, or sends a reply that does not pass
+the checks (shape, dtype, NaN/Inf, ids other than asked, wrong shared pixels) is refused with
+the reason in the report and takes no further part in the round; nothing of that reply is
+merged. Its unfinished pages go to the others (``on-failure = "reassign"``) or are listed as
+missing (``"drop"``). Fewer than ``min-participants`` left fails the round, and no dataset is
+published: the previous version stays as it was.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,17 +42,18 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from coopt_flower.config import RunSettings
-from coopt_flower.data import ImageSource, open_source, pages, partition_iid, select_samples, select_shared_subset
+from coopt_flower.data import ImageSource, open_source, partition_iid, select_samples, select_shared_subset
 from coopt_flower.dataset_format import DatasetWriter
 from coopt_flower.platform import AlignmentPlan, plan_alignment, render_report
+from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 SHARED_EMBEDDINGS = "shared_embeddings.npy"
 
 
-class ParticipantError(RuntimeError):
-    """A participant failed or sent a reply the platform cannot use."""
+class ReplyRefused(RuntimeError):
+    """A participant failed or sent a reply the platform will not merge; says why."""
 
 
 @dataclass
@@ -53,12 +62,12 @@ class Participant:
 
     name: str
     node_id: int
-    prototype: str
-    output_dim: int
-    image_size: int
-    device: str
-    partition_id: int
-    shard: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    prototype: str = "?"
+    output_dim: int = 0
+    image_size: int = 0
+    device: str = "?"
+    partition_id: int = -1
+    num_samples: int = 0
     encode_seconds: float = 0.0
     encoded_images: int = 0
     shared_sha256: str = ""
@@ -72,6 +81,7 @@ class CoOptResult:
     report_path: Path
     summary: dict[str, Any]
     plan: AlignmentPlan
+    failures: list[Failure] = field(default_factory=list)
 
 
 class CoOptStrategy:
@@ -89,14 +99,16 @@ class CoOptStrategy:
         self.settings = settings
         self.source = source if source is not None else open_source(settings.data)
         self.timings: dict[str, float] = {}
+        self.failures: list[Failure] = []
 
     # ------------------------------------------------------------------ helpers
     def summary(self) -> None:
         """Log the strategy's settings, as Flower strategies do before starting."""
         s = self.settings
         log(INFO, "CoOpt strategy: data=%s (%d available), num-samples=%s, shared-size=%d, "
-            "target-dim=%d, seed=%d, page=%d samples, output=%s", s.data, len(self.source),
-            s.num_samples or "all", s.shared_size, s.target_dim, s.seed, s.rows_per_page(),
+            "target-dim=%d, seed=%d, page=%d samples, on-failure=%s, min-participants=%d, "
+            "output=%s", s.data, len(self.source), s.num_samples or "all", s.shared_size,
+            s.target_dim, s.seed, s.rows_per_page(), s.on_failure, s.min_participants,
             s.output_dir)
 
     def _config_record(self) -> ConfigRecord:
@@ -106,54 +118,82 @@ class CoOptStrategy:
             "image-size": s.image_size, "data": s.data,
         })
 
-    def _exchange(self, grid: Grid, messages: list[Message], step: str) -> list[Message]:
-        """Send messages, wait for all replies, and raise on a missing or failed one."""
-        replies = list(grid.send_and_receive(messages, timeout=self.settings.reply_timeout_s))
+    def _message(self, server_round: int, node_id: int, message_type: str, records: dict) -> Message:
+        return Message(RecordDict(records), dst_node_id=node_id, message_type=message_type,
+                       group_id=f"round-{server_round}")
+
+    def _exchange(self, grid: Grid, messages: dict[str, Message]) -> dict[str, Message | str]:
+        """Send one message per participant; returns its reply, or why there is none."""
+        replies = grid.send_and_receive(list(messages.values()), timeout=self.settings.reply_timeout_s)
         by_node = {r.metadata.src_node_id: r for r in replies}
-        for msg in messages:
+        out: dict[str, Message | str] = {}
+        for name, msg in messages.items():
             reply = by_node.get(msg.metadata.dst_node_id)
             if reply is None:
-                raise ParticipantError(f"{step}: node {msg.metadata.dst_node_id} did not reply "
-                                       f"within {self.settings.reply_timeout_s:.0f} s")
-            if reply.has_error():
-                raise ParticipantError(f"{step}: node {msg.metadata.dst_node_id} failed: "
-                                       f"{reply.error.reason}")
-        return [by_node[m.metadata.dst_node_id] for m in messages]
+                out[name] = f"no reply within {self.settings.reply_timeout_s:g} s"
+            elif reply.has_error():
+                out[name] = f"failed: {reply.error.reason}"
+            else:
+                out[name] = reply
+        return out
+
+    def _refuse(self, name: str, step: str, reason: str) -> None:
+        log(WARNING, "  %s refused at %s: %s", name, step, reason)
+        self.failures.append(Failure(name, step, reason))
 
     def _timed(self, step: str, started: float) -> None:
         self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - started
 
+    def _check_survivors(self, participants: list[Participant], step: str) -> None:
+        if len(participants) < self.settings.min_participants:
+            raise RoundFailed(f"after {step} only {len(participants)} participant(s) are left, fewer "
+                              f"than min-participants={self.settings.min_participants}")
+
     def wait_for_nodes(self, grid: Grid) -> list[int]:
-        """Node ids, once the expected number of participants has connected."""
-        expected = self.settings.expected_participants
-        deadline = time.monotonic() + self.settings.node_wait_s
+        """Node ids, once the expected number of participants has connected.
+
+        Starts with fewer (but at least ``min-participants``) when ``node-wait-s`` runs out.
+        """
+        s = self.settings
+        expected = s.expected_participants
+        deadline = time.monotonic() + s.node_wait_s
         while True:
             node_ids = sorted(grid.get_node_ids())
             if len(node_ids) >= expected:
                 return node_ids
             if time.monotonic() > deadline:
-                raise ParticipantError(
+                if len(node_ids) >= s.min_participants:
+                    log(WARNING, "only %d of %d participants connected within %g s; starting "
+                        "with them", len(node_ids), expected, s.node_wait_s)
+                    return node_ids
+                raise RoundFailed(
                     f"only {len(node_ids)} of {expected} participants connected within "
-                    f"{self.settings.node_wait_s:.0f} s; start more SuperNodes or lower "
-                    "min-participants")
+                    f"{s.node_wait_s:g} s; start more SuperNodes or lower min-participants")
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ describe
-    def configure_describe(self, server_round: int, grid: Grid, node_ids: Iterable[int]) -> list[Message]:
-        content = RecordDict({"config": self._config_record()})
-        return [Message(content, dst_node_id=nid, message_type="query.describe",
-                        group_id=f"round-{server_round}") for nid in node_ids]
+    def configure_describe(self, server_round: int, node_ids: Iterable[int]) -> dict[str, Message]:
+        return {f"node-{nid}": self._message(server_round, nid, "query.describe",
+                                             {"config": self._config_record()})
+                for nid in node_ids}
 
-    def aggregate_describe(self, server_round: int, replies: list[Message]) -> list[Participant]:
+    def aggregate_describe(self, server_round: int, replies: dict[str, Message | str]) -> list[Participant]:
         participants = []
-        for reply in replies:
-            info = reply.content["describe"]
-            participants.append(Participant(
-                name="", node_id=reply.metadata.src_node_id, prototype=str(info["prototype"]),
-                output_dim=int(info["output-dim"]), image_size=int(info["image-size"]),
-                device=str(info["device"]), partition_id=int(info["partition-id"]),
-            ))
-        # Partition ids give a stable order in simulation; node ids otherwise.
+        for key, reply in replies.items():
+            if isinstance(reply, str):
+                self._refuse(key, "describe", reply)
+                continue
+            try:
+                info = reply.content["describe"]
+                participants.append(Participant(
+                    name="", node_id=reply.metadata.src_node_id, prototype=str(info["prototype"]),
+                    output_dim=int(info["output-dim"]), image_size=int(info["image-size"]),
+                    device=str(info["device"]), partition_id=int(info["partition-id"]),
+                ))
+            except (KeyError, TypeError, ValueError) as error:
+                self._refuse(key, "describe", f"malformed describe reply ({error!r})")
+        # Partition ids give a stable order in simulation (and in deployment when nodes set
+        # one); node ids otherwise.
         participants.sort(key=lambda p: (p.partition_id < 0, p.partition_id, p.node_id))
         for index, p in enumerate(participants):
             p.name = f"p{index}"
@@ -161,72 +201,115 @@ class CoOptStrategy:
 
     # ------------------------------------------------------------------ shared subset
     def configure_shared(self, server_round: int, participants: list[Participant],
-                         shared_pixels: np.ndarray) -> list[Message]:
-        content = RecordDict({
-            "config": self._config_record(),
-            "inputs": ArrayRecord({"pixels": Array(np.ascontiguousarray(shared_pixels))}),
-        })
-        return [Message(content, dst_node_id=p.node_id, message_type="train.optimize",
-                        group_id=f"round-{server_round}") for p in participants]
+                         shared_pixels: np.ndarray) -> dict[str, Message]:
+        inputs = ArrayRecord({"pixels": Array(np.ascontiguousarray(shared_pixels))})
+        return {p.name: self._message(server_round, p.node_id, "train.optimize",
+                                      {"config": self._config_record(), "inputs": inputs})
+                for p in participants}
 
     def aggregate_shared(self, server_round: int, participants: list[Participant],
-                         replies: list[Message], shared_pixels: np.ndarray) -> dict[str, np.ndarray]:
+                         replies: dict[str, Message | str], shared_pixels: np.ndarray
+                         ) -> tuple[list[Participant], dict[str, np.ndarray]]:
+        """Checked shared-subset embeddings of the participants whose replies pass."""
         sent = hashlib.sha256(np.ascontiguousarray(shared_pixels).tobytes()).hexdigest()
-        embeddings = {}
-        for p, reply in zip(participants, replies):
-            p.shared_sha256 = str(reply.content["info"]["pixels-sha256"])
-            if p.shared_sha256 != sent:
-                raise ParticipantError(f"{p.name} encoded other shared images than were sent "
-                                       "(pixel checksum mismatch)")
-            embeddings[p.name] = self._checked_targets(p, reply, expected_rows=len(shared_pixels))
-        return embeddings
+        survivors, embeddings = [], {}
+        for p in participants:
+            try:
+                reply = replies[p.name]
+                if isinstance(reply, str):
+                    raise ReplyRefused(reply)
+                received = str(reply.content["info"]["pixels-sha256"]) if "info" in reply.content else ""
+                if received != sent:
+                    raise ReplyRefused("encoded other shared images than were sent (pixel checksum mismatch)")
+                embeddings[p.name] = self.checked_targets(p, reply, np.full(len(shared_pixels), -1))
+                p.shared_sha256 = received
+                survivors.append(p)
+            except ReplyRefused as error:
+                self._refuse(p.name, "shared subset", str(error))
+        return survivors, embeddings
 
     # ------------------------------------------------------------------ shard pages
-    def configure_optimize(self, server_round: int, requests: dict[str, np.ndarray],
-                           participants: list[Participant]) -> list[Message]:
+    def configure_optimize(self, server_round: int, wave: dict[str, np.ndarray],
+                           participants: list[Participant]) -> dict[str, Message]:
         by_name = {p.name: p for p in participants}
-        messages = []
-        for name, ids in requests.items():
-            content = RecordDict({
+        return {
+            name: self._message(server_round, by_name[name].node_id, "train.optimize", {
                 "config": self._config_record(),
                 "inputs": ArrayRecord({"ids": Array(ids.astype(np.int64))}),
             })
-            messages.append(Message(content, dst_node_id=by_name[name].node_id,
-                                    message_type="train.optimize", group_id=f"round-{server_round}"))
-        return messages
+            for name, ids in wave.items()
+        }
 
-    def aggregate_optimize(self, server_round: int, requests: dict[str, np.ndarray],
-                           participants: list[Participant], replies: list[Message],
-                           plan: AlignmentPlan, writer: DatasetWriter) -> None:
+    def aggregate_optimize(self, server_round: int, wave: dict[str, np.ndarray],
+                           participants: list[Participant], replies: dict[str, Message | str],
+                           plan: AlignmentPlan, writer: DatasetWriter,
+                           scheduler: PageScheduler) -> int:
+        """Merge the pages that pass the checks; fail the rest. Returns samples merged."""
         by_name = {p.name: p for p in participants}
         owner_index = {p.name: i for i, p in enumerate(participants)}
-        for (name, ids), reply in zip(requests.items(), replies):
+        merged = 0
+        for name, ids in wave.items():
             p = by_name[name]
-            targets = self._checked_targets(p, reply, expected_rows=len(ids))
-            returned = reply.content["outputs"]["ids"].numpy()
-            if not np.array_equal(returned, ids):
-                raise ParticipantError(f"{p.name} returned targets for other sample ids than asked")
+            try:
+                reply = replies[name]
+                if isinstance(reply, str):
+                    raise ReplyRefused(reply)
+                targets = self.checked_targets(p, reply, ids)
+            except ReplyRefused as error:
+                self._refuse(name, "optimize", str(error))
+                action, affected = scheduler.fail(name, ids)  # raises RoundFailed below the minimum
+                self.failures[-1].samples_affected, self.failures[-1].action = affected, action
+                log(WARNING, "  %s: %d unfinished samples %s", name, affected, action)
+                continue
             writer.write(ids, plan.maps[name].apply(targets), owner=owner_index[name])
+            p.num_samples += len(ids)
+            merged += len(ids)
+        return merged
 
-    def _checked_targets(self, p: Participant, reply: Message, expected_rows: int) -> np.ndarray:
-        """The reply's targets, after the checks that keep garbage out of the dataset."""
-        targets = reply.content["outputs"]["targets"].numpy()
-        expected = (expected_rows, self.settings.target_dim)
+    def checked_targets(self, p: Participant, reply: Message, ids: np.ndarray) -> np.ndarray:
+        """The reply's targets, after the checks that keep garbage out of the dataset.
+
+        Raises
+        ------
+        ReplyRefused
+            With the reason, for anything the platform will not merge.
+        """
+        try:
+            outputs = reply.content["outputs"]
+            targets = outputs["targets"].numpy()
+            returned = outputs["ids"].numpy()
+            metrics = reply.content["metrics"]
+            seconds, count = float(metrics["encode-seconds"]), int(metrics["num-images"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ReplyRefused(f"reply lacks targets, ids or metrics ({error!r})") from None
+        expected = (len(ids), self.settings.target_dim)
         if targets.shape != expected:
-            raise ParticipantError(f"{p.name} ({p.prototype}) sent targets of shape "
-                                   f"{targets.shape}, expected {expected}")
+            raise ReplyRefused(f"targets of shape {targets.shape}, expected {expected}")
+        if targets.dtype.kind != "f":
+            raise ReplyRefused(f"targets of dtype {targets.dtype}, expected floating point")
         if not np.isfinite(targets).all():
-            raise ParticipantError(f"{p.name} ({p.prototype}) sent NaN or Inf targets")
-        metrics = reply.content["metrics"]
-        p.encode_seconds += float(metrics["encode-seconds"])
-        p.encoded_images += int(metrics["num-images"])
+            raise ReplyRefused(f"{int((~np.isfinite(targets)).sum())} NaN or Inf values in targets")
+        if returned.shape != ids.shape or not np.array_equal(returned, ids):
+            extra = np.setdiff1d(returned, ids)
+            raise ReplyRefused(
+                "returned ids differ from the ids asked for "
+                f"({len(extra)} outside the page, {len(returned) - len(np.unique(returned))} "
+                "duplicated, or out of order)")
+        p.encode_seconds += seconds
+        p.encoded_images += count
         return targets.astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ the round
     def start(self, grid: Grid, server_round: int = 1) -> CoOptResult:
-        """Run one CoOpt round and publish its dataset; returns a :class:`CoOptResult`."""
+        """Run one CoOpt round and publish its dataset; returns a :class:`CoOptResult`.
+
+        Raises
+        ------
+        RoundFailed
+            Too few participants were left; nothing was published.
+        """
         s = self.settings
-        self.timings = {}
+        self.timings, self.failures = {}, []
         self.summary()
         round_dir = Path(s.output_dir) / f"round-{server_round:03d}"
         if round_dir.exists() and not s.overwrite:
@@ -236,25 +319,22 @@ class CoOptStrategy:
 
         t = time.perf_counter()
         node_ids = self.wait_for_nodes(grid)
-        replies = self._exchange(grid, self.configure_describe(server_round, grid, node_ids), "describe")
-        participants = self.aggregate_describe(server_round, replies)
+        participants = self.aggregate_describe(
+            server_round, self._exchange(grid, self.configure_describe(server_round, node_ids)))
+        self._check_survivors(participants, "describe")
         self._timed("describe", t)
         for p in participants:
             log(INFO, "  %s: node %d runs %s (%d-d, %d px, %s)", p.name, p.node_id, p.prototype,
                 p.output_dim, p.image_size, p.device)
 
         sample_ids = select_samples(len(self.source), s.num_samples, s.seed)
-        shards = partition_iid(sample_ids, len(participants), s.seed)
-        for p, shard in zip(participants, shards):
-            p.shard = shard
         shared_ids = select_shared_subset(sample_ids, s.shared_size, s.seed)
-
         t = time.perf_counter()
         log(INFO, "[shared] sending %d shared images to %d participants", len(shared_ids), len(participants))
         shared_pixels = self.source.images(shared_ids)
-        replies = self._exchange(
-            grid, self.configure_shared(server_round, participants, shared_pixels), "shared")
-        shared = self.aggregate_shared(server_round, participants, replies, shared_pixels)
+        replies = self._exchange(grid, self.configure_shared(server_round, participants, shared_pixels))
+        participants, shared = self.aggregate_shared(server_round, participants, replies, shared_pixels)
+        self._check_survivors(participants, "the shared subset")
         self._timed("shared subset encode", t)
 
         t = time.perf_counter()
@@ -266,28 +346,28 @@ class CoOptStrategy:
                 plan.uniform_values[p.name], m.fit_residual, m.holdout_residual,
                 "  <- reference" if p.name == plan.reference else "")
 
+        # Shards are drawn among the participants that got this far, so a failure before this
+        # point loses nothing.
+        shards = partition_iid(sample_ids, len(participants), s.seed)
+        scheduler = PageScheduler({p.name: shard for p, shard in zip(participants, shards)},
+                                  s.rows_per_page(), s.on_failure, s.min_participants)
         t = time.perf_counter()
-        page_size = s.rows_per_page()
-        shard_pages = {p.name: pages(p.shard, page_size) for p in participants}
-        num_pages = max(len(v) for v in shard_pages.values())
-        done = 0
+        done, wave_index = 0, 0
         with DatasetWriter(round_dir, sample_ids, s.target_dim, s.target_dtype,
                            overwrite=s.overwrite) as writer:
-            for page in range(num_pages):
-                requests = {name: plist[page] for name, plist in shard_pages.items() if page < len(plist)}
-                replies = self._exchange(
-                    grid, self.configure_optimize(server_round, requests, participants),
-                    f"optimize page {page + 1}")
-                self.aggregate_optimize(server_round, requests, participants, replies, plan, writer)
-                done += sum(len(v) for v in requests.values())
-                log(INFO, "[optimize] page %d/%d: %d/%d samples merged", page + 1, num_pages,
-                    done, len(sample_ids))
+            while wave := scheduler.next_wave():
+                wave_index += 1
+                replies = self._exchange(grid, self.configure_optimize(server_round, wave, participants))
+                done += self.aggregate_optimize(server_round, wave, participants, replies, plan,
+                                                writer, scheduler)
+                log(INFO, "[optimize] wave %d: %d/%d samples merged, %d pending", wave_index,
+                    done, len(sample_ids), scheduler.pending_samples())
             self._timed("shard encode + align + write", t)
 
-            t = time.perf_counter()
-            summary = self._summary(server_round, round_dir, participants, plan, sample_ids, shared_ids)
+            missing = scheduler.missing_ids()
             self.timings["total"] = time.perf_counter() - t_round
-            summary["timings"] = dict(self.timings)
+            summary = self._summary(server_round, round_dir, participants, plan, sample_ids,
+                                    shared_ids, missing)
             manifest = {k: v for k, v in summary.items() if k != "dataset_path"}
             manifest["shared_ids"] = shared_ids.tolist()
             report = render_report(summary)
@@ -295,19 +375,21 @@ class CoOptStrategy:
                 manifest,
                 extra_files={REPORT_MD: report, REPORT_JSON: json.dumps(summary, indent=2)},
                 extra_arrays={SHARED_EMBEDDINGS: np.stack([shared[p.name] for p in participants])},
+                allow_missing=s.on_failure == "drop",
             )
         log(INFO, "CoOpt round %d done: %s", server_round, round_dir)
         for line in report.splitlines():
             log(INFO, "  %s", line)
-        return CoOptResult(round_dir, round_dir / REPORT_MD, summary, plan)
+        return CoOptResult(round_dir, round_dir / REPORT_MD, summary, plan, list(self.failures))
 
-    def _summary(self, server_round, round_dir, participants, plan, sample_ids, shared_ids) -> dict:
+    def _summary(self, server_round, round_dir, participants, plan, sample_ids, shared_ids,
+                 missing) -> dict:
         s = self.settings
         reference = next(p for p in participants if p.name == plan.reference)
         return {
             "round": server_round,
             "source": self.source.spec,
-            "num_samples": int(len(sample_ids)),
+            "num_samples": int(len(sample_ids) - len(missing)),
             "target_dim": s.target_dim,
             "target_dtype": s.target_dtype,
             "shared_size": int(len(shared_ids)),
@@ -316,17 +398,22 @@ class CoOptStrategy:
             "reference_prototype": reference.prototype,
             "dataset_path": str(round_dir),
             "settings": s.as_dict(),
+            "failures": [f.as_dict() for f in self.failures],
+            "missing_samples": int(len(missing)),
+            "missing_sample_ids": missing.tolist(),
+            "timings": dict(self.timings),
             "participants": [
                 {
                     "name": p.name, "node_id": p.node_id, "prototype": p.prototype,
                     "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
-                    "num_samples": int(len(p.shard)),
+                    "num_samples": int(p.num_samples),
                     "uniform_value": plan.uniform_values[p.name],
                     "fit_residual": plan.maps[p.name].fit_residual,
                     "holdout_residual": plan.maps[p.name].holdout_residual,
                     "alpha": plan.maps[p.name].alpha,
                     "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
                     "shared_pixels_sha256": p.shared_sha256,
+                    "failed": p.name in {f.participant for f in self.failures},
                 }
                 for p in participants
             ],
