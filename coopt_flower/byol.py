@@ -1,0 +1,265 @@
+"""BYOL baseline on the same student, augmentations, batch size and optimizer.
+
+Built from lightly's pieces (``BYOLProjectionHead``, ``BYOLPredictionHead``,
+``NegativeCosineSimilarity``, ``deactivate_requires_grad``, ``update_momentum``,
+``cosine_schedule``), following the BYOL paper (Grill et al. 2020):
+
+- online network: backbone -> projection MLP (hidden 4096, BN, ReLU, out 256)
+  -> prediction MLP (same shape);
+- target network: an exponential moving average of backbone + projection, no
+  gradients;
+- loss: symmetric negative cosine similarity between the online prediction of one
+  view and the target projection of the other;
+- target momentum rises from 0.99 to 1.0 on a cosine schedule over all training
+  steps, updated after every optimizer step.
+
+What is shared with CoOpt for a fair comparison: the student (any
+:func:`coopt_flower.students.create_student` name), :class:`TrainAugment`, the
+batch size, AdamW with the same learning rate and weight decay, two views per
+image per step. Only the learning objective differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, TrainAugment
+from coopt_flower.students import create_student
+from coopt_flower.training import (
+    EpochCallback,
+    as_uint8_images,
+    fit,
+    make_optimizer,
+    num_batches,
+    tensor_batches,
+)
+
+__all__ = ["BYOL", "ByolResult", "byol_loss", "byol_momentum", "byol_step", "train_byol"]
+
+
+class BYOL(nn.Module):
+    """Online and target networks around a student backbone.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Student with ``feature_dim``.
+    hidden_dim, proj_dim : int
+        Projection/prediction MLP sizes (paper: 4096 and 256).
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_dim: int = 4096, proj_dim: int = 256):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = BYOLProjectionHead(backbone.feature_dim, hidden_dim, proj_dim)
+        self.prediction_head = BYOLPredictionHead(proj_dim, hidden_dim, proj_dim)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Online prediction ``q(g(f(x)))``."""
+        return self.prediction_head(self.projection_head(self.backbone(x)))
+
+    @torch.no_grad()
+    def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
+        """Target projection ``g'(f'(x))``, without gradients."""
+        return self.projection_head_momentum(self.backbone_momentum(x)).detach()
+
+    def online_parameters(self):
+        """Parameters the optimizer trains (the target network has none)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """EMA update of the target network: ``t <- m t + (1 - m) o``."""
+        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+
+
+_criterion = NegativeCosineSimilarity()
+
+
+def byol_loss(model: BYOL, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """Symmetric BYOL loss of two augmented views (range [-1, 1]; -1 is perfect).
+
+    Both views go through each network as one batch (one forward per network).
+    """
+    n = len(x0)
+    both = torch.cat([x0, x1])
+    p = model(both)
+    z = model.forward_momentum(both)
+    p0, p1 = p[:n], p[n:]
+    z0, z1 = z[:n], z[n:]
+    return 0.5 * (_criterion(p0, z1) + _criterion(p1, z0))
+
+
+def byol_momentum(step: int, total_steps: int, start: float = 0.99, end: float = 1.0) -> float:
+    """Target momentum at ``step`` of ``total_steps`` (cosine from ``start`` to ``end``)."""
+    return float(cosine_schedule(step, max(total_steps, 1), start, end))
+
+
+def byol_step(
+    model: BYOL,
+    optimizer: torch.optim.Optimizer,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    momentum: float,
+) -> float:
+    """One optimizer step on the online network, then the target's EMA update.
+
+    Returns the loss as a float.
+    """
+    loss = byol_loss(model, x0, x1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.update_target(momentum)
+    return float(loss.detach())
+
+
+@dataclass
+class ByolResult:
+    """What :func:`train_byol` returns.
+
+    Attributes
+    ----------
+    backbone : nn.Module
+        The online student (what is probed), in eval mode.
+    model : BYOL
+        All networks (heads and target included).
+    losses, epoch_times : list of float
+        Mean loss and wall-clock seconds per epoch.
+    momentums : list of float
+        Target momentum at the end of each epoch.
+    config : dict
+    epoch_metrics : list
+        Return values of ``on_epoch_end``.
+    checkpoint_path, loss_curve_path : Path or None
+    """
+
+    backbone: nn.Module
+    model: BYOL
+    losses: list[float]
+    epoch_times: list[float]
+    momentums: list[float]
+    config: dict[str, Any]
+    epoch_metrics: list[Any] = field(default_factory=list)
+    checkpoint_path: Optional[Path] = None
+    loss_curve_path: Optional[Path] = None
+
+    @property
+    def train_time(self) -> float:
+        """Total training seconds."""
+        return float(sum(self.epoch_times))
+
+
+def train_byol(
+    images: Any,
+    *,
+    arch: str = "small-cnn",
+    image_size: Optional[int] = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    momentum_start: float = 0.99,
+    momentum_end: float = 1.0,
+    hidden_dim: int = 4096,
+    proj_dim: int = 256,
+    checkpoint_dir: Optional[str | os.PathLike] = None,
+    resume: bool = False,
+    on_epoch_end: Optional[EpochCallback] = None,
+    progress: bool = True,
+    pretrained: bool = False,
+    arch_kwargs: Optional[dict[str, Any]] = None,
+    augment: Optional[TrainAugment] = None,
+    channels_last: bool = True,
+) -> ByolResult:
+    """Train a student with BYOL on unlabeled images.
+
+    Parameters
+    ----------
+    images : uint8 array or tensor
+        ``(N, C, H, W)`` or ``(N, H, W, C)``, kept in memory.
+    arch, image_size, epochs, batch_size, lr, weight_decay, seed, device
+        As in :func:`coopt_flower.training.train_on_optimized` (same defaults).
+    momentum_start, momentum_end : float
+        Target momentum schedule (cosine over all steps).
+    hidden_dim, proj_dim : int
+        BYOL head sizes.
+    checkpoint_dir, resume, on_epoch_end, progress, pretrained, arch_kwargs, augment, channels_last
+        As in :func:`coopt_flower.training.train_on_optimized`.
+
+    Returns
+    -------
+    ByolResult
+    """
+    x = as_uint8_images(images)
+    if len(x) < 2:
+        raise ValueError("need at least 2 images to train")
+    device = torch.device(device)
+    image_size = int(image_size or x.shape[-1])
+    arch_kwargs = dict(arch_kwargs or {})
+    torch.manual_seed(seed)
+    backbone = create_student(arch, image_size=image_size, pretrained=pretrained, **arch_kwargs)
+    model = BYOL(backbone, hidden_dim=hidden_dim, proj_dim=proj_dim).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    aug = augment or TrainAugment(image_size)
+    optimizer = make_optimizer(model.online_parameters(), lr, weight_decay)
+    config = {
+        "method": "byol", "arch": arch, "arch_kwargs": arch_kwargs, "image_size": image_size,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "seed": seed, "num_samples": len(x), "views": 2,
+        "momentum_start": momentum_start, "momentum_end": momentum_end,
+        "hidden_dim": hidden_dim, "proj_dim": proj_dim,
+        "mean": list(getattr(aug, "mean", IMAGENET_MEAN)),
+        "std": list(getattr(aug, "std", IMAGENET_STD)),
+    }
+    steps_per_epoch = num_batches(len(x), batch_size)
+    momentums: list[float] = []
+
+    def batches(gen: torch.Generator):
+        return tensor_batches(len(x), batch_size, gen)
+
+    def step(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        images_b = x[idx].to(device, non_blocking=True)
+        x0, x1 = aug(images_b, generator=gen), aug(images_b, generator=gen)
+        if channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+        return byol_loss(model, x0, x1)
+
+    def after_step(global_step: int, total_steps: int) -> None:
+        # Momentum for the update that follows step `global_step` (1-based), so the
+        # first update uses momentum_start and the last one momentum_end.
+        m = byol_momentum(global_step - 1, total_steps, momentum_start, momentum_end)
+        model.update_target(m)
+        if global_step % steps_per_epoch == 0:
+            momentums.append(m)
+
+    losses, times, metrics, ckpt, curve = fit(
+        model=model, backbone=backbone, optimizer=optimizer, batches=batches,
+        steps_per_epoch=steps_per_epoch, step=step, epochs=epochs, seed=seed,
+        config=config, after_step=after_step, on_epoch_end=on_epoch_end,
+        checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, desc="byol",
+    )
+    return ByolResult(
+        backbone=backbone, model=model, losses=losses, epoch_times=times, momentums=momentums,
+        config=config, epoch_metrics=metrics, checkpoint_path=ckpt, loss_curve_path=curve,
+    )
