@@ -41,25 +41,42 @@ def _toml_value(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _cmdlines() -> dict[int, str]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if raw:  # zombies have an empty command line and need no killing
+                out[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
+    return out
+
+
 def superlink_pids(flwr_home: Path) -> list[int]:
     """PIDs of ``flower-superlink`` processes started for this ``FLWR_HOME``."""
-    marker = str(flwr_home / "local-superlink")
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    marker = str(Path(flwr_home) / "local-superlink")
+    return [pid for pid, cmd in _cmdlines().items() if "flower-superlink" in cmd and marker in cmd]
+
+
+def run_pids(flwr_home: Path) -> list[int]:
+    """This run's SuperLink and the ``flower-superexec`` processes it started.
+
+    A SuperExec runs in a session of its own (``--parent-pid`` names the SuperLink), and the
+    ServerApp / simulation runs under it, so killing the SuperLink's group alone leaves the
+    ServerApp running.
+    """
+    links = superlink_pids(flwr_home)
+    cmds = _cmdlines()
+    execs = [pid for pid, cmd in cmds.items() if "flower-superexec" in cmd
+             and any(f"--parent-pid {link}" in cmd for link in links)]
+    return links + execs
 
 
 def stop_superlink(flwr_home: Path, grace_s: float = 10.0) -> list[int]:
-    """Stop this run's SuperLink and everything it started (its process group)."""
-    pids = superlink_pids(flwr_home)
+    """Stop this run's SuperLink, its SuperExecs and everything they started (by group)."""
+    pids = run_pids(flwr_home)
     groups = set()
     for pid in pids:
         try:
@@ -73,11 +90,21 @@ def stop_superlink(flwr_home: Path, grace_s: float = 10.0) -> list[int]:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and superlink_pids(flwr_home):
+        while time.monotonic() < deadline and _alive(groups):
             time.sleep(0.2)
-        if not superlink_pids(flwr_home):
+        if not _alive(groups):
             break
     return pids
+
+
+def _alive(groups: set[int]) -> bool:
+    for pid in _cmdlines():
+        try:
+            if os.getpgid(pid) in groups:
+                return True
+        except ProcessLookupError:
+            pass
+    return False
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 
 from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
-from simulations.local_run import run_local_simulation, superlink_pids
+from simulations.local_run import run_local_simulation, run_pids
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_run_finishes_and_leaves_no_superlink(flower_run):
     run, path, _ = flower_run
     assert run.returncode == 0, run.output[-3000:]
     assert path.is_dir(), run.output[-3000:]
-    assert superlink_pids(run.flwr_home) == []
+    assert run_pids(run.flwr_home) == []  # SuperLink and SuperExec stopped
 
 
 def test_every_sample_appears_exactly_once(flower_run):
