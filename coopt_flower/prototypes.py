@@ -23,7 +23,7 @@ Spec grammar
     onnx        := "onnx:" ONNX_NAME                  # "open-nsfw"
     random      := "random:" ARCH                     # same architecture, random init
     ARCH        := "efficientnet-lite0|1|2" | "open_clip:" MODEL
-    student     := "student:" PATH                    # reserved, see below
+    student     := "student:" PATH                    # a checkpoint of this project
 
 Examples: ``open_clip:ViT-B-32/laion2b_s34b_b79k``,
 ``open_clip:ViT-B-32@/models/vit_b_32.safetensors``, ``efficientnet-lite0``,
@@ -44,10 +44,10 @@ Examples: ``open_clip:ViT-B-32/laion2b_s34b_b79k``,
 * ``random:`` builds the architecture with random initialization under a fixed seed
   (:data:`RANDOM_INIT_SEED`) so that every process gets the same weak prototype; it is
   meant for ablations ("weak prototypes still speed up early training").
-* ``student:PATH`` (a model trained by this project and fed back as a prototype in
-  multi-round CoOpt) is reserved: a later module registers it with
-  ``@register_family("student", forms=("student:/path/to/checkpoint",), parse=...)``.
-  Until then it fails like any unknown family.
+* ``student:PATH`` is a model trained by this project (``coopt_flower.training``
+  checkpoint), fed back as a prototype in multi-round CoOpt: backbone and target head, so
+  it outputs the target space it learned; it is preprocessed with the normalization and
+  input size it was trained with.
 
 Preprocessing
 -------------
@@ -88,6 +88,7 @@ __all__ = [
     "parse_prototype_spec",
     "preprocess_batch",
     "register_family",
+    "student_prototype",
 ]
 
 #: Seed of the torch RNG while a ``random:`` prototype is constructed. Fixed so that two
@@ -1026,11 +1027,51 @@ def _build_random(spec: PrototypeSpec, image_size: int | None, device: str) -> P
     return proto
 
 
-# --------------------------------------------------------------------------- student (hook)
-# A later module registers the project's own trained students (multi-round CoOpt) as
-#
-#     @register_family("student", parse=..., forms=("student:/path/to/checkpoint",))
-#     def _build_student(spec, image_size, device) -> Prototype: ...
-#
-# returning a TorchPrototype around the student's backbone and its training-time
-# normalization. Until then "student:..." raises UnknownPrototypeError.
+# --------------------------------------------------------------------------- student
+# A model trained by this project on an optimized dataset (multi-round CoOpt feeds it back
+# as a prototype). The checkpoint stores the architecture, its input size and the
+# normalization it was trained with, so it is rebuilt exactly.
+
+
+def _parse_student(body: str) -> tuple[str, str | None]:
+    if not body:
+        raise ValueError("student: needs a checkpoint path, e.g. student:/runs/out/students/round-001/last.pt")
+    return os.path.basename(body) or body, body
+
+
+def student_prototype(
+    backbone: nn.Module, config: dict[str, Any], *, spec: str, device: str = "cpu",
+    image_size: int | None = None,
+) -> TorchPrototype:
+    """Wrap a trained student backbone as a prototype.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        From :func:`coopt_flower.training.load_student` or rebuilt from transported weights.
+    config : dict
+        The training config (``image_size``, ``mean``, ``std`` in 0..1 units).
+    spec : str
+        Spec string to report (e.g. ``student:round-1``).
+    """
+    native = int(config["image_size"])
+    pp = Preprocess(mean=tuple(255.0 * float(m) for m in config["mean"]),
+                    std=tuple(255.0 * float(v) for v in config["std"]),
+                    resize_mode="crop", crop_fraction=1.0, interpolation="bilinear")
+    parsed = PrototypeSpec(family="student", name=spec.partition(":")[2] or spec, weights=None, raw=spec)
+    dev = _torch_device(device)
+    return TorchPrototype(parsed, backbone.to(dev), native_size=native,
+                          image_size=image_size or native, preprocess=pp, device=dev)
+
+
+@register_family("student", parse=_parse_student, forms=("student:/path/to/checkpoint.pt",))
+def _build_student(spec: PrototypeSpec, image_size: int | None, device: str) -> Prototype:
+    from coopt_flower.training import load_student  # training imports the students registry
+
+    if not os.path.isfile(str(spec.weights)):
+        raise FileNotFoundError(f"student checkpoint {spec.weights} does not exist")
+    backbone, head, checkpoint = load_student(str(spec.weights))
+    # With its target head the student outputs the target space it was trained on.
+    module = backbone if head is None else nn.Sequential(backbone, head)
+    return student_prototype(module, checkpoint["config"], spec=spec.raw, device=device,
+                             image_size=image_size)

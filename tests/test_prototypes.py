@@ -72,7 +72,7 @@ def test_parse_spec_forms(spec, expected):
     assert parsed.raw == spec
 
 
-@pytest.mark.parametrize("spec", ["nope:thing", "efficientnet-lite3", "resnet50", "student:/ckpt.pt", "random:bogus"])
+@pytest.mark.parametrize("spec", ["nope:thing", "efficientnet-lite3", "resnet50", "random:bogus"])
 def test_unknown_specs_name_the_known_forms(spec):
     with pytest.raises(UnknownPrototypeError) as err:
         parse_prototype_spec(spec)
@@ -102,12 +102,38 @@ def test_malformed_specs_raise_value_error(spec, hint):
     assert "open_clip:MODEL/TAG" in str(err.value) and "efficientnet-lite0" in str(err.value)
 
 
-def test_available_prototypes_lists_every_family_and_no_student_yet():
+def test_available_prototypes_lists_every_family():
     forms = available_prototypes()
     joined = " ".join(forms)
-    for needle in ["open_clip:MODEL/TAG", "open_clip:MODEL@", "efficientnet-lite0", "efficientnet-lite2", "onnx:open-nsfw", "random:"]:
+    for needle in ["open_clip:MODEL/TAG", "open_clip:MODEL@", "efficientnet-lite0", "efficientnet-lite2",
+                   "onnx:open-nsfw", "random:", "student:/path"]:
         assert needle in joined
-    assert "student" not in joined  # reserved hook, not registered here
+
+
+def test_student_checkpoint_is_a_prototype(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from coopt_flower.training import load_student, train_on_optimized
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    targets = torch.randn(16, 8, generator=gen)
+    result = train_on_optimized(TensorDataset(images, targets), arch="small-cnn", image_size=16,
+                                epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    spec = f"student:{result.checkpoint_path}"
+    assert parse_prototype_spec(spec).weights == str(result.checkpoint_path)
+    proto = create_prototype(spec)
+    assert proto.output_dim == 8 and proto.image_size == 16  # backbone + head: the target space
+    batch = images.permute(0, 2, 3, 1).numpy()[:4]
+    backbone, head, ckpt = load_student(result.checkpoint_path)
+    # Same numbers as the backbone on the training-time eval normalization.
+    mean = torch.tensor(ckpt["config"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(ckpt["config"]["std"]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        expected = head(backbone((images[:4].float() / 255 - mean) / std)).numpy()
+    assert np.allclose(proto.encode(batch), expected, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_prototype(f"student:{tmp_path}/missing.pt")
 
 
 def test_register_family_plugs_into_factory_and_errors():

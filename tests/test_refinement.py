@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from coopt_flower.prototypes import create_prototype
+from coopt_flower.refinement import choose_encoders, student_from_payload, student_payload
+from coopt_flower.training import train_on_optimized
+
+
+def test_policies_choose_encoders():
+    values = {"a": -2.0, "b": -1.0}
+    assert choose_encoders("static", values, -1.5) == {"a": False, "b": False}
+    assert choose_encoders("join", values, -1.5) == {"a": False, "b": False}
+    assert choose_encoders("switch", values, -1.5) == {"a": False, "b": True}
+    assert choose_encoders("switch", values, None) == {"a": False, "b": False}
+    with pytest.raises(ValueError, match="refinement must be one of"):
+        choose_encoders("evolve", values, -1.5)
+
+
+def test_student_payload_round_trips_to_the_same_prototype(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    result = train_on_optimized(TensorDataset(images, torch.randn(16, 6, generator=gen)),
+                                arch="small-cnn", image_size=16, epochs=1, batch_size=8,
+                                checkpoint_dir=tmp_path, progress=False)
+    state, config = student_payload(result.checkpoint_path)
+    assert all(isinstance(v, np.ndarray) for v in state.values()) and config["target_dim"] == 6
+    rebuilt = student_from_payload(state, config)
+    direct = create_prototype(f"student:{result.checkpoint_path}")
+    batch = images.permute(0, 2, 3, 1).numpy()
+    assert rebuilt.output_dim == 6 and rebuilt.spec == f"student:{config['digest']}"
+    assert np.allclose(rebuilt.encode(batch), direct.encode(batch), atol=1e-5)
+    # The digest names the weights: another student gets another one.
+    state2, config2 = student_payload(result.checkpoint_path)
+    assert config2["digest"] == config["digest"]
+    state2["head.bias"] = state2["head.bias"] + 1
+    from coopt_flower.refinement import payload_digest
+    assert payload_digest(state2) != config["digest"]
