@@ -7,13 +7,20 @@ Message protocol (every reply is stateless, so pages can be retried or reassigne
     device, partition id, library versions.
 ``train.optimize``
     Request ``ConfigRecord "config"`` (``target-dim``, ``projection-seed``, ``batch-size``,
-    ``image-size``, ``data``) and ``ArrayRecord "inputs"`` holding either ``pixels`` (uint8
+    ``image-size``, ``data``, optional ``encoder``: ``own`` or ``student``) and
+    ``ArrayRecord "inputs"`` holding either ``pixels`` (uint8
     ``(m, H, W, 3)``: the shared subset, sent as pixels) or ``ids`` (one page of this
     participant's shard, read from its own copy of the data). Reply ``ArrayRecord "outputs"``
     with ``targets`` (float32 ``(m, n)``) and ``ids`` (int64, echoed; ``-1``s for pixels),
     ``MetricRecord "metrics"`` with the encode time, and ``ConfigRecord "info"`` with the
     prototype spec and, for pixels, the sha256 of the pixels as received (the platform checks
     that every participant encoded the very same shared subset).
+
+    Multi-round: a shared-subset request may carry the platform's refined student
+    (``ArrayRecord "student"`` with its weights, ``ConfigRecord "student-config"`` with
+    ``config-json``). The node keeps it in its context state for the round's pages, and
+    also returns the student's embeddings of S as ``student-targets``. Pages with
+    ``encoder = "student"`` are then encoded with the student instead of the own prototype.
 
 Which prototype a node runs: ``prototype`` in its node config (``flower-supernode
 --node-config "prototype='efficientnet-lite0'"``), else entry ``partition-id`` of the run
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import platform
 
 import numpy as np
@@ -33,6 +41,7 @@ from flwr.clientapp import ClientApp
 from coopt_flower.config import split_specs
 from coopt_flower.data import open_source
 from coopt_flower.prototypes import create_prototype
+from coopt_flower.refinement import student_from_payload
 from coopt_flower.targets import compute_targets
 
 app = ClientApp()
@@ -88,28 +97,57 @@ def describe(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"describe": info}), reply_to=msg)
 
 
+_STUDENTS: dict[tuple[str, str], object] = {}
+
+
+def load_student(context: Context, device: str):
+    """The round's student from this node's state (built once per process and digest)."""
+    if "student" not in context.state.array_records:
+        raise RuntimeError("asked to encode with the student, but no student was received "
+                           "with this round's shared subset")
+    config = json.loads(str(context.state.config_records["student-config"]["config-json"]))
+    key = (str(config.get("digest")), device)
+    if key not in _STUDENTS:
+        _STUDENTS.clear()  # one student per round: drop the previous round's
+        state = {k: v.numpy() for k, v in context.state.array_records["student"].items()}
+        _STUDENTS[key] = student_from_payload(state, config, device=device)
+    return _STUDENTS[key]
+
+
 @app.train("optimize")
 def optimize(msg: Message, context: Context) -> Message:
     """Encode the shared subset (pixels) or a page of the shard (ids) into projected targets."""
     config = msg.content["config"]
     inputs = msg.content["inputs"]
     spec = resolve_prototype_spec(context)
-    prototype = load_prototype(spec, int(config["image-size"]), resolve_device(context))
+    device = resolve_device(context)
+    if "student" in msg.content:  # keep the round's student for the pages that follow
+        context.state.array_records["student"] = msg.content["student"]
+        context.state.config_records["student-config"] = msg.content["student-config"]
+    if str(config.get("encoder", "own")) == "student":
+        prototype = load_student(context, device)
+    else:
+        prototype = load_prototype(spec, int(config["image-size"]), device)
     kwargs = dict(
         target_dim=int(config["target-dim"]),
         projection_seed=int(config["projection-seed"]),
         batch_size=int(config["batch-size"]),
     )
-    info = ConfigRecord({"prototype": spec})
+    info = ConfigRecord({"prototype": spec, "encoder": prototype.spec})
+    arrays = {}
     if "pixels" in inputs:
         pixels = inputs["pixels"].numpy()
         info["pixels-sha256"] = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
         targets, stats = compute_targets(prototype, pixels, None, desc="shared subset", **kwargs)
         ids = np.full(len(pixels), -1, dtype=np.int64)
+        if "student" in msg.content:
+            arrays["student-targets"], _ = compute_targets(
+                load_student(context, device), pixels, None, desc="shared subset (student)", **kwargs)
     else:
         ids = inputs["ids"].numpy().astype(np.int64)
         source = open_source(str(config["data"]))
         targets, stats = compute_targets(prototype, source, ids, desc="shard page", **kwargs)
-    outputs = ArrayRecord({"targets": Array(targets), "ids": Array(ids)})
+    arrays.update(targets=targets, ids=ids)
+    outputs = ArrayRecord({k: Array(v) for k, v in arrays.items()})
     metrics = MetricRecord({"encode-seconds": stats.seconds, "num-images": stats.num_images})
     return Message(RecordDict({"outputs": outputs, "metrics": metrics, "info": info}), reply_to=msg)

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from coopt_flower.dataset_format import TARGET_DTYPES
+from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scheduling import ON_FAILURE_POLICIES
 
 # Run-config keys that define what a run's datasets contain: an output directory holding a run
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
-                     "image_size")
+                     "image_size", "refinement", "train_epochs", "student_arch",
+                     "student_image_size")
 
 
 def min_shared_size(target_dim: int) -> int:
@@ -72,6 +74,14 @@ class RunSettings:
     on_failure: str = "reassign"
     node_wait_s: float = 120.0
     reply_timeout_s: float = 3600.0
+    num_server_rounds: int = 1
+    refinement: str = "switch"
+    train_epochs: int = 0
+    student_arch: str = "small-cnn"
+    student_image_size: int = 0
+    probe_data: str = "fashion-mnist:test"
+    probe_train_samples: int = 2000
+    probe_test_samples: int = 1000
 
     # run-config key -> attribute; the keys use Flower's dashed style.
     KEYS = {
@@ -82,6 +92,10 @@ class RunSettings:
         "max-message-mb": "max_message_mb", "num-participants": "num_participants",
         "min-participants": "min_participants", "on-failure": "on_failure",
         "node-wait-s": "node_wait_s", "reply-timeout-s": "reply_timeout_s",
+        "num-server-rounds": "num_server_rounds", "refinement": "refinement",
+        "train-epochs": "train_epochs", "student-arch": "student_arch",
+        "student-image-size": "student_image_size", "probe-data": "probe_data",
+        "probe-train-samples": "probe_train_samples", "probe-test-samples": "probe_test_samples",
     }
 
     @classmethod
@@ -94,7 +108,9 @@ class RunSettings:
         if "prototypes" in values:
             values["prototypes"] = split_specs(values["prototypes"])
         for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
-                     "batch_size", "page_size", "num_participants", "min_participants"):
+                     "batch_size", "page_size", "num_participants", "min_participants",
+                     "num_server_rounds", "train_epochs", "student_image_size",
+                     "probe_train_samples", "probe_test_samples"):
             if attr in values:
                 try:
                     values[attr] = int(values[attr])
@@ -132,6 +148,14 @@ class RunSettings:
         _require(self.shared_size >= min_shared,
                  f"shared-size {self.shared_size} is too small to align {self.target_dim}-d targets: "
                  f"use at least {min_shared} (or a smaller target-dim)")
+        _require(self.num_server_rounds >= 1, f"num-server-rounds must be >= 1, got {self.num_server_rounds}")
+        _require(self.refinement in REFINEMENT_POLICIES,
+                 f"refinement must be one of {', '.join(REFINEMENT_POLICIES)}, got {self.refinement!r}")
+        _require(self.train_epochs >= 0, f"train-epochs must be >= 0 (0 = no student), got {self.train_epochs}")
+        _require(self.num_server_rounds == 1 or self.refinement == "static" or self.train_epochs > 0,
+                 f"refinement={self.refinement} over {self.num_server_rounds} rounds needs a student: "
+                 "set train-epochs > 0 (or refinement=static)")
+        _require(self.student_image_size >= 0, "student-image-size must be >= 0 (0 = the data's size)")
         _require(os.path.isabs(self.output_dir),
                  f"output-dir must be an absolute path (the SuperLink's working directory is not "
                  f"yours), got {self.output_dir!r}")

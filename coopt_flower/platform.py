@@ -20,7 +20,12 @@ class AlignmentPlan:
     maps: dict[str, AlignmentMap] = field(default_factory=dict)
 
 
-def plan_alignment(shared_embeddings: dict[str, np.ndarray], *, seed: int = 0) -> AlignmentPlan:
+def plan_alignment(
+    shared_embeddings: dict[str, np.ndarray],
+    *,
+    seed: int = 0,
+    candidates: dict[str, np.ndarray] | None = None,
+) -> AlignmentPlan:
     """Score prototypes on the shared subset S and fit every map to the most uniform one.
 
     Parameters
@@ -30,17 +35,24 @@ def plan_alignment(shared_embeddings: dict[str, np.ndarray], *, seed: int = 0) -
         (the shared ids) for everyone.
     seed : int
         Seeds the held-out split of S used to pick each ridge strength.
+    candidates : dict, optional
+        Extra reference candidates that encode no shard themselves (multi-round: the
+        platform's refined student). They are scored, may become the reference, get no map.
+
+    A participant whose embeddings are the reference's (it runs the reference's encoder)
+    gets the identity map.
     """
     if not shared_embeddings:
         raise ValueError("no participant returned shared-subset embeddings")
-    shapes = {name: emb.shape for name, emb in shared_embeddings.items()}
+    pool = {**shared_embeddings, **(candidates or {})}
+    shapes = {name: emb.shape for name, emb in pool.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
-    values = {name: uniform_value(emb) for name, emb in shared_embeddings.items()}
+    values = {name: uniform_value(emb) for name, emb in pool.items()}
     reference = select_reference(values)
-    target = shared_embeddings[reference]
+    target = pool[reference]
     maps = {
-        name: AlignmentMap.identity(emb.shape[1]) if name == reference
+        name: AlignmentMap.identity(emb.shape[1]) if np.array_equal(emb, target)
         else fit_alignment(emb, target, seed=seed)
         for name, emb in shared_embeddings.items()
     }
@@ -64,16 +76,22 @@ def render_report(summary: dict[str, Any]) -> str:
         f"(`{summary['reference_prototype']}`)",
         f"- dataset: `{summary['dataset_path']}`",
         "",
-        "| participant | prototype | dim | samples | uniform value | residual on S | "
+    ]
+    student = summary.get("student")
+    if student:
+        lines[-1:-1] = [f"- refined student `{student['digest']}` ({student['arch']}), uniform value "
+                        f"{student['uniform_value']:.4f}, policy `{summary.get('refinement')}`"]
+    lines += [
+        "| participant | prototype | encodes with | dim | samples | uniform value | residual on S | "
         "held-out residual | ridge alpha | encode img/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary["participants"]:
         ref = " (reference)" if p["name"] == summary["reference"] else ""
         lines.append(
-            f"| {p['name']}{ref} | `{p['prototype']}` | {p['output_dim']} | {p['num_samples']} | "
-            f"{p['uniform_value']:.4f} | {p['fit_residual']:.3f} | {p['holdout_residual']:.3f} | "
-            f"{p['alpha']:g} | {p['images_per_second']:.1f} |"
+            f"| {p['name']}{ref} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
+            f"{p['num_samples']} | {p['uniform_value']:.4f} | {p['fit_residual']:.3f} | "
+            f"{p['holdout_residual']:.3f} | {p['alpha']:g} | {p['images_per_second']:.1f} |"
         )
     failures = summary.get("failures", [])
     if failures:

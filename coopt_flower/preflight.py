@@ -39,6 +39,11 @@ def check_data(settings: RunSettings) -> ImageSource:
                           "raise num-samples or use fewer participants")
     if settings.shared_size > total:
         raise ConfigError(f"shared-size ({settings.shared_size}) exceeds the {total} samples of the run")
+    if settings.train_epochs and settings.probe_data:
+        try:
+            open_source(settings.probe_data)
+        except (DataSourceError, OSError) as error:
+            raise ConfigError(f"probe-data: {error} (or set probe-data=\"\" to skip the probe)") from None
     return source
 
 

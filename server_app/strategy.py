@@ -45,6 +45,8 @@ from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source, partition_iid, select_samples, select_shared_subset
 from coopt_flower.dataset_format import DatasetWriter
 from coopt_flower.platform import AlignmentPlan, plan_alignment, render_report
+from coopt_flower.refinement import choose_encoders
+from coopt_flower.uniformity import uniform_value
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 
 REPORT_MD = "report.md"
@@ -71,6 +73,7 @@ class Participant:
     encode_seconds: float = 0.0
     encoded_images: int = 0
     shared_sha256: str = ""
+    encoder: str = "own"
 
 
 @dataclass
@@ -111,11 +114,11 @@ class CoOptStrategy:
             s.target_dim, s.seed, s.rows_per_page(), s.on_failure, s.min_participants,
             s.output_dir)
 
-    def _config_record(self) -> ConfigRecord:
+    def _config_record(self, encoder: str = "own") -> ConfigRecord:
         s = self.settings
         return ConfigRecord({
             "target-dim": s.target_dim, "projection-seed": s.seed, "batch-size": s.batch_size,
-            "image-size": s.image_size, "data": s.data,
+            "image-size": s.image_size, "data": s.data, "encoder": encoder,
         })
 
     def _message(self, server_round: int, node_id: int, message_type: str, records: dict) -> Message:
@@ -201,18 +204,31 @@ class CoOptStrategy:
 
     # ------------------------------------------------------------------ shared subset
     def configure_shared(self, server_round: int, participants: list[Participant],
-                         shared_pixels: np.ndarray) -> dict[str, Message]:
-        inputs = ArrayRecord({"pixels": Array(np.ascontiguousarray(shared_pixels))})
-        return {p.name: self._message(server_round, p.node_id, "train.optimize",
-                                      {"config": self._config_record(), "inputs": inputs})
+                         shared_pixels: np.ndarray, student: tuple[dict, dict] | None = None
+                         ) -> dict[str, Message]:
+        records: dict[str, Any] = {
+            "config": self._config_record(),
+            "inputs": ArrayRecord({"pixels": Array(np.ascontiguousarray(shared_pixels))}),
+        }
+        if student is not None:  # multi-round: the refined student rides with S
+            weights, config = student
+            records["student"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
+            records["student-config"] = ConfigRecord({"config-json": json.dumps(config)})
+        return {p.name: self._message(server_round, p.node_id, "train.optimize", records)
                 for p in participants}
 
     def aggregate_shared(self, server_round: int, participants: list[Participant],
-                         replies: dict[str, Message | str], shared_pixels: np.ndarray
-                         ) -> tuple[list[Participant], dict[str, np.ndarray]]:
-        """Checked shared-subset embeddings of the participants whose replies pass."""
+                         replies: dict[str, Message | str], shared_pixels: np.ndarray,
+                         with_student: bool = False,
+                         ) -> tuple[list[Participant], dict[str, np.ndarray], np.ndarray | None]:
+        """Checked shared-subset embeddings of the participants whose replies pass.
+
+        Returns the survivors, their own embeddings, and the student's embeddings of S (as
+        computed by the first survivor; every other one must agree) when a student was sent.
+        """
         sent = hashlib.sha256(np.ascontiguousarray(shared_pixels).tobytes()).hexdigest()
-        survivors, embeddings = [], {}
+        survivors, embeddings, student_emb = [], {}, None
+        no_ids = np.full(len(shared_pixels), -1)
         for p in participants:
             try:
                 reply = replies[p.name]
@@ -221,12 +237,18 @@ class CoOptStrategy:
                 received = str(reply.content["info"]["pixels-sha256"]) if "info" in reply.content else ""
                 if received != sent:
                     raise ReplyRefused("encoded other shared images than were sent (pixel checksum mismatch)")
-                embeddings[p.name] = self.checked_targets(p, reply, np.full(len(shared_pixels), -1))
+                own = self.checked_targets(p, reply, no_ids)
+                if with_student:
+                    theirs = self.checked_targets(p, reply, no_ids, key="student-targets", count=False)
+                    if student_emb is not None and not np.allclose(theirs, student_emb, rtol=1e-3, atol=1e-3):
+                        raise ReplyRefused("its student embeddings of S disagree with the other participants'")
+                    student_emb = theirs if student_emb is None else student_emb
+                embeddings[p.name] = own
                 p.shared_sha256 = received
                 survivors.append(p)
             except ReplyRefused as error:
                 self._refuse(p.name, "shared subset", str(error))
-        return survivors, embeddings
+        return survivors, embeddings, student_emb
 
     # ------------------------------------------------------------------ shard pages
     def configure_optimize(self, server_round: int, wave: dict[str, np.ndarray],
@@ -234,7 +256,7 @@ class CoOptStrategy:
         by_name = {p.name: p for p in participants}
         return {
             name: self._message(server_round, by_name[name].node_id, "train.optimize", {
-                "config": self._config_record(),
+                "config": self._config_record(by_name[name].encoder),
                 "inputs": ArrayRecord({"ids": Array(ids.astype(np.int64))}),
             })
             for name, ids in wave.items()
@@ -266,7 +288,8 @@ class CoOptStrategy:
             merged += len(ids)
         return merged
 
-    def checked_targets(self, p: Participant, reply: Message, ids: np.ndarray) -> np.ndarray:
+    def checked_targets(self, p: Participant, reply: Message, ids: np.ndarray,
+                        key: str = "targets", count: bool = True) -> np.ndarray:
         """The reply's targets, after the checks that keep garbage out of the dataset.
 
         Raises
@@ -276,12 +299,12 @@ class CoOptStrategy:
         """
         try:
             outputs = reply.content["outputs"]
-            targets = outputs["targets"].numpy()
+            targets = outputs[key].numpy()
             returned = outputs["ids"].numpy()
             metrics = reply.content["metrics"]
-            seconds, count = float(metrics["encode-seconds"]), int(metrics["num-images"])
+            seconds, n_images = float(metrics["encode-seconds"]), int(metrics["num-images"])
         except (KeyError, TypeError, ValueError) as error:
-            raise ReplyRefused(f"reply lacks targets, ids or metrics ({error!r})") from None
+            raise ReplyRefused(f"reply lacks {key}, ids or metrics ({error!r})") from None
         expected = (len(ids), self.settings.target_dim)
         if targets.shape != expected:
             raise ReplyRefused(f"targets of shape {targets.shape}, expected {expected}")
@@ -295,13 +318,24 @@ class CoOptStrategy:
                 "returned ids differ from the ids asked for "
                 f"({len(extra)} outside the page, {len(returned) - len(np.unique(returned))} "
                 "duplicated, or out of order)")
-        p.encode_seconds += seconds
-        p.encoded_images += count
+        if count:
+            p.encode_seconds += seconds
+            p.encoded_images += n_images
         return targets.astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ the round
-    def start(self, grid: Grid, server_round: int = 1) -> CoOptResult:
+    def start(self, grid: Grid, server_round: int = 1,
+              student: tuple[dict, dict] | None = None) -> CoOptResult:
         """Run one CoOpt round and publish its dataset; returns a :class:`CoOptResult`.
+
+        Parameters
+        ----------
+        grid : Grid
+        server_round : int
+        student : tuple, optional
+            ``(weights, config)`` of the previous round's student
+            (:func:`coopt_flower.refinement.student_payload`); used as the settings'
+            ``refinement`` policy says, ignored by ``static``.
 
         Raises
         ------
@@ -332,18 +366,33 @@ class CoOptStrategy:
         t = time.perf_counter()
         log(INFO, "[shared] sending %d shared images to %d participants", len(shared_ids), len(participants))
         shared_pixels = self.source.images(shared_ids)
-        replies = self._exchange(grid, self.configure_shared(server_round, participants, shared_pixels))
-        participants, shared = self.aggregate_shared(server_round, participants, replies, shared_pixels)
+        if s.refinement == "static":
+            student = None
+        replies = self._exchange(grid, self.configure_shared(server_round, participants,
+                                                             shared_pixels, student))
+        participants, own, student_emb = self.aggregate_shared(
+            server_round, participants, replies, shared_pixels, with_student=student is not None)
         self._check_survivors(participants, "the shared subset")
         self._timed("shared subset encode", t)
 
         t = time.perf_counter()
-        plan = plan_alignment(shared, seed=s.seed)
+        own_values = {name: uniform_value(emb) for name, emb in own.items()}
+        student_value = uniform_value(student_emb) if student_emb is not None else None
+        switch = choose_encoders(s.refinement, own_values, student_value)
+        for p in participants:
+            p.encoder = "student" if switch[p.name] else "own"
+        # Participants that switched are represented by the student's embeddings of S.
+        shared = {name: student_emb if switch[name] else emb for name, emb in own.items()}
+        candidates = {"student": student_emb} if student_emb is not None else None
+        plan = plan_alignment(shared, seed=s.seed, candidates=candidates)
         self._timed("uniform value + alignment", t)
+        if student_value is not None:
+            log(INFO, "  student (%s): uniform value %.4f%s", student[1].get("digest"), student_value,
+                "  <- reference" if plan.reference == "student" else "")
         for p in participants:
             m = plan.maps[p.name]
-            log(INFO, "  %s: uniform value %.4f, residual %.3f (held-out %.3f)%s", p.name,
-                plan.uniform_values[p.name], m.fit_residual, m.holdout_residual,
+            log(INFO, "  %s: own uniform value %.4f, encodes with %s, residual %.3f (held-out %.3f)%s",
+                p.name, own_values[p.name], p.encoder, m.fit_residual, m.holdout_residual,
                 "  <- reference" if p.name == plan.reference else "")
 
         # Shards are drawn among the participants that got this far, so a failure before this
@@ -367,7 +416,7 @@ class CoOptStrategy:
             missing = scheduler.missing_ids()
             self.timings["total"] = time.perf_counter() - t_round
             summary = self._summary(server_round, round_dir, participants, plan, sample_ids,
-                                    shared_ids, missing)
+                                    shared_ids, missing, own_values, student)
             manifest = {k: v for k, v in summary.items() if k != "dataset_path"}
             manifest["shared_ids"] = shared_ids.tolist()
             report = render_report(summary)
@@ -383,9 +432,13 @@ class CoOptStrategy:
         return CoOptResult(round_dir, round_dir / REPORT_MD, summary, plan, list(self.failures))
 
     def _summary(self, server_round, round_dir, participants, plan, sample_ids, shared_ids,
-                 missing) -> dict:
+                 missing, own_values, student) -> dict:
         s = self.settings
-        reference = next(p for p in participants if p.name == plan.reference)
+        if plan.reference == "student":
+            reference_prototype = f"student:{student[1].get('digest')}"
+        else:
+            ref = next(p for p in participants if p.name == plan.reference)
+            reference_prototype = f"student:{student[1].get('digest')}" if ref.encoder == "student" else ref.prototype
         return {
             "round": server_round,
             "source": self.source.spec,
@@ -395,7 +448,12 @@ class CoOptStrategy:
             "shared_size": int(len(shared_ids)),
             "seed": s.seed,
             "reference": plan.reference,
-            "reference_prototype": reference.prototype,
+            "reference_prototype": reference_prototype,
+            "refinement": s.refinement,
+            "student": None if student is None else {
+                "digest": student[1].get("digest"), "arch": student[1].get("arch"),
+                "uniform_value": plan.uniform_values.get("student"),
+            },
             "dataset_path": str(round_dir),
             "settings": s.as_dict(),
             "failures": [f.as_dict() for f in self.failures],
@@ -407,7 +465,8 @@ class CoOptStrategy:
                     "name": p.name, "node_id": p.node_id, "prototype": p.prototype,
                     "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
                     "num_samples": int(p.num_samples),
-                    "uniform_value": plan.uniform_values[p.name],
+                    "uniform_value": own_values[p.name],
+                    "encoder": p.encoder,
                     "fit_residual": plan.maps[p.name].fit_residual,
                     "holdout_residual": plan.maps[p.name].holdout_residual,
                     "alpha": plan.maps[p.name].alpha,

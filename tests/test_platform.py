@@ -32,3 +32,17 @@ def test_report_names_reference_and_every_participant():
     text = render_report(summary)
     assert "**p1** (`onnx:open-nsfw`)" in text and "| p1 (reference) |" in text
     assert "`efficientnet-lite0`" in text and "| describe | 1.0 s |" in text
+
+
+def test_candidate_can_become_reference_and_its_users_get_identity():
+    rng = np.random.default_rng(1)
+    student = rng.normal(size=(200, 8))
+    own = student @ (0.2 * rng.normal(size=(8, 8))) + 1.0 + 0.5   # squashed: less uniform
+    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
+    # b runs the student's encoder: a tie, either name stands for the same space.
+    assert plan.reference in ("b", "student") and set(plan.maps) == {"a", "b"}
+    plan = plan_alignment({"a": own}, seed=0, candidates={"student": student})
+    assert plan.reference == "student" and set(plan.maps) == {"a"}
+    assert not plan.maps["a"].is_identity and "student" in plan.uniform_values
+    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
+    assert plan.maps["b"].is_identity
