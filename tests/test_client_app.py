@@ -68,3 +68,48 @@ def test_bad_data_spec_fails_with_a_clear_error():
     with pytest.raises(ValueError, match="unknown data source 'no-such-source'"):
         call("train.optimize", {"config": ConfigRecord(bad),
                                 "inputs": ArrayRecord({"ids": Array(np.arange(3))})})
+
+
+def test_student_rides_with_the_shared_subset_and_encodes_later_pages(tmp_path):
+    import json
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from coopt_flower.refinement import student_from_payload, student_payload
+    from coopt_flower.training import train_on_optimized
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8, generator=gen)
+    trained = train_on_optimized(TensorDataset(images, torch.randn(16, 8, generator=gen)),
+                                 arch="small-cnn", image_size=28, epochs=1, batch_size=8,
+                                 checkpoint_dir=tmp_path, progress=False)
+    weights, config = student_payload(trained.checkpoint_path)
+    context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=dict(RUN_CONFIG),
+                      node_config={"partition-id": 0, "num-partitions": 2})
+    source = open_source("fashion-mnist")
+    shared = Message(RecordDict({
+        "config": ConfigRecord(CONFIG),
+        "inputs": ArrayRecord({"pixels": Array(source.images(np.arange(6)))}),
+        "student": ArrayRecord({k: Array(v) for k, v in weights.items()}),
+        "student-config": ConfigRecord({"config-json": json.dumps(config)}),
+    }), dst_node_id=7, message_type="train.optimize")
+    out = app(shared, context).content["outputs"]
+    assert out["targets"].numpy().shape == out["student-targets"].numpy().shape == (6, 48)
+    assert not np.allclose(out["targets"].numpy(), out["student-targets"].numpy())
+
+    # A later page asks for the student: the node uses the one kept in its state.
+    ids = np.array([3, 4, 5])
+    page = Message(RecordDict({"config": ConfigRecord(dict(CONFIG, encoder="student")),
+                               "inputs": ArrayRecord({"ids": Array(ids)})}),
+                   dst_node_id=7, message_type="train.optimize")
+    reply = app(page, context)
+    assert reply.content["info"]["encoder"] == f"student:{config['digest']}"
+    assert np.allclose(reply.content["outputs"]["targets"].numpy(),
+                       out["student-targets"].numpy()[3:], atol=1e-4)
+
+    # Without a student in the state, asking for it is an error, not a silent fallback.
+    fresh = Context(run_id=1, node_id=7, state=RecordDict(), run_config=dict(RUN_CONFIG),
+                    node_config={"partition-id": 0, "num-partitions": 2})
+    with pytest.raises(RuntimeError, match="no student was received"):
+        app(page, fresh)
