@@ -70,20 +70,12 @@ def test_bad_data_spec_fails_with_a_clear_error():
                                 "inputs": ArrayRecord({"ids": Array(np.arange(3))})})
 
 
-def test_student_rides_with_the_shared_subset_and_encodes_later_pages(tmp_path):
+def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny_student):
     import json
 
-    import torch
-    from torch.utils.data import TensorDataset
+    from coopt_flower.refinement import student_payload
 
-    from coopt_flower.refinement import student_from_payload, student_payload
-    from coopt_flower.training import train_on_optimized
-
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8, generator=gen)
-    trained = train_on_optimized(TensorDataset(images, torch.randn(16, 8, generator=gen)),
-                                 arch="small-cnn", image_size=28, epochs=1, batch_size=8,
-                                 checkpoint_dir=tmp_path, progress=False)
+    trained, _ = train_tiny_student(image_size=28, target_dim=8)
     weights, config = student_payload(trained.checkpoint_path)
     context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=dict(RUN_CONFIG),
                       node_config={"partition-id": 0, "num-partitions": 2})

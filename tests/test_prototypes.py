@@ -110,16 +110,10 @@ def test_available_prototypes_lists_every_family():
         assert needle in joined
 
 
-def test_student_checkpoint_is_a_prototype(tmp_path):
-    from torch.utils.data import TensorDataset
+def test_student_checkpoint_is_a_prototype(tmp_path, train_tiny_student):
+    from coopt_flower.training import load_student
 
-    from coopt_flower.training import load_student, train_on_optimized
-
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
-    targets = torch.randn(16, 8, generator=gen)
-    result = train_on_optimized(TensorDataset(images, targets), arch="small-cnn", image_size=16,
-                                epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    result, images = train_tiny_student(image_size=16, target_dim=8)
     spec = f"student:{result.checkpoint_path}"
     assert parse_prototype_spec(spec).weights == str(result.checkpoint_path)
     proto = create_prototype(spec)

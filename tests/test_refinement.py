@@ -1,11 +1,8 @@
 import numpy as np
 import pytest
-import torch
-from torch.utils.data import TensorDataset
 
 from coopt_flower.prototypes import create_prototype
-from coopt_flower.refinement import choose_encoders, student_from_payload, student_payload
-from coopt_flower.training import train_on_optimized
+from coopt_flower.refinement import choose_encoders, payload_digest, student_from_payload, student_payload
 
 
 def test_policies_choose_encoders():
@@ -18,12 +15,8 @@ def test_policies_choose_encoders():
         choose_encoders("evolve", values, -1.5)
 
 
-def test_student_payload_round_trips_to_the_same_prototype(tmp_path):
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
-    result = train_on_optimized(TensorDataset(images, torch.randn(16, 6, generator=gen)),
-                                arch="small-cnn", image_size=16, epochs=1, batch_size=8,
-                                checkpoint_dir=tmp_path, progress=False)
+def test_student_payload_round_trips_to_the_same_prototype(train_tiny_student):
+    result, images = train_tiny_student(image_size=16, target_dim=6)
     state, config = student_payload(result.checkpoint_path)
     assert all(isinstance(v, np.ndarray) for v in state.values()) and config["target_dim"] == 6
     rebuilt = student_from_payload(state, config)
@@ -35,5 +28,4 @@ def test_student_payload_round_trips_to_the_same_prototype(tmp_path):
     state2, config2 = student_payload(result.checkpoint_path)
     assert config2["digest"] == config["digest"]
     state2["head.bias"] = state2["head.bias"] + 1
-    from coopt_flower.refinement import payload_digest
     assert payload_digest(state2) != config["digest"]
