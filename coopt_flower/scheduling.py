@@ -52,13 +52,22 @@ class PageScheduler:
         (finish without them and record their samples as missing).
     min_participants : int
         Fewer live participants than this fails the round.
+    pinned : dict, optional
+        Participant name -> ids only that participant can encode (its node-local data). They
+        are queued after its shard and never reassigned: if it fails they are missing.
+    reassign_to : set, optional
+        Participants that may take over others' shard pages (default: all); a participant
+        that holds only node-local data has no copy of the platform's data to read them from.
     """
 
     shards: dict[str, np.ndarray]
     page_size: int
     on_failure: str = "reassign"
     min_participants: int = 1
+    pinned: dict[str, np.ndarray] = field(default_factory=dict)
+    reassign_to: set[str] | None = None
     queues: dict[str, deque] = field(init=False)
+    pinned_queues: dict[str, deque] = field(init=False)
     missing: list[np.ndarray] = field(init=False, default_factory=list)
     failed: set[str] = field(init=False, default_factory=set)
 
@@ -66,6 +75,9 @@ class PageScheduler:
         if self.on_failure not in ON_FAILURE_POLICIES:
             raise ValueError(f"on-failure must be one of {ON_FAILURE_POLICIES}, got {self.on_failure!r}")
         self.queues = {name: deque(pages(ids, self.page_size)) for name, ids in self.shards.items()}
+        self.pinned_queues = {name: deque(pages(self.pinned.get(name, np.empty(0, np.int64)), self.page_size))
+                              for name in self.shards}
+        self._pinned_ids = {name: set(np.asarray(ids).tolist()) for name, ids in self.pinned.items()}
         self._rr = 0
 
     @property
@@ -73,11 +85,17 @@ class PageScheduler:
         return [name for name in self.queues if name not in self.failed]
 
     def pending_samples(self) -> int:
-        return sum(len(page) for name in self.live for page in self.queues[name])
+        return sum(len(page) for name in self.live
+                   for page in (*self.queues[name], *self.pinned_queues[name]))
 
     def next_wave(self) -> dict[str, np.ndarray]:
         """One page for every live participant that has work left (empty when done)."""
-        return {name: self.queues[name].popleft() for name in self.live if self.queues[name]}
+        wave = {}
+        for name in self.live:
+            queue = self.queues[name] or self.pinned_queues[name]
+            if queue:
+                wave[name] = queue.popleft()
+        return wave
 
     def fail(self, name: str, in_flight: np.ndarray | None = None) -> tuple[str, int]:
         """Mark ``name`` failed; returns ``(action, samples affected)``.
@@ -91,7 +109,9 @@ class PageScheduler:
             return "already failed", 0
         self.failed.add(name)
         leftover = ([in_flight] if in_flight is not None and len(in_flight) else []) + list(self.queues[name])
+        leftover += list(self.pinned_queues[name])
         self.queues[name].clear()
+        self.pinned_queues[name].clear()
         affected = int(sum(len(p) for p in leftover))
         live = self.live
         if len(live) < self.min_participants:
@@ -100,14 +120,25 @@ class PageScheduler:
                 f"min-participants={self.min_participants}")
         if not leftover:
             return "nothing left to reassign", 0
-        if self.on_failure == "drop" or not live:
-            self.missing.extend(leftover)
-            return "dropped", affected
-        for page in leftover:
+        # Node-local samples exist only on the failed node: they cannot be reassigned.
+        own = self._pinned_ids.get(name, set())
+        local = [page[np.isin(page, list(own))] for page in leftover] if own else []
+        shard = [page[~np.isin(page, list(own))] for page in leftover] if own else leftover
+        local = [p for p in local if len(p)]
+        shard = [p for p in shard if len(p)]
+        self.missing.extend(local)
+        takers = [n for n in live if self.reassign_to is None or n in self.reassign_to]
+        if self.on_failure == "drop" or not takers:
+            self.missing.extend(shard)
+            return ("dropped" if not local else "dropped (node-local samples cannot move)"), affected
+        for page in shard:
             for piece in pages(page, self.page_size):
-                self.queues[live[self._rr % len(live)]].append(piece)
+                self.queues[takers[self._rr % len(takers)]].append(piece)
                 self._rr += 1
-        return f"reassigned to {', '.join(live)}", affected
+        action = f"reassigned to {', '.join(takers)}"
+        if local:
+            action += f"; {sum(map(len, local))} node-local samples missing"
+        return action, affected
 
     def missing_ids(self) -> np.ndarray:
         if not self.missing:

@@ -50,3 +50,23 @@ def test_below_min_participants_fails_the_round():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="on-failure"):
         PageScheduler({"a": np.arange(3)}, page_size=1, on_failure="ignore")
+
+
+def test_node_local_pages_stay_with_their_owner_and_go_missing_with_it():
+    shards = {"a": np.arange(0, 6), "b": np.array([], dtype=np.int64), "c": np.arange(6, 12)}
+    pinned = {"b": np.arange(100, 108)}
+    sched = PageScheduler(shards, page_size=4, pinned=pinned, reassign_to={"a", "c"})
+    first = sched.next_wave()
+    assert first["b"].tolist() == [100, 101, 102, 103]
+    action, affected = sched.fail("b", first["b"])
+    assert affected == 8 and action.endswith("8 node-local samples missing")
+    assert sched.missing_ids().tolist() == list(range(100, 108))
+    done = drain(sched)
+    assert sorted(sum(done.values(), []) + first["a"].tolist() + first["c"].tolist()) == list(range(12))
+
+
+def test_shard_pages_are_not_handed_to_participants_without_the_platform_data():
+    shards = {"a": np.arange(0, 8), "b": np.array([], dtype=np.int64), "c": np.arange(8, 16)}
+    sched = PageScheduler(shards, page_size=4, pinned={"b": np.arange(50, 52)}, reassign_to={"a", "c"})
+    done = drain(sched, fail_at=(0, "a"))
+    assert sorted(done["c"]) == list(range(0, 16)) and done["b"] == [50, 51]
