@@ -25,6 +25,14 @@ Message protocol (every reply is stateless, so pages can be retried or reassigne
 Which prototype a node runs: ``prototype`` in its node config (``flower-supernode
 --node-config "prototype='efficientnet-lite0'"``), else entry ``partition-id`` of the run
 config's comma list ``prototypes`` (simulation).
+
+Node config keys: ``prototype``, ``device`` (default: cuda when available), ``batch-size``
+(overrides the platform's), ``precision`` (``fp32`` or, on a GPU, ``bf16`` / ``fp16``
+autocast), ``data`` (where this node keeps its copy of the platform's data, when the path
+differs from the run config's), and ``local-data``: images only this node holds (e.g.
+``folder:/data/mine``). A node with local data encodes those (requests with ``scope =
+"local"``, ids are its own indices 0..M-1) and, when asked (``upload-images``), returns the
+pixels too so the platform can build a self-contained dataset.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from flwr.clientapp import ClientApp
 
 from coopt_flower.config import split_specs
 from coopt_flower.data import open_source
-from coopt_flower.prototypes import create_prototype
+from coopt_flower.prototypes import PRECISIONS, create_prototype
 from coopt_flower.refinement import student_from_payload
 from coopt_flower.targets import compute_targets
 
@@ -68,9 +76,15 @@ def resolve_device(context: Context) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_prototype(spec: str, image_size: int, device: str):
+def load_prototype(spec: str, image_size: int, device: str, precision: str = "fp32"):
     """Prototypes are built once per process: a ClientApp object lives for one message only."""
-    return create_prototype(spec, image_size=image_size or None, device=device)
+    prototype = create_prototype(spec, image_size=image_size or None, device=device)
+    if precision != "fp32":
+        if precision not in PRECISIONS or not hasattr(prototype, "precision"):
+            raise ValueError(f"node config precision must be one of {', '.join(PRECISIONS)} "
+                             f"(mixed precision needs a torch prototype), got {precision!r}")
+        prototype.precision = precision
+    return prototype
 
 
 @app.query("describe")
@@ -81,14 +95,19 @@ def describe(msg: Message, context: Context) -> Message:
     image_size = int(msg.content["config"].get("image-size", 0)) if "config" in msg.content else 0
     spec = resolve_prototype_spec(context)
     device = resolve_device(context)
-    prototype = load_prototype(spec, image_size, device)
+    precision = str(context.node_config.get("precision", "fp32"))
+    prototype = load_prototype(spec, image_size, device, precision)
+    local = str(context.node_config.get("local-data", ""))
     info = ConfigRecord(
         {
+            "local-data": local,
+            "local-samples": len(open_source(local)) if local else 0,
             "prototype": spec,
             "output-dim": int(prototype.output_dim),
             "native-size": int(prototype.native_size),
             "image-size": int(prototype.image_size),
             "device": device,
+            "precision": precision,
             "partition-id": int(context.node_config.get("partition-id", -1)),
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -127,11 +146,12 @@ def optimize(msg: Message, context: Context) -> Message:
     if str(config.get("encoder", "own")) == "student":
         prototype = load_student(context, device)
     else:
-        prototype = load_prototype(spec, int(config["image-size"]), device)
+        prototype = load_prototype(spec, int(config["image-size"]), device,
+                                   str(context.node_config.get("precision", "fp32")))
     kwargs = dict(
         target_dim=int(config["target-dim"]),
         projection_seed=int(config["projection-seed"]),
-        batch_size=int(config["batch-size"]),
+        batch_size=int(context.node_config.get("batch-size", config["batch-size"])),
     )
     info = ConfigRecord({"prototype": spec, "encoder": prototype.spec})
     arrays = {}
@@ -145,7 +165,12 @@ def optimize(msg: Message, context: Context) -> Message:
                 load_student(context, device), pixels, None, desc="shared subset (student)", **kwargs)
     else:
         ids = inputs["ids"].numpy().astype(np.int64)
-        source = open_source(str(config["data"]))
+        if str(config.get("scope", "platform")) == "local":
+            source = open_source(str(context.node_config["local-data"]))
+            if bool(config.get("upload-images", False)):
+                arrays["pixels"] = source.images(ids)
+        else:
+            source = open_source(str(context.node_config.get("data", config["data"])))
         targets, stats = compute_targets(prototype, source, ids, desc="shard page", **kwargs)
     arrays.update(targets=targets, ids=ids)
     outputs = ArrayRecord({k: Array(v) for k, v in arrays.items()})

@@ -82,6 +82,7 @@ class RunSettings:
     probe_data: str = "fashion-mnist:test"
     probe_train_samples: int = 2000
     probe_test_samples: int = 1000
+    upload_local_images: bool = False
 
     # run-config key -> attribute; the keys use Flower's dashed style.
     KEYS = {
@@ -96,6 +97,7 @@ class RunSettings:
         "train-epochs": "train_epochs", "student-arch": "student_arch",
         "student-image-size": "student_image_size", "probe-data": "probe_data",
         "probe-train-samples": "probe_train_samples", "probe-test-samples": "probe_test_samples",
+        "upload-local-images": "upload_local_images",
     }
 
     @classmethod

@@ -128,6 +128,7 @@ class DatasetWriter:
         )
         self._owners[:] = -1
         self._written = np.zeros(n, dtype=bool)
+        self._arrays: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -160,6 +161,17 @@ class DatasetWriter:
         self._targets[rows] = targets.astype(self.dtype)
         self._owners[rows] = owner
         self._written[rows] = True
+
+    def create_array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A memory-mapped ``name.npy`` in the dataset, written in place, checksummed on commit.
+
+        Used for data that arrives page by page besides the targets (uploaded images).
+        """
+        if not name.endswith(".npy") or name in DATA_FILES or "/" in name or name in self._arrays:
+            raise ValueError(f"array name must be a new '<name>.npy', got {name!r}")
+        self._arrays[name] = np.lib.format.open_memmap(self.tmp / name, mode="w+", dtype=dtype,
+                                                       shape=tuple(shape))
+        return self._arrays[name]
 
     def missing_ids(self) -> np.ndarray:
         """Ids that no page has written yet."""
@@ -199,10 +211,13 @@ class DatasetWriter:
             if not name.endswith(".npy") or name in DATA_FILES or "/" in name:
                 raise ValueError(f"extra array name must be a new '<name>.npy', got {name!r}")
             np.save(self.tmp / name, array)
-        for array in (self._targets, self._owners):
+        for array in (self._targets, self._owners, *self._arrays.values()):
             array.flush()
-        del self._targets, self._owners  # close the memory maps before hashing and renaming
-        checked = DATA_FILES + tuple(extra_arrays or ())
+        streamed = tuple(self._arrays)
+        # Close the memory maps before hashing and renaming.
+        del self._targets, self._owners
+        self._arrays.clear()
+        checked = DATA_FILES + tuple(extra_arrays or ()) + streamed
         for name in checked:
             _fsync_file(self.tmp / name)
         full = dict(manifest)
@@ -255,6 +270,7 @@ class DatasetWriter:
         for name in ("_targets", "_owners"):
             if hasattr(self, name):
                 delattr(self, name)
+        self._arrays.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -313,6 +329,9 @@ class OptimizedDataset:
             raise DatasetIntegrityError(f"{self.path}: targets shape disagrees with manifest")
         self._source = source
         self.transform = transform
+        # Samples that came from participants' node-local data: their ids follow the source's.
+        self.local_sources = sorted(self.manifest.get("local_sources", []), key=lambda e: e["first_id"])
+        self._local_images: dict[str, np.ndarray] = {}
 
     @property
     def source(self):
@@ -325,18 +344,35 @@ class OptimizedDataset:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
+    def image(self, sample_id: int) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` of one sample: from the source, or from node-local data
+        (uploaded into the dataset, or read from the node's folder where it was not)."""
+        for entry in self.local_sources:
+            if entry["first_id"] <= sample_id < entry["first_id"] + entry["count"]:
+                row = sample_id - entry["first_id"]
+                if entry.get("images"):
+                    if entry["images"] not in self._local_images:
+                        self._local_images[entry["images"]] = np.load(self.path / entry["images"], mmap_mode="r")
+                    return np.array(self._local_images[entry["images"]][row])  # copy out of the read-only map
+                from coopt_flower.data import open_source
+
+                return open_source(entry["spec"]).images(np.array([row]))[0]
+        return self.source.images(np.array([sample_id]))[0]
+
     def __getitem__(self, index: int):
         import torch
 
-        ids = self.sample_ids[index: index + 1]
-        image = torch.from_numpy(self.source.images(ids)[0]).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(self.image(int(self.sample_ids[index]))).permute(2, 0, 1).contiguous()
         if self.transform is not None:
             image = self.transform(image)
         target = torch.from_numpy(np.array(self.targets[index], dtype=np.float32))  # copy: memmap is read-only
         return image, target
 
     def labels(self) -> np.ndarray | None:
-        """Labels of the samples from the source, if it has any (for probing)."""
+        """Labels of the samples from the source, if it has any (for probing); None when
+        the dataset also holds node-local samples."""
+        if self.local_sources:
+            return None
         return self.source.labels(self.sample_ids)
 
 

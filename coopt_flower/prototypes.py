@@ -464,6 +464,9 @@ class Prototype:
         )
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class TorchPrototype(Prototype):
     """A prototype backed by a ``torch.nn.Module`` that maps NCHW input to (B, d).
 
@@ -498,8 +501,15 @@ class TorchPrototype(Prototype):
         # fails here, with the spec in the message, if the model can't take image_size.
         self.output_dim = _probe_output_dim(self)
 
+    #: ``fp32``, or on a CUDA device ``bf16`` / ``fp16`` autocast (mixed precision); on the
+    #: CPU the setting is ignored and inference stays in float32.
+    precision: str = "fp32"
+
     def _encode_batch(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        autocast_dtype = PRECISIONS[self.precision]
+        use_autocast = autocast_dtype is not None and self.device.type == "cuda"
+        with torch.inference_mode(), (torch.autocast("cuda", dtype=autocast_dtype) if use_autocast
+                                      else contextlib.nullcontext()):
             x = preprocess_batch(images, self.image_size, self.preprocess, self.device)
             feats = self.module(x)
             return feats.reshape(len(feats), -1).float().cpu().numpy()

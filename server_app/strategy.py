@@ -74,6 +74,13 @@ class Participant:
     encoded_images: int = 0
     shared_sha256: str = ""
     encoder: str = "own"
+    local_data: str = ""     # node-local images only this participant holds ("" = none)
+    local_count: int = 0
+    local_base: int = -1     # global sample id of its first local image
+
+    def is_local(self, ids: np.ndarray) -> bool:
+        """Whether a page of global ids is this participant's node-local data."""
+        return self.local_count > 0 and len(ids) > 0 and int(ids[0]) >= self.local_base
 
 
 @dataclass
@@ -192,6 +199,8 @@ class CoOptStrategy:
                     name="", node_id=reply.metadata.src_node_id, prototype=str(info["prototype"]),
                     output_dim=int(info["output-dim"]), image_size=int(info["image-size"]),
                     device=str(info["device"]), partition_id=int(info["partition-id"]),
+                    local_data=str(info.get("local-data", "")),
+                    local_count=int(info.get("local-samples", 0)),
                 ))
             except (KeyError, TypeError, ValueError) as error:
                 self._refuse(key, "describe", f"malformed describe reply ({error!r})")
@@ -254,13 +263,17 @@ class CoOptStrategy:
     def configure_optimize(self, server_round: int, wave: dict[str, np.ndarray],
                            participants: list[Participant]) -> dict[str, Message]:
         by_name = {p.name: p for p in participants}
-        return {
-            name: self._message(server_round, by_name[name].node_id, "train.optimize", {
-                "config": self._config_record(by_name[name].encoder),
-                "inputs": ArrayRecord({"ids": Array(ids.astype(np.int64))}),
-            })
-            for name, ids in wave.items()
-        }
+        messages = {}
+        for name, ids in wave.items():
+            p = by_name[name]
+            config = self._config_record(p.encoder)
+            if p.is_local(ids):  # node-local data: the node's own indices
+                ids = ids - p.local_base
+                config["scope"] = "local"
+                config["upload-images"] = self.settings.upload_local_images
+            messages[name] = self._message(server_round, p.node_id, "train.optimize", {
+                "config": config, "inputs": ArrayRecord({"ids": Array(ids.astype(np.int64))})})
+        return messages
 
     def aggregate_optimize(self, server_round: int, wave: dict[str, np.ndarray],
                            participants: list[Participant], replies: dict[str, Message | str],
@@ -272,11 +285,13 @@ class CoOptStrategy:
         merged = 0
         for name, ids in wave.items():
             p = by_name[name]
+            local = p.is_local(ids)
             try:
                 reply = replies[name]
                 if isinstance(reply, str):
                     raise ReplyRefused(reply)
-                targets = self.checked_targets(p, reply, ids)
+                targets = self.checked_targets(p, reply, ids - p.local_base if local else ids)
+                pixels = self.checked_pixels(reply, len(ids)) if local and self.settings.upload_local_images else None
             except ReplyRefused as error:
                 self._refuse(name, "optimize", str(error))
                 action, affected = scheduler.fail(name, ids)  # raises RoundFailed below the minimum
@@ -284,9 +299,38 @@ class CoOptStrategy:
                 log(WARNING, "  %s: %d unfinished samples %s", name, affected, action)
                 continue
             writer.write(ids, plan.maps[name].apply(targets), owner=owner_index[name])
+            if pixels is not None:
+                self._store_local_images(writer, p, ids - p.local_base, pixels)
             p.num_samples += len(ids)
             merged += len(ids)
         return merged
+
+    @staticmethod
+    def local_images_file(p: Participant) -> str:
+        return f"local_images_{p.name}.npy"
+
+    def _store_local_images(self, writer: DatasetWriter, p: Participant, rows: np.ndarray,
+                            pixels: np.ndarray) -> None:
+        name = self.local_images_file(p)
+        if name not in writer._arrays:
+            writer.create_array(name, (p.local_count, *pixels.shape[1:]), np.uint8)
+        images = writer._arrays[name]
+        if images.shape[1:] != pixels.shape[1:]:
+            raise ReplyRefused(f"{p.name} uploaded images of shape {pixels.shape[1:]}, earlier "
+                               f"pages had {images.shape[1:]}")
+        images[rows] = pixels
+
+    @staticmethod
+    def checked_pixels(reply: Message, count: int) -> np.ndarray:
+        """Uploaded node-local images of a page: uint8 ``(count, H, W, 3)``."""
+        try:
+            pixels = reply.content["outputs"]["pixels"].numpy()
+        except KeyError:
+            raise ReplyRefused("upload-images was asked for, but the reply has no pixels") from None
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[0] != count or pixels.shape[-1] != 3:
+            raise ReplyRefused(f"uploaded pixels of {pixels.dtype} {pixels.shape}, expected uint8 "
+                               f"({count}, H, W, 3)")
+        return pixels
 
     def checked_targets(self, p: Participant, reply: Message, ids: np.ndarray,
                         key: str = "targets", count: bool = True) -> np.ndarray:
@@ -396,13 +440,19 @@ class CoOptStrategy:
                 "  <- reference" if p.name == plan.reference else "")
 
         # Shards are drawn among the participants that got this far, so a failure before this
-        # point loses nothing.
-        shards = partition_iid(sample_ids, len(participants), s.seed)
-        scheduler = PageScheduler({p.name: shard for p, shard in zip(participants, shards)},
-                                  s.rows_per_page(), s.on_failure, s.min_participants)
+        # point loses nothing. Participants with node-local data encode that data (ids after
+        # the source's); the others share the platform's samples.
+        sample_ids, local_ids = self._assign_local_ids(participants, sample_ids)
+        holders = [p for p in participants if not p.local_count]
+        shards = dict.fromkeys((p.name for p in participants), np.empty(0, np.int64))
+        if holders:
+            shards.update(zip((p.name for p in holders), partition_iid(sample_ids, len(holders), s.seed)))
+        scheduler = PageScheduler(shards, s.rows_per_page(), s.on_failure, s.min_participants,
+                                  pinned=local_ids, reassign_to={p.name for p in holders})
+        all_ids = np.concatenate([sample_ids, *local_ids.values()]) if local_ids else sample_ids
         t = time.perf_counter()
         done, wave_index = 0, 0
-        with DatasetWriter(round_dir, sample_ids, s.target_dim, s.target_dtype,
+        with DatasetWriter(round_dir, all_ids, s.target_dim, s.target_dtype,
                            overwrite=s.overwrite) as writer:
             while wave := scheduler.next_wave():
                 wave_index += 1
@@ -410,15 +460,20 @@ class CoOptStrategy:
                 done += self.aggregate_optimize(server_round, wave, participants, replies, plan,
                                                 writer, scheduler)
                 log(INFO, "[optimize] wave %d: %d/%d samples merged, %d pending", wave_index,
-                    done, len(sample_ids), scheduler.pending_samples())
+                    done, len(all_ids), scheduler.pending_samples())
             self._timed("shard encode + align + write", t)
 
             missing = scheduler.missing_ids()
             self.timings["total"] = time.perf_counter() - t_round
-            summary = self._summary(server_round, round_dir, participants, plan, sample_ids,
+            summary = self._summary(server_round, round_dir, participants, plan, all_ids,
                                     shared_ids, missing, own_values, student)
             manifest = {k: v for k, v in summary.items() if k != "dataset_path"}
             manifest["shared_ids"] = shared_ids.tolist()
+            manifest["local_sources"] = [
+                {"participant": p.name, "prototype": p.prototype, "spec": p.local_data,
+                 "first_id": p.local_base, "count": p.local_count,
+                 "images": self.local_images_file(p) if self.local_images_file(p) in writer._arrays else None}
+                for p in participants if p.local_count]
             report = render_report(summary)
             writer.commit(
                 manifest,
@@ -430,6 +485,25 @@ class CoOptStrategy:
         for line in report.splitlines():
             log(INFO, "  %s", line)
         return CoOptResult(round_dir, round_dir / REPORT_MD, summary, plan, list(self.failures))
+
+    def _assign_local_ids(self, participants: list[Participant], sample_ids: np.ndarray
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Global ids for node-local data, after the source's, in participant order.
+
+        Returns the platform's sample ids (none when no participant can read the platform's
+        data) and each local participant's global ids.
+        """
+        base, local_ids = len(self.source), {}
+        for p in participants:
+            if p.local_count:
+                p.local_base = base
+                local_ids[p.name] = np.arange(base, base + p.local_count, dtype=np.int64)
+                base += p.local_count
+        if local_ids and all(p.local_count for p in participants):
+            log(WARNING, "every participant holds only node-local data: the platform's samples "
+                "(other than the shared subset) are not part of this dataset")
+            sample_ids = np.empty(0, np.int64)
+        return sample_ids, local_ids
 
     def _summary(self, server_round, round_dir, participants, plan, sample_ids, shared_ids,
                  missing, own_values, student) -> dict:
@@ -472,6 +546,7 @@ class CoOptStrategy:
                     "alpha": plan.maps[p.name].alpha,
                     "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
                     "shared_pixels_sha256": p.shared_sha256,
+                    "local_data": p.local_data, "local_samples": p.local_count,
                     "failed": p.name in {f.participant for f in self.failures},
                 }
                 for p in participants
