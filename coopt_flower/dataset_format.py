@@ -162,6 +162,11 @@ class DatasetWriter:
         self._owners[rows] = owner
         self._written[rows] = True
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays made with :meth:`create_array`, by file name."""
+        return self._arrays
+
     def create_array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A memory-mapped ``name.npy`` in the dataset, written in place, checksummed on commit.
 

@@ -291,7 +291,9 @@ class CoOptStrategy:
                 if isinstance(reply, str):
                     raise ReplyRefused(reply)
                 targets = self.checked_targets(p, reply, ids - p.local_base if local else ids)
-                pixels = self.checked_pixels(reply, len(ids)) if local and self.settings.upload_local_images else None
+                pixels = None
+                if local and self.settings.upload_local_images:
+                    pixels = self.checked_pixels(reply, len(ids), writer.arrays.get(self.local_images_file(p)))
             except ReplyRefused as error:
                 self._refuse(name, "optimize", str(error))
                 action, affected = scheduler.fail(name, ids)  # raises RoundFailed below the minimum
@@ -312,17 +314,14 @@ class CoOptStrategy:
     def _store_local_images(self, writer: DatasetWriter, p: Participant, rows: np.ndarray,
                             pixels: np.ndarray) -> None:
         name = self.local_images_file(p)
-        if name not in writer._arrays:
+        if name not in writer.arrays:
             writer.create_array(name, (p.local_count, *pixels.shape[1:]), np.uint8)
-        images = writer._arrays[name]
-        if images.shape[1:] != pixels.shape[1:]:
-            raise ReplyRefused(f"{p.name} uploaded images of shape {pixels.shape[1:]}, earlier "
-                               f"pages had {images.shape[1:]}")
-        images[rows] = pixels
+        writer.arrays[name][rows] = pixels
 
     @staticmethod
-    def checked_pixels(reply: Message, count: int) -> np.ndarray:
-        """Uploaded node-local images of a page: uint8 ``(count, H, W, 3)``."""
+    def checked_pixels(reply: Message, count: int, earlier: np.ndarray | None) -> np.ndarray:
+        """Uploaded node-local images of a page: uint8 ``(count, H, W, 3)``, and of the same
+        size as the participant's earlier pages."""
         try:
             pixels = reply.content["outputs"]["pixels"].numpy()
         except KeyError:
@@ -330,6 +329,9 @@ class CoOptStrategy:
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[0] != count or pixels.shape[-1] != 3:
             raise ReplyRefused(f"uploaded pixels of {pixels.dtype} {pixels.shape}, expected uint8 "
                                f"({count}, H, W, 3)")
+        if earlier is not None and earlier.shape[1:] != pixels.shape[1:]:
+            raise ReplyRefused(f"uploaded images of shape {pixels.shape[1:]}, earlier pages had "
+                               f"{earlier.shape[1:]}")
         return pixels
 
     def checked_targets(self, p: Participant, reply: Message, ids: np.ndarray,
@@ -472,7 +474,7 @@ class CoOptStrategy:
             manifest["local_sources"] = [
                 {"participant": p.name, "prototype": p.prototype, "spec": p.local_data,
                  "first_id": p.local_base, "count": p.local_count,
-                 "images": self.local_images_file(p) if self.local_images_file(p) in writer._arrays else None}
+                 "images": self.local_images_file(p) if self.local_images_file(p) in writer.arrays else None}
                 for p in participants if p.local_count]
             report = render_report(summary)
             writer.commit(

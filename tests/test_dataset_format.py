@@ -73,6 +73,22 @@ def test_incomplete_dataset_is_never_published(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_streamed_arrays_are_published_and_checksummed(tmp_path):
+    with DatasetWriter(tmp_path / "ds", np.arange(3), 2, "float32") as writer:
+        writer.write(np.arange(3), np.zeros((3, 2)), owner=0)
+        images = writer.create_array("local_images_p0.npy", (4, 2, 2, 3), np.uint8)
+        images[1:3] = 7
+        with pytest.raises(ValueError, match="new"):
+            writer.create_array("local_images_p0.npy", (1,), np.uint8)
+        path = writer.commit({"source": "test"})
+    assert np.load(path / "local_images_p0.npy")[1:3].min() == 7
+    raw = bytearray((path / "local_images_p0.npy").read_bytes())
+    raw[-1] ^= 1
+    (path / "local_images_p0.npy").write_bytes(bytes(raw))
+    with pytest.raises(DatasetIntegrityError, match="local_images_p0.npy is corrupted"):
+        verify_dataset(path)
+
+
 def test_allow_missing_publishes_only_written_rows_and_lists_the_rest(tmp_path):
     with DatasetWriter(tmp_path / "ds", np.arange(10, 16), 2, "float32") as writer:
         writer.write(np.array([15, 11]), np.array([[5.0, 5.0], [1.0, 1.0]]), owner=1)
