@@ -1,0 +1,109 @@
+"""The CoOpt-vs-BYOL benchmark: curve helpers, and the --tiny configuration end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from simulations import benchmark as B
+
+
+def test_time_to_reach_interpolates_and_reports_never():
+    times = np.array([0.0, 10.0, 20.0])
+    accs = np.array([0.5, 0.7, 0.9])
+    assert B.time_to_reach(times, accs, 0.6) == pytest.approx(5.0)
+    assert B.time_to_reach(times, accs, 0.9) == pytest.approx(20.0)
+    assert B.time_to_reach(times, accs, 0.4) == 0.0
+    assert B.time_to_reach(times, accs, 0.95) is None
+
+
+def test_acc_at_time_clamps_after_the_run():
+    times = np.array([0.0, 10.0, 20.0])
+    accs = np.array([0.5, 0.7, 0.9])
+    assert B.acc_at_time(times, accs, 15.0) == (pytest.approx(0.8), True)
+    assert B.acc_at_time(times, accs, 99.0) == (0.9, False)
+
+
+def _curve(times, accs):
+    return {"times": np.array(times, float), "cpu_times": np.array(times, float) / 2,
+            "accs": np.array(accs, float)}
+
+
+def test_speedup_uses_first_time_byol_reaches_its_final_accuracy():
+    byol = _curve([0, 10, 20, 30], [0.5, 0.6, 0.7, 0.7])  # final 0.7, first reached at 20 s
+    coopt = _curve([0, 5, 10], [0.5, 0.7, 0.8])  # reaches 0.7 at 5 s
+    sp = B.speedup(byol, coopt, (5.0, 15.0, 2.5, 7.5))
+    assert sp["byol_seconds_to_final"] == pytest.approx(20.0)
+    assert sp["coopt_seconds_to_reach"] == pytest.approx(5.0)
+    assert sp["training_only"] == pytest.approx(4.0)
+    assert sp["with_encoding_max"] == pytest.approx(2.0)
+    assert sp["with_encoding_sum"] == pytest.approx(1.0)
+    assert sp["training_only_cpu"] == pytest.approx(4.0)
+    assert sp["coopt_epochs_to_reach"] == pytest.approx(1.0)
+
+    never = B.speedup(_curve([0, 10], [0.5, 0.9]), coopt, (0, 0, 0, 0))
+    assert not never["reached"] and never["training_only"] is None
+    # BYOL below the random-init student: every curve starts above its target.
+    worse = B.speedup(_curve([0, 10], [0.5, 0.4]), coopt, (0, 0, 0, 0))
+    assert worse["byol_not_above_init"] and worse["training_only"] is None
+
+
+def test_tiny_benchmark_end_to_end(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    B.main(["--tiny", "--out-dir", str(out), "--cache-dir", str(cache)])
+    for name in (B.JSON_NAME, B.MD_NAME, B.PLOT_NAME):
+        assert (out / name).stat().st_size > 0, name
+
+    results = json.loads((out / B.JSON_NAME).read_text())
+    cfg = results["config"]
+    assert cfg["tiny"] and len(cfg["seeds"]) == 1 and cfg["epochs"] == 1
+    summary = results["summary"]
+    expected = {(B.RANDOM, cfg["arch"]), (B.SUPERVISED, cfg["arch"]), (B.BYOL, cfg["arch"]),
+                (B.UNALIGNED, cfg["arch"]), (B.ALIGNED, cfg["arch"]),
+                (B.RANDOM, cfg["arch2"]), (B.ALIGNED, cfg["arch2"]), (B.BYOL, cfg["arch2"])}
+    expected |= {(B.SINGLE + spec, cfg["arch"]) for spec in cfg["prototypes"]}
+    assert cfg["byol_long_epochs"] > cfg["epochs"]
+    expected.add((B.BYOL_LONG, cfg["arch"]))
+    got = {(r["row"], r["arch"]) for r in summary["rows"]}
+    assert got == expected
+    for r in summary["rows"]:
+        for key in ("acc_mean", "acc_std", "full_acc_mean", "full_acc_std", "train_seconds"):
+            assert math.isfinite(r[key]), (r["row"], key)
+        assert 0.0 <= r["acc_mean"] <= 1.0
+        if r["row"] != B.RANDOM:
+            epochs = cfg["byol_long_epochs"] if r["row"] == B.BYOL_LONG else cfg["epochs"]
+            assert r["epochs"] == epochs
+            assert len(r["curve_acc_mean"]) == len(r["curve_cpu_seconds"]) == epochs + 1
+            assert all(math.isfinite(a) for a in r["curve_acc_mean"])
+            assert r["train_seconds"] > 0
+    floors = {f["name"] for f in summary["floors"]}
+    assert floors == {"raw pixels"} | {f"features:{s}" for s in cfg["prototypes"]}
+    assert all(math.isfinite(f["acc_mean"]) for f in summary["floors"])
+    for arch in (cfg["arch"], cfg["arch2"]):
+        assert arch in summary["speedup"] and arch in summary["equal_wall_clock"]
+    assert set(summary["speedup_vs_longer_byol"]) == {cfg["arch"]}
+    assert summary["encoding"]["collaborative_max_seconds"] > 0
+    assert summary["targets"] and all(isinstance(c["met"], bool) for c in summary["targets"])
+
+    markdown = (out / B.MD_NAME).read_text()
+    for row, _ in expected:
+        assert row in markdown
+
+    # The students trained on real optimized datasets; the reference participant's rows are
+    # identical with and without alignment (its map is the identity).
+    from coopt_flower.dataset_format import load_optimized_dataset
+
+    seed_dir = cache / "work-tiny" / f"seed-{cfg['seeds'][0]}"
+    aligned = load_optimized_dataset(seed_dir / B.slug(B.ALIGNED))
+    unaligned = load_optimized_dataset(seed_dir / B.slug(B.UNALIGNED))
+    assert len(aligned) == cfg["num_train"]
+    assert len(aligned.manifest["participants"]) == len(cfg["prototypes"])
+    reference = aligned.manifest["benchmark"]["reference"]
+    ref_index = [p["name"] for p in aligned.manifest["participants"]].index(reference)
+    rows = np.asarray(aligned.owners) == ref_index
+    assert rows.any() and not rows.all()
+    np.testing.assert_array_equal(np.asarray(aligned.targets)[rows],
+                                  np.asarray(unaligned.targets)[rows])
+    assert not np.array_equal(np.asarray(aligned.targets)[~rows],
+                              np.asarray(unaligned.targets)[~rows])
