@@ -98,10 +98,13 @@ def describe(msg: Message, context: Context) -> Message:
     precision = str(context.node_config.get("precision", "fp32"))
     prototype = load_prototype(spec, image_size, device, precision)
     local = str(context.node_config.get("local-data", ""))
+    local_source = open_source(local) if local else None
     info = ConfigRecord(
         {
             "local-data": local,
-            "local-samples": len(open_source(local)) if local else 0,
+            "local-samples": len(local_source) if local else 0,
+            # Bytes of one uploaded image, so the platform can size upload pages.
+            "local-image-bytes": int(local_source.images(np.zeros(1, np.int64)).nbytes) if local else 0,
             "prototype": spec,
             "output-dim": int(prototype.output_dim),
             "native-size": int(prototype.native_size),

@@ -170,12 +170,17 @@ class RunSettings:
         """How many nodes the platform waits for (default: one per prototype spec)."""
         return self.num_participants or len(self.prototypes)
 
-    def rows_per_page(self) -> int:
-        """Samples per ``train.optimize`` page so one reply stays under max-message-mb."""
-        if self.page_size:
-            return self.page_size
+    def rows_per_page(self, extra_bytes_per_row: int = 0) -> int:
+        """Samples per ``train.optimize`` page so one reply stays under max-message-mb.
+
+        ``extra_bytes_per_row`` counts what a reply carries beside targets and ids (uploaded
+        pixels); an explicit ``page-size`` is then lowered to the bound if needed.
+        """
         # Replies carry float32 targets plus int64 ids.
-        return max(1, int(self.max_message_mb * 2**20) // (self.target_dim * 4 + 8))
+        bound = max(1, int(self.max_message_mb * 2**20) // (self.target_dim * 4 + 8 + extra_bytes_per_row))
+        if not self.page_size:
+            return bound
+        return min(self.page_size, bound) if extra_bytes_per_row else self.page_size
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,6 +58,9 @@ class PageScheduler:
     reassign_to : set, optional
         Participants that may take over others' shard pages (default: all); a participant
         that holds only node-local data has no copy of the platform's data to read them from.
+    pinned_page_sizes : dict, optional
+        Page size per participant for its pinned ids (uploaded images make those pages
+        heavier); ``page_size`` by default.
     """
 
     shards: dict[str, np.ndarray]
@@ -66,6 +69,7 @@ class PageScheduler:
     min_participants: int = 1
     pinned: dict[str, np.ndarray] = field(default_factory=dict)
     reassign_to: set[str] | None = None
+    pinned_page_sizes: dict[str, int] = field(default_factory=dict)
     queues: dict[str, deque] = field(init=False)
     pinned_queues: dict[str, deque] = field(init=False)
     missing: list[np.ndarray] = field(init=False, default_factory=list)
@@ -75,8 +79,10 @@ class PageScheduler:
         if self.on_failure not in ON_FAILURE_POLICIES:
             raise ValueError(f"on-failure must be one of {ON_FAILURE_POLICIES}, got {self.on_failure!r}")
         self.queues = {name: deque(pages(ids, self.page_size)) for name, ids in self.shards.items()}
-        self.pinned_queues = {name: deque(pages(self.pinned.get(name, np.empty(0, np.int64)), self.page_size))
-                              for name in self.shards}
+        self.pinned_queues = {
+            name: deque(pages(self.pinned.get(name, np.empty(0, np.int64)),
+                              self.pinned_page_sizes.get(name, self.page_size)))
+            for name in self.shards}
         self._pinned_ids = {name: set(np.asarray(ids).tolist()) for name, ids in self.pinned.items()}
         self._rr = 0
 

@@ -77,6 +77,7 @@ class Participant:
     local_data: str = ""     # node-local images only this participant holds ("" = none)
     local_count: int = 0
     local_base: int = -1     # global sample id of its first local image
+    local_image_bytes: int = 0
 
     def is_local(self, ids: np.ndarray) -> bool:
         """Whether a page of global ids is this participant's node-local data."""
@@ -201,6 +202,7 @@ class CoOptStrategy:
                     device=str(info["device"]), partition_id=int(info["partition-id"]),
                     local_data=str(info.get("local-data", "")),
                     local_count=int(info.get("local-samples", 0)),
+                    local_image_bytes=int(info.get("local-image-bytes", 0)),
                 ))
             except (KeyError, TypeError, ValueError) as error:
                 self._refuse(key, "describe", f"malformed describe reply ({error!r})")
@@ -449,8 +451,12 @@ class CoOptStrategy:
         shards = dict.fromkeys((p.name for p in participants), np.empty(0, np.int64))
         if holders:
             shards.update(zip((p.name for p in holders), partition_iid(sample_ids, len(holders), s.seed)))
-        scheduler = PageScheduler(shards, s.rows_per_page(), s.on_failure, s.min_participants,
-                                  pinned=local_ids, reassign_to={p.name for p in holders})
+        upload = s.upload_local_images
+        scheduler = PageScheduler(
+            shards, s.rows_per_page(), s.on_failure, s.min_participants, pinned=local_ids,
+            reassign_to={p.name for p in holders},
+            pinned_page_sizes={p.name: s.rows_per_page(p.local_image_bytes if upload else 0)
+                               for p in participants if p.local_count})
         all_ids = np.concatenate([sample_ids, *local_ids.values()]) if local_ids else sample_ids
         t = time.perf_counter()
         done, wave_index = 0, 0

@@ -37,3 +37,11 @@ def test_bad_values_name_the_key(override, message):
 
 def test_split_specs():
     assert split_specs("a,, b ,") == ["a", "b"]
+
+
+def test_pages_that_carry_images_are_smaller():
+    s = RunSettings.from_run_config({"output-dir": "/tmp/x", "target-dim": 64, "max-message-mb": 1.0})
+    assert s.rows_per_page(224 * 224 * 3) == 2**20 // (64 * 4 + 8 + 224 * 224 * 3) == 6
+    explicit = RunSettings.from_run_config({"output-dir": "/tmp/x", "target-dim": 64,
+                                            "max-message-mb": 1.0, "page-size": 1000})
+    assert explicit.rows_per_page() == 1000 and explicit.rows_per_page(224 * 224 * 3) == 6

@@ -70,3 +70,10 @@ def test_shard_pages_are_not_handed_to_participants_without_the_platform_data():
     sched = PageScheduler(shards, page_size=4, pinned={"b": np.arange(50, 52)}, reassign_to={"a", "c"})
     done = drain(sched, fail_at=(0, "a"))
     assert sorted(done["c"]) == list(range(0, 16)) and done["b"] == [50, 51]
+
+
+def test_pinned_pages_use_their_own_page_size():
+    sched = PageScheduler({"a": np.arange(8), "b": np.empty(0, np.int64)}, page_size=4,
+                          pinned={"b": np.arange(100, 105)}, pinned_page_sizes={"b": 2})
+    assert [len(p) for p in sched.pinned_queues["b"]] == [2, 2, 1]
+    assert [len(p) for p in sched.queues["a"]] == [4, 4]
