@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,8 +137,9 @@ def run_local_simulation(
         Ray resources per ClientApp; Flower's default of 2 serializes everything on a 2-core
         machine.
     flwr_home : Path, optional
-        Private Flower home (a temporary one when omitted).
+        Private Flower home (a temporary one, removed afterwards, when omitted).
     """
+    own_home = flwr_home is None
     flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="coopt-flwr-home-")).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -176,17 +178,20 @@ def run_local_simulation(
             returncode = proc.wait()
     finally:
         stop_superlink(flwr_home)
+        if own_home:  # a temporary home holds only this run's SuperLink state and logs
+            shutil.rmtree(flwr_home, ignore_errors=True)
     output = "".join(lines)
     return LocalRun(returncode, output, flwr_home)
 
 
 def run_succeeded(run: LocalRun) -> bool:
-    """``flwr run --stream`` can exit 0 after a failed ServerApp: check what it printed too."""
-    failed_markers = ("ServerApp raised an exception", "Traceback (most recent call last)",
-                      "Run finished with status: failed", "failed")
-    if run.returncode != 0:
-        return False
-    return not any(marker in run.output for marker in failed_markers[:3])
+    """Whether the run completed.
+
+    ``flwr run --stream`` exits 0 after a failed ServerApp too, so the streamed log is read as
+    well: a ServerApp that stops logs ``CoOpt run stopped`` or a traceback.
+    """
+    failed = ("CoOpt run stopped", "Traceback (most recent call last)", "ServerApp raised an exception")
+    return run.returncode == 0 and not any(marker in run.output for marker in failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {}
     for item in args.run_config:
-        overrides.update(tomllib.loads(item if "=" in item and '"' in item else _quote(item)))
+        overrides.update(tomllib.loads(_quote(item)))
     run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
                                num_cpus_per_client=args.num_cpus_per_client)
     return 0 if run_succeeded(run) else 1

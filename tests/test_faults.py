@@ -90,3 +90,4 @@ def test_below_min_participants_the_round_fails_and_publishes_nothing(faulty_app
     assert "CoOpt run stopped: after the shared subset only 1 participant(s) are left" in result.output
     assert not path.exists()
     assert [p.name for p in path.parent.iterdir()] == ["run.json"]
+
