@@ -22,7 +22,7 @@ def test_good_config_passes_and_claims_the_output_dir(tmp_path):
     ({"data": "folder:/no/such/dir"}, "data: image folder /no/such/dir does not exist"),
     ({"data": "mnist-please"}, "data: unknown data source"),
     ({"num-samples": 70000}, "exceeds the 60000 samples"),
-    ({"num-samples": 40, "shared-size": 32, "num-participants": 41}, ""),
+    ({"num-samples": 40, "shared-size": 32, "num-participants": 41}, "41 participants but only 40 samples"),
 ])
 def test_bad_config_fails_with_one_line(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message) as info:
