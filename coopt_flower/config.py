@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -84,27 +84,12 @@ class RunSettings:
     probe_test_samples: int = 1000
     upload_local_images: bool = False
 
-    # run-config key -> attribute; the keys use Flower's dashed style.
-    KEYS = {
-        "prototypes": "prototypes", "data": "data", "num-samples": "num_samples",
-        "shared-size": "shared_size", "target-dim": "target_dim", "seed": "seed",
-        "output-dir": "output_dir", "overwrite": "overwrite", "image-size": "image_size",
-        "batch-size": "batch_size", "target-dtype": "target_dtype", "page-size": "page_size",
-        "max-message-mb": "max_message_mb", "num-participants": "num_participants",
-        "min-participants": "min_participants", "on-failure": "on_failure",
-        "node-wait-s": "node_wait_s", "reply-timeout-s": "reply_timeout_s",
-        "num-server-rounds": "num_server_rounds", "refinement": "refinement",
-        "train-epochs": "train_epochs", "student-arch": "student_arch",
-        "student-image-size": "student_image_size", "probe-data": "probe_data",
-        "probe-train-samples": "probe_train_samples", "probe-test-samples": "probe_test_samples",
-        "upload-local-images": "upload_local_images",
-    }
-
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
         """Build from a Flower run config (unknown keys are left for other components)."""
         values: dict[str, Any] = {}
-        for key, attr in cls.KEYS.items():
+        for attr in (f.name for f in fields(cls)):
+            key = attr.replace("_", "-")  # run-config keys use Flower's dashed style
             if key in run_config:
                 values[attr] = run_config[key]
         if "prototypes" in values:
