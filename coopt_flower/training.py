@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, TrainAugment
+from coopt_flower.dataset_format import write_text_atomic
 from coopt_flower.students import StudentWithHead, create_student
 
 __all__ = [
@@ -227,12 +228,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -448,7 +443,7 @@ def fit(
             atomic_torch_save(state, ckpt_path)
             curve = {"epoch": list(range(1, len(losses) + 1)), "loss": losses,
                      "epoch_time_s": times, "config": config}
-            _atomic_write_text(curve_path, json.dumps(curve, indent=2))
+            write_text_atomic(curve_path, json.dumps(curve, indent=2))
     model.eval()
     return losses, times, metrics, ckpt_path, curve_path
 
