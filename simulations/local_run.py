@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,21 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.cluster import free_port, toml_value
+
 APP_DIR = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _cmdlines() -> dict[int, str]:
@@ -147,14 +134,14 @@ def run_local_simulation(
         FLWR_HOME=str(flwr_home),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
-        FLWR_LOCAL_CONTROL_API_PORT=str(_free_port()),
+        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
+        FLWR_LOCAL_CONTROL_API_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
         # flwr starts `flower-superlink` by name: find it next to this interpreter.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )
     config_file = flwr_home / "run-config.toml"
-    config_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
+    config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()))
     flwr = Path(sys.executable).with_name("flwr")
     command = [
         str(flwr if flwr.exists() else "flwr"), "run", str(app_dir), "--stream",
@@ -220,7 +207,7 @@ def _quote(item: str) -> str:
         tomllib.loads(f"x = {value}")
         return f"{key.strip()} = {value}"
     except tomllib.TOMLDecodeError:
-        return f"{key.strip()} = {_toml_value(value)}"
+        return f"{key.strip()} = {toml_value(value)}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from simulations.local_run import LocalRun, _quote, _toml_value, run_succeeded
+from simulations.local_run import LocalRun, _quote, run_succeeded, toml_value
 
 
 def test_a_stopped_run_is_reported_as_failed():
@@ -11,7 +11,7 @@ def test_a_stopped_run_is_reported_as_failed():
 
 
 def test_run_config_values_become_toml():
-    assert _toml_value(True) == "true" and _toml_value(3) == "3"
-    assert _toml_value('a"b') == '"a\\\\"b"'.replace("\\\\", "\\")
+    assert toml_value(True) == "true" and toml_value(3) == "3"
+    assert toml_value('a"b') == '"a\\\\"b"'.replace("\\\\", "\\")
     assert _quote("output-dir=/abs/out") == 'output-dir = "/abs/out"'
     assert _quote("num-samples=0") == "num-samples = 0"
