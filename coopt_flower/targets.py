@@ -52,18 +52,16 @@ def encode_batches(prototype, batches, total: int, *, desc: str = "encode", prog
     return features, EncodeStats(total, time.perf_counter() - start)
 
 
-def compute_targets(
+def encode_features(
     prototype,
     images_or_source,
     ids: np.ndarray | None,
     *,
-    target_dim: int,
-    projection_seed: int,
     batch_size: int = 128,
     progress: bool = True,
     desc: str = "encode",
 ) -> tuple[np.ndarray, EncodeStats]:
-    """Targets ``y = W_k psi_k(x)`` for a set of images.
+    """The prototype's own features ``psi_k(x)`` for a set of images, batch by batch.
 
     Parameters
     ----------
@@ -74,13 +72,11 @@ def compute_targets(
         that the ``ids`` are read from batch by batch.
     ids : np.ndarray or None
         Sample ids to read from the source; None when images are given.
-    target_dim, projection_seed : int
-        Define the projection ``W_k`` (depends only on these and the prototype's dim).
 
     Returns
     -------
-    targets : np.ndarray
-        float32 ``(m, target_dim)``.
+    features : np.ndarray
+        float32 ``(m, d_k)``.
     stats : EncodeStats
     """
     if batch_size < 1:
@@ -95,6 +91,26 @@ def compute_targets(
         source, ids = images_or_source, np.asarray(ids, dtype=np.int64)
         total = len(ids)
         batches = (source.images(ids[i: i + batch_size]) for i in range(0, total, batch_size))
-    features, stats = encode_batches(prototype, batches, total, desc=desc, progress=progress)
+    return encode_batches(prototype, batches, total, desc=desc, progress=progress)
+
+
+def compute_targets(
+    prototype,
+    images_or_source,
+    ids: np.ndarray | None,
+    *,
+    target_dim: int,
+    projection_seed: int,
+    batch_size: int = 128,
+    progress: bool = True,
+    desc: str = "encode",
+) -> tuple[np.ndarray, EncodeStats]:
+    """Targets ``y = W_k psi_k(x)`` for a set of images (see :func:`encode_features`).
+
+    ``target_dim`` and ``projection_seed`` define the projection ``W_k`` (it depends only on
+    these and the prototype's dim). Returns float32 ``(m, target_dim)`` and the encode stats.
+    """
+    features, stats = encode_features(prototype, images_or_source, ids, batch_size=batch_size,
+                                      progress=progress, desc=desc)
     matrix = projection_matrix(prototype.output_dim, target_dim, projection_seed)
     return project(features, matrix), stats

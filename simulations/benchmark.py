@@ -177,7 +177,7 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
         float32 ``(len(ids), d)`` in the order of ``ids``.
     meta : dict
     """
-    from coopt_flower.targets import encode_batches
+    from coopt_flower.targets import encode_features
 
     folder = cache_dir / f"{slug(spec)}-{image_size}px" / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,10 +200,8 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
         meta["build_seconds"] += time.perf_counter() - t
         log(f"encoding {missing.size} {split} images with {spec} at {image_size} px "
             f"(cache: {have.size} already)")
-        batches = (source.images(missing[i: i + batch_size])
-                   for i in range(0, missing.size, batch_size))
         cpu = time.process_time()
-        new, stats = encode_batches(prototype, batches, missing.size, progress=False)
+        new, stats = encode_features(prototype, source, missing, batch_size=batch_size, progress=False)
         meta["images_encoded"] += int(stats.num_images)
         meta["encode_seconds"] += float(stats.seconds)
         meta["encode_cpu_seconds"] = meta.get("encode_cpu_seconds", 0.0) + time.process_time() - cpu

@@ -20,16 +20,15 @@ from coopt_flower.data import open_source, select_samples, select_shared_subset
 from coopt_flower.probing import mean_std, probe_features
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.prototypes import create_prototype
-from coopt_flower.targets import encode_batches
+from coopt_flower.targets import encode_features
 from coopt_flower.uniformity import uniform_value
 
 DEFAULT_SPECS = "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2,onnx:open-nsfw"
 
 
 def encode(prototype, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    batches = (images[i: i + batch_size] for i in range(0, len(images), batch_size))
-    features, _ = encode_batches(prototype, batches, len(images), progress=True,
-                                 desc=prototype.spec)
+    features, _ = encode_features(prototype, images, None, batch_size=batch_size,
+                                  desc=prototype.spec)
     return features
 
 
