@@ -41,6 +41,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from coopt_flower import rounds
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source, partition_iid, select_samples, select_shared_subset
 from coopt_flower.dataset_format import DatasetWriter
@@ -393,7 +394,7 @@ class CoOptStrategy:
         s = self.settings
         self.timings, self.failures = {}, []
         self.summary()
-        round_dir = Path(s.output_dir) / f"round-{server_round:03d}"
+        round_dir = rounds.round_dir(s.output_dir, server_round)
         if round_dir.exists() and not s.overwrite:
             raise FileExistsError(f"{round_dir} already exists: choose a new output-dir or set "
                                   "overwrite=true")
