@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from coopt_flower.atomic import fsync_dir, fsync_file, write_text_atomic
+
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TARGETS_FILE = "targets.npy"
@@ -49,30 +51,6 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file via a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class DatasetWriter:
@@ -224,7 +202,7 @@ class DatasetWriter:
         self._arrays.clear()
         checked = DATA_FILES + tuple(extra_arrays or ()) + streamed
         for name in checked:
-            _fsync_file(self.tmp / name)
+            fsync_file(self.tmp / name)
         full = dict(manifest)
         full["missing_sample_ids"] = missing.tolist()
         full.update(
@@ -237,14 +215,14 @@ class DatasetWriter:
         for name, text in (extra_files or {}).items():
             write_text_atomic(self.tmp / name, text)
         write_text_atomic(self.tmp / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True))
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
 
         backup = None
         if self.path.exists():  # only reachable with overwrite=True
             backup = self.path.parent / f".{self.path.name}.old-{time.time_ns()}"
             os.rename(self.path, backup)
         os.rename(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
         return self.path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from coopt_flower.config import ConfigError, RunSettings
 from coopt_flower.data import DataSourceError, ImageSource, open_source
-from coopt_flower.dataset_format import write_text_atomic
+from coopt_flower.atomic import write_text_atomic
 from coopt_flower.prototypes import available_prototypes, parse_prototype_spec
 
 RUN_FILE = "run.json"

@@ -106,7 +106,8 @@ def train_round_student(
     ``fashion-mnist:test``); it is skipped when ``probe_data`` is empty or unlabeled.
     """
     from coopt_flower.data import open_source, select_samples
-    from coopt_flower.dataset_format import load_optimized_dataset, write_text_atomic
+    from coopt_flower.atomic import write_text_atomic
+    from coopt_flower.dataset_format import load_optimized_dataset
     from coopt_flower.probing import probe_backbone
     from coopt_flower.training import train_on_optimized
 

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from coopt_flower.dataset_format import MANIFEST_FILE, verify_dataset, write_text_atomic
+from coopt_flower.atomic import write_text_atomic
+from coopt_flower.dataset_format import MANIFEST_FILE, verify_dataset
 
 CHECKPOINT_FILE = "checkpoint.json"
 SUMMARY_MD = "summary.md"

@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, TrainAugment
-from coopt_flower.dataset_format import write_text_atomic
+from coopt_flower.atomic import torch_save_atomic, write_text_atomic
 from coopt_flower.students import StudentWithHead, create_student
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "LOSS_CURVE_NAME",
     "TargetStats",
     "TrainResult",
-    "atomic_torch_save",
     "cosine_target_loss",
     "load_checkpoint",
     "load_student",
@@ -208,26 +207,6 @@ class TrainResult:
     def train_time(self) -> float:
         """Total training seconds (sum of ``epoch_times``)."""
         return float(sum(self.epoch_times))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace``.
-
-    A crash mid-write leaves the previous file intact instead of a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -440,7 +419,7 @@ def fit(
                 "epoch_times": times,
                 **(extra_state or {}),
             }
-            atomic_torch_save(state, ckpt_path)
+            torch_save_atomic(state, ckpt_path)
             curve = {"epoch": list(range(1, len(losses) + 1)), "loss": losses,
                      "epoch_time_s": times, "config": config}
             write_text_atomic(curve_path, json.dumps(curve, indent=2))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+
+from coopt_flower.atomic import write_bytes_atomic
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -66,18 +68,6 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write a file that is never, even briefly, readable by others."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -154,10 +144,10 @@ def make_certificates(directory: Path, hosts: list[str] | tuple[str, ...] = DEFA
         .sign(ca_key, hashes.SHA384())
     )
 
-    _write(files.ca_key, _pem_key(ca_key), 0o600)
-    _write(files.server_key, _pem_key(server_key), 0o600)
-    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_bytes_atomic(files.ca_key, _pem_key(ca_key), permissions=0o600)
+    write_bytes_atomic(files.server_key, _pem_key(server_key), permissions=0o600)
+    write_bytes_atomic(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), permissions=0o644)
+    write_bytes_atomic(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), permissions=0o644)
     return files
 
 
@@ -181,10 +171,10 @@ def make_node_key(path: Path, *, overwrite: bool = False) -> NodeKey:
     if key.private.is_file() and key.public.is_file() and not overwrite:
         return key
     private = ec.generate_private_key(ec.SECP384R1())
-    _write(key.private, private.private_bytes(serialization.Encoding.PEM,
+    write_bytes_atomic(key.private, private.private_bytes(serialization.Encoding.PEM,
                                               serialization.PrivateFormat.OpenSSH,
-                                              serialization.NoEncryption()), 0o600)
+                                              serialization.NoEncryption()), permissions=0o600)
     public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                serialization.PublicFormat.OpenSSH)
-    _write(key.public, public + f" coopt-{path.name}\n".encode(), 0o644)
+    write_bytes_atomic(key.public, public + f" coopt-{path.name}\n".encode(), permissions=0o644)
     return key

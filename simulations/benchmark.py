@@ -73,6 +73,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from coopt_flower.atomic import save_npy_atomic
+from coopt_flower.config import DEFAULT_PROTOTYPES
 from coopt_flower.data import (
     open_source,
     partition_iid,
@@ -84,7 +86,6 @@ from coopt_flower.platform import plan_alignment
 from coopt_flower.probing import extract_features, linear_probe, mean_std
 from coopt_flower.projection import project, projection_matrix
 
-DEFAULT_PROTOTYPES = "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2,onnx:open-nsfw"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 JSON_NAME = "benchmark.json"
 MD_NAME = "benchmark.md"
@@ -105,7 +106,7 @@ class Config:
     num_test: int = 1000
     epochs: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    prototypes: tuple[str, ...] = tuple(DEFAULT_PROTOTYPES.split(","))
+    prototypes: tuple[str, ...] = DEFAULT_PROTOTYPES
     proto_image_size: int = 96
     target_dim: int = 512
     shared_size: int = 256
@@ -156,13 +157,6 @@ def slug(text: str) -> str:
 # --------------------------------------------------------------------------- feature cache
 
 
-def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
 def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np.ndarray,
                     *, batch_size: int, split: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Prototype features of ``ids`` from the cache, encoding the ids it does not hold yet.
@@ -211,8 +205,8 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
         old = np.load(feats_path) if have.size else np.empty((0, new.shape[1]), np.float32)
         all_ids = np.concatenate([have, missing])
         order = np.argsort(all_ids, kind="stable")
-        _write_npy_atomic(feats_path, np.concatenate([old, new])[order])
-        _write_npy_atomic(ids_path, all_ids[order])
+        save_npy_atomic(feats_path, np.concatenate([old, new])[order])
+        save_npy_atomic(ids_path, all_ids[order])
         meta_path.write_text(json.dumps(meta, indent=2))
         del prototype
     have = np.load(ids_path)
@@ -793,7 +787,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--num-test", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--prototypes", help=f"comma-separated specs (default {DEFAULT_PROTOTYPES})")
+    p.add_argument("--prototypes", help=f"comma-separated specs (default {','.join(DEFAULT_PROTOTYPES)})")
     p.add_argument("--proto-image-size", type=int)
     p.add_argument("--target-dim", type=int)
     p.add_argument("--shared-size", type=int)
