@@ -23,6 +23,11 @@ RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed",
                      "student_image_size")
 
 
+# The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
+# participant. ``pyproject.toml``'s ``prototypes`` holds the same list (a test checks it).
+DEFAULT_PROTOTYPES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "onnx:open-nsfw")
+
+
 def min_shared_size(target_dim: int) -> int:
     """Smallest shared subset accepted for ``target_dim``-d targets.
 
@@ -56,18 +61,18 @@ def default_output_dir() -> str:
 class RunSettings:
     """Parsed run config of a CoOpt run (see ``pyproject.toml`` for every key's meaning)."""
 
-    prototypes: list[str] = field(default_factory=lambda: ["efficientnet-lite0"])
+    prototypes: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOTYPES))
     data: str = "fashion-mnist"
-    num_samples: int = 0
+    num_samples: int = 10000
     shared_size: int = 256
     target_dim: int = 512
     seed: int = 0
     output_dir: str = ""
     overwrite: bool = False
-    image_size: int = 0
+    image_size: int = 96
     batch_size: int = 128
     target_dtype: str = "float16"
-    page_size: int = 0
+    page_size: int = 1250
     max_message_mb: float = 64.0
     num_participants: int = 0
     min_participants: int = 1

@@ -64,6 +64,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from coopt_flower.config import DEFAULT_PROTOTYPES
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -71,7 +72,6 @@ BIN_DIR = Path(sys.executable).parent
 MARKER_ENV = "COOPT_DEPLOY_WORKDIR"
 CONNECTION = "coopt"
 STATE_FILE = "cluster.json"
-DEFAULT_PROTOTYPES = ("efficientnet-lite0", "onnx:open-nsfw", "efficientnet-lite1", "efficientnet-lite2")
 NODE_ID_RE = re.compile(r"SuperNode ID: (\d+)")
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")

@@ -14,8 +14,10 @@ import json
 import time
 from pathlib import Path
 
+from coopt_flower.config import DEFAULT_PROTOTYPES
+
 POOLS = {
-    "default": "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2,onnx:open-nsfw",
+    "default": ",".join(DEFAULT_PROTOTYPES),
     "weak": "random:efficientnet-lite0,random:efficientnet-lite1,random:efficientnet-lite2",
 }
 

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples, select_shared_subset
+from coopt_flower.config import DEFAULT_PROTOTYPES
 from coopt_flower.probing import mean_std, probe_features
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.prototypes import create_prototype
 from coopt_flower.targets import encode_features
 from coopt_flower.uniformity import uniform_value
 
-DEFAULT_SPECS = "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2,onnx:open-nsfw"
+DEFAULT_SPECS = ",".join(DEFAULT_PROTOTYPES)
 
 
 def encode(prototype, images: np.ndarray, batch_size: int = 128) -> np.ndarray:

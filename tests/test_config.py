@@ -24,7 +24,8 @@ def test_empty_output_dir_becomes_a_fresh_absolute_one():
     ({"prototypes": " , "}, "prototypes is empty"),
     ({"shared-size": 4}, "shared-size must be >= 8"),
     ({"shared-size": 16, "target-dim": 512}, "too small to align 512-d targets: use at least 32"),
-    ({"min-participants": 5}, r"min-participants \(5\) exceeds the 1 participants"),
+    ({"prototypes": "efficientnet-lite0", "min-participants": 5},
+     r"min-participants \(5\) exceeds the 1 participants"),
     ({"on-failure": "ignore"}, "on-failure must be one of reassign, drop"),
     ({"num-samples": 50, "shared-size": 64}, r"shared-size \(64\) exceeds num-samples \(50\)"),
     ({"target-dtype": "int8"}, "target-dtype must be one of"),
@@ -45,3 +46,24 @@ def test_pages_that_carry_images_are_smaller():
     explicit = RunSettings.from_run_config({"output-dir": "/tmp/x", "target-dim": 64,
                                             "max-message-mb": 1.0, "page-size": 1000})
     assert explicit.rows_per_page() == 1000 and explicit.rows_per_page(224 * 224 * 3) == 6
+
+
+def test_defaults_equal_the_apps_run_config():
+    """`flwr run .` and code that builds RunSettings directly get the same defaults."""
+    import tomllib
+    from dataclasses import fields
+    from pathlib import Path
+
+    from coopt_flower.config import DEFAULT_PROTOTYPES
+
+    app_config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    app_config = app_config["tool"]["flwr"]["app"]["config"]
+    defaults = RunSettings()
+    keys = {f.name.replace("_", "-") for f in fields(RunSettings)}
+    assert set(app_config) == keys
+    for key, value in app_config.items():
+        expected = getattr(defaults, key.replace("-", "_"))
+        if key == "prototypes":
+            value = [s.strip() for s in value.split(",")]
+            assert tuple(value) == DEFAULT_PROTOTYPES
+        assert value == expected, key
