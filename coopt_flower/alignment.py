@@ -9,9 +9,11 @@ what makes the problem well posed; its strength is chosen on a held-out part of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from coopt_flower.uniformity import select_reference, uniform_value
 
 # Ridge strengths, relative to the mean eigenvalue of the centered Gram matrix, so the same
 # grid suits prototypes whose features live on very different scales.
@@ -131,3 +133,55 @@ def fit_alignment(
         fit_residual=unexplained_variance(x @ weight + bias, y),
         holdout_residual=float(scores[best]),
     )
+
+
+@dataclass
+class AlignmentPlan:
+    """Uniform value per participant, the reference, and each participant's map to it."""
+
+    uniform_values: dict[str, float]
+    reference: str
+    maps: dict[str, AlignmentMap] = field(default_factory=dict)
+
+
+def plan_alignment(
+    shared_embeddings: dict[str, np.ndarray],
+    *,
+    seed: int = 0,
+    candidates: dict[str, np.ndarray] | None = None,
+    align: bool = True,
+) -> AlignmentPlan:
+    """Score prototypes on the shared subset S and fit every map to the most uniform one.
+
+    Parameters
+    ----------
+    shared_embeddings : dict
+        Participant name -> ``(|S|, n)`` projected embeddings of S, rows in the same order
+        (the shared ids) for everyone.
+    seed : int
+        Seeds the held-out split of S used to pick each ridge strength.
+    candidates : dict, optional
+        Extra reference candidates that encode no shard themselves (multi-round: the
+        platform's refined student). They are scored, may become the reference, get no map.
+    align : bool
+        ``False`` gives every participant the identity map (the "no alignment" ablation:
+        targets are merged as they are); scores and the reference are computed all the same.
+
+    A participant whose embeddings are the reference's (it runs the reference's encoder)
+    gets the identity map.
+    """
+    if not shared_embeddings:
+        raise ValueError("no participant returned shared-subset embeddings")
+    pool = {**shared_embeddings, **(candidates or {})}
+    shapes = {name: emb.shape for name, emb in pool.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
+    values = {name: uniform_value(emb) for name, emb in pool.items()}
+    reference = select_reference(values)
+    target = pool[reference]
+    maps = {
+        name: AlignmentMap.identity(emb.shape[1]) if not align or np.array_equal(emb, target)
+        else fit_alignment(emb, target, seed=seed)
+        for name, emb in shared_embeddings.items()
+    }
+    return AlignmentPlan(values, reference, maps)

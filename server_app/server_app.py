@@ -9,6 +9,7 @@ same run config and output directory continues where it stopped.
 
 from __future__ import annotations
 
+import logging
 from logging import ERROR, INFO
 
 from flwr.app import Context
@@ -23,6 +24,20 @@ from coopt_flower.scheduling import RoundFailed
 from server_app.strategy import CoOptStrategy
 
 app = ServerApp()
+
+
+def route_core_logs_to_flower() -> None:
+    """Show the core's log lines (``coopt_flower.*``) the way Flower shows its own.
+
+    The core logs through the standard ``logging`` module and knows nothing of Flower; in a
+    ServerApp, Flower's console handler is what reaches the user's ``flwr run`` stream.
+    """
+    core, flower = logging.getLogger("coopt_flower"), logging.getLogger("flwr")
+    for handler in flower.handlers:
+        if handler not in core.handlers:
+            core.addHandler(handler)
+    core.setLevel(logging.INFO)
+    core.propagate = False
 
 
 def run_rounds(grid: Grid, settings: RunSettings, strategy: CoOptStrategy) -> dict:
@@ -69,6 +84,7 @@ def run_rounds(grid: Grid, settings: RunSettings, strategy: CoOptStrategy) -> di
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Validate the run config before any work, then run the rounds."""
+    route_core_logs_to_flower()
     try:
         settings = RunSettings.from_run_config(context.run_config)
         source = preflight(settings)

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from coopt_flower.alignment import AlignmentMap, fit_alignment, fit_ridge, unexplained_variance
+from coopt_flower.alignment import (AlignmentMap, fit_alignment, fit_ridge, plan_alignment,
+                                    unexplained_variance)
+from coopt_flower.uniformity import uniform_value
 
 
 def test_ridge_recovers_known_affine_map_from_noisy_pairs():
@@ -51,3 +53,39 @@ def test_rejects_mismatched_or_tiny_inputs():
         fit_alignment(np.ones((10, 3)), np.ones((9, 3)))
     with pytest.raises(ValueError, match="too small"):
         fit_alignment(np.ones((3, 3)), np.ones((3, 3)))
+
+
+def test_plan_picks_most_uniform_reference_and_aligns_others():
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(300, 16))
+    # A participant whose space is an affine image of the reference, but squashed together.
+    squashed = good @ (0.1 * rng.normal(size=(16, 16))) + 5.0
+    plan = plan_alignment({"a": squashed, "b": good}, seed=0)
+    assert plan.reference == "b"
+    assert plan.uniform_values["b"] == uniform_value(good)
+    assert plan.maps["b"].is_identity
+    assert plan.maps["a"].holdout_residual < 1e-3
+    assert np.allclose(plan.maps["a"].apply(squashed), good, atol=0.05)
+
+
+def test_candidate_can_become_reference_and_its_users_get_identity():
+    rng = np.random.default_rng(1)
+    student = rng.normal(size=(200, 8))
+    own = student @ (0.2 * rng.normal(size=(8, 8))) + 1.0 + 0.5   # squashed: less uniform
+    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
+    # b runs the student's encoder: a tie, either name stands for the same space.
+    assert plan.reference in ("b", "student") and set(plan.maps) == {"a", "b"}
+    plan = plan_alignment({"a": own}, seed=0, candidates={"student": student})
+    assert plan.reference == "student" and set(plan.maps) == {"a"}
+    assert not plan.maps["a"].is_identity and "student" in plan.uniform_values
+    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
+    assert plan.maps["b"].is_identity
+
+
+def test_plan_without_alignment_scores_all_but_maps_nothing():
+    rng = np.random.default_rng(2)
+    good = rng.normal(size=(100, 8))
+    squashed = good @ (0.1 * rng.normal(size=(8, 8))) + 5.0
+    plan = plan_alignment({"a": squashed, "b": good}, seed=0, align=False)
+    assert plan.reference == "b" and set(plan.uniform_values) == {"a", "b"}
+    assert plan.maps["a"].is_identity and plan.maps["b"].is_identity

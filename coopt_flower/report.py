@@ -1,62 +1,8 @@
-"""The data platform's decisions, free of Flower: score, pick the reference, align, report."""
+"""The Markdown report of one round (its summary is also stored as ``report.json``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-
-from coopt_flower.alignment import AlignmentMap, fit_alignment
-from coopt_flower.uniformity import uniform_value, select_reference
-
-
-@dataclass
-class AlignmentPlan:
-    """Uniform value per participant, the reference, and each participant's map to it."""
-
-    uniform_values: dict[str, float]
-    reference: str
-    maps: dict[str, AlignmentMap] = field(default_factory=dict)
-
-
-def plan_alignment(
-    shared_embeddings: dict[str, np.ndarray],
-    *,
-    seed: int = 0,
-    candidates: dict[str, np.ndarray] | None = None,
-) -> AlignmentPlan:
-    """Score prototypes on the shared subset S and fit every map to the most uniform one.
-
-    Parameters
-    ----------
-    shared_embeddings : dict
-        Participant name -> ``(|S|, n)`` projected embeddings of S, rows in the same order
-        (the shared ids) for everyone.
-    seed : int
-        Seeds the held-out split of S used to pick each ridge strength.
-    candidates : dict, optional
-        Extra reference candidates that encode no shard themselves (multi-round: the
-        platform's refined student). They are scored, may become the reference, get no map.
-
-    A participant whose embeddings are the reference's (it runs the reference's encoder)
-    gets the identity map.
-    """
-    if not shared_embeddings:
-        raise ValueError("no participant returned shared-subset embeddings")
-    pool = {**shared_embeddings, **(candidates or {})}
-    shapes = {name: emb.shape for name, emb in pool.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
-    values = {name: uniform_value(emb) for name, emb in pool.items()}
-    reference = select_reference(values)
-    target = pool[reference]
-    maps = {
-        name: AlignmentMap.identity(emb.shape[1]) if np.array_equal(emb, target)
-        else fit_alignment(emb, target, seed=seed)
-        for name, emb in shared_embeddings.items()
-    }
-    return AlignmentPlan(values, reference, maps)
 
 
 def _fmt_seconds(seconds: float) -> str:

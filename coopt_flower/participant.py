@@ -1,0 +1,160 @@
+"""A CoOpt participant without Flower: runs its prototype over images and answers requests.
+
+:class:`PrototypeParticipant` answers the two requests of :mod:`coopt_flower.protocol`
+(describe itself; encode the shared subset or a page of ids into projected targets). The
+ClientApp is a thin Flower shell around it, and :func:`coopt_flower.round.run_in_process`
+drives the same objects without Flower. Every answer is stateless apart from the round's
+student, which the caller keeps and hands back (the Flower shell keeps it in the node's
+context state), so pages can be retried or reassigned to another participant.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from coopt_flower.data import open_source
+from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
+from coopt_flower.targets import compute_targets
+
+
+def default_device() -> str:
+    """CUDA when this machine has a GPU, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def load_prototype(spec: str, image_size: int, device: str, precision: str = "fp32"):
+    """Prototypes are built once per process: a Flower ClientApp object lives for one message."""
+    from coopt_flower.prototypes import PRECISIONS, create_prototype
+
+    prototype = create_prototype(spec, image_size=image_size or None, device=device)
+    if precision != "fp32":
+        if precision not in PRECISIONS or not hasattr(prototype, "precision"):
+            raise ValueError(f"node config precision must be one of {', '.join(PRECISIONS)} "
+                             f"(mixed precision needs a torch prototype), got {precision!r}")
+        prototype.precision = precision
+    return prototype
+
+
+_STUDENTS: dict[tuple[str, str], Any] = {}
+
+
+def load_student(student: tuple[dict[str, np.ndarray], dict[str, Any]] | None, device: str):
+    """The round's student as a prototype (built once per process and digest)."""
+    from coopt_flower.refinement import student_from_payload
+
+    if student is None:
+        raise RuntimeError("asked to encode with the student, but no student was received "
+                           "with this round's shared subset")
+    state, config = student
+    key = (str(config.get("digest")), device)
+    if key not in _STUDENTS:
+        _STUDENTS.clear()  # one student per round: drop the previous round's
+        _STUDENTS[key] = student_from_payload(state, config, device=device)
+    return _STUDENTS[key]
+
+
+@dataclass
+class NodeSettings:
+    """What a participant's own machine decides (a SuperNode's node config).
+
+    Parameters
+    ----------
+    prototype : str
+        Prototype spec (see :func:`coopt_flower.prototypes.create_prototype`).
+    device : str
+        Where to encode (default: CUDA when available).
+    precision : str
+        ``fp32``, or on a GPU ``bf16`` / ``fp16`` autocast.
+    batch_size : int
+        Encode batch size (0 = the platform's).
+    data : str
+        Where this node keeps its copy of the platform's data ("" = the platform's spec).
+    local_data : str
+        Images only this node holds ("" = none).
+    partition_id : int
+        Simulation partition (-1 in deployment unless set), for a stable participant order.
+    """
+
+    prototype: str
+    device: str = ""
+    precision: str = "fp32"
+    batch_size: int = 0
+    data: str = ""
+    local_data: str = ""
+    partition_id: int = -1
+
+    def __post_init__(self) -> None:
+        self.device = self.device or default_device()
+
+
+class PrototypeParticipant:
+    """Answers the platform's requests with its own prototype (or the round's student)."""
+
+    def __init__(self, node: NodeSettings) -> None:
+        self.node = node
+
+    def _local_source(self):
+        return open_source(self.node.local_data)
+
+    def describe(self, config: EncodeConfig) -> Description:
+        """What this participant runs (builds its prototype, so a bad spec fails here)."""
+        import torch
+
+        node = self.node
+        prototype = load_prototype(node.prototype, config.image_size, node.device, node.precision)
+        local = self._local_source() if node.local_data else None
+        return Description(
+            prototype=node.prototype, output_dim=int(prototype.output_dim),
+            native_size=int(prototype.native_size), image_size=int(prototype.image_size),
+            device=node.device, precision=node.precision, partition_id=node.partition_id,
+            local_data=node.local_data, local_samples=len(local) if local is not None else 0,
+            local_image_bytes=int(local.images(np.zeros(1, np.int64)).nbytes) if local is not None else 0,
+            torch=torch.__version__, python=platform.python_version())
+
+    def encode(self, request: EncodeRequest,
+               student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> EncodeReply:
+        """Projected targets of the shared subset (pixels) or of a page of ids.
+
+        ``student`` is the round's student, received with the shared subset; it is used for
+        ``encoder = "student"`` pages and, on the shared subset, to return the student's own
+        embeddings of S as well.
+        """
+        node, config = self.node, request.config
+        student = request.student or student
+        if config.encoder == "student":
+            prototype = load_student(student, node.device)
+        else:
+            prototype = load_prototype(node.prototype, config.image_size, node.device, node.precision)
+        kwargs = dict(target_dim=config.target_dim, projection_seed=config.projection_seed,
+                      batch_size=node.batch_size or config.batch_size)
+        extra: dict[str, np.ndarray] = {}
+        digest = ""
+        if request.pixels is not None:
+            pixels = request.pixels
+            digest = pixels_digest(pixels)
+            targets, stats = compute_targets(prototype, pixels, None, desc="shared subset", **kwargs)
+            ids = np.full(len(pixels), -1, dtype=np.int64)
+            if request.student is not None:
+                extra["student-targets"], _ = compute_targets(
+                    load_student(student, node.device), pixels, None,
+                    desc="shared subset (student)", **kwargs)
+        else:
+            ids = request.ids
+            if config.scope == "local":
+                source = self._local_source()
+                if config.upload_images:
+                    extra["pixels"] = source.images(ids)
+            else:
+                source = open_source(node.data or config.data)
+            targets, stats = compute_targets(prototype, source, ids, desc="shard page", **kwargs)
+        return EncodeReply(targets=targets, ids=ids, encode_seconds=stats.seconds,
+                           num_images=stats.num_images, prototype=node.prototype,
+                           encoder=prototype.spec, pixels_sha256=digest, extra=extra)

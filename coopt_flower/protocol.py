@@ -1,0 +1,260 @@
+"""The message schema between the data platform and a participant, in one place.
+
+Both sides build and read their messages through this module, so a key is spelled once.
+Messages are described as plain Python (dicts of primitives, numpy arrays); the Flower shells
+turn them into ``RecordDict`` s with :func:`to_record_dict` and back with
+:func:`from_record_dict`. Nothing here needs Flower unless a record is actually built.
+
+Message types
+-------------
+``query.describe`` (:data:`DESCRIBE`)
+    Request: record ``config`` (:class:`EncodeConfig`, only ``image-size`` is read).
+    Reply: record ``describe`` (:class:`Description`): prototype spec, output dim, native and
+    used image size, device, precision, partition id, node-local data, library versions.
+``train.optimize`` (:data:`OPTIMIZE`)
+    Request (:class:`EncodeRequest`): record ``config`` (:class:`EncodeConfig`) and record
+    ``inputs`` holding either ``pixels`` (uint8 ``(m, H, W, 3)``: the shared subset, sent as
+    pixels so that nodes need only their own data) or ``ids`` (one page of the participant's
+    shard, read from its own copy of the data; node-local indices when ``scope = "local"``).
+    A shared-subset request may carry the platform's refined student: records ``student``
+    (weights) and ``student-config`` (``config-json``).
+    Reply (:class:`EncodeReply`): record ``outputs`` with ``targets`` (float32 ``(m, n)``),
+    ``ids`` (int64, echoed; ``-1`` s for pixels), optionally ``student-targets`` (the
+    student's embeddings of the shared subset) and ``pixels`` (uploaded node-local images);
+    record ``metrics`` (``encode-seconds``, ``num-images``); record ``info`` (``prototype``,
+    ``encoder``, and for pixels ``pixels-sha256`` of the pixels as received).
+
+:func:`check_targets` and :func:`check_pixels` are the platform's checks of a reply: anything
+that fails them raises :class:`ReplyRefused` with the reason, and nothing of it is merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+DESCRIBE = "query.describe"
+OPTIMIZE = "train.optimize"
+
+# Record names and what kind of Flower record each one is.
+CONFIG, INPUTS, STUDENT, STUDENT_CONFIG = "config", "inputs", "student", "student-config"
+DESCRIPTION, OUTPUTS, METRICS, INFO = "describe", "outputs", "metrics", "info"
+CONFIG_RECORDS = (CONFIG, STUDENT_CONFIG, DESCRIPTION, INFO)
+ARRAY_RECORDS = (INPUTS, STUDENT, OUTPUTS)
+METRIC_RECORDS = (METRICS,)
+
+ENCODERS = ("own", "student")
+SCOPES = ("platform", "local")
+
+
+class ReplyRefused(RuntimeError):
+    """A participant failed or sent a reply the platform will not merge; says why."""
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Record:
+    """A dataclass that travels as one config record with dashed keys."""
+
+    def to_config(self) -> dict[str, Any]:
+        return {_dashed(f.name): getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]):
+        """Read the known keys; missing ones keep their defaults, unknown ones are ignored."""
+        values = {}
+        for f in fields(cls):
+            key = _dashed(f.name)
+            if key in config:  # every field has a default of its own type
+                values[f.name] = type(f.default)(config[key])
+        return cls(**values)
+
+
+@dataclass
+class EncodeConfig(_Record):
+    """How a participant encodes: record ``config`` of both request types."""
+
+    target_dim: int = 0
+    projection_seed: int = 0
+    batch_size: int = 128
+    image_size: int = 0
+    data: str = ""
+    encoder: str = "own"          # "own" prototype or the round's "student"
+    scope: str = "platform"       # "local": ids index the node's own local data
+    upload_images: bool = False   # with scope "local": return the pixels too
+
+    def to_config(self) -> dict[str, Any]:
+        config = super().to_config()
+        if self.scope == "platform":  # the keys only local pages need stay off the wire
+            del config["scope"], config["upload-images"]
+        return config
+
+
+@dataclass
+class Description(_Record):
+    """What a participant runs: the reply to ``query.describe``."""
+
+    prototype: str = "?"
+    output_dim: int = 0
+    native_size: int = 0
+    image_size: int = 0
+    device: str = "?"
+    precision: str = "fp32"
+    partition_id: int = -1
+    local_data: str = ""
+    local_samples: int = 0
+    local_image_bytes: int = 0    # bytes of one uploaded image, to size upload pages
+    torch: str = ""
+    python: str = ""
+
+
+@dataclass
+class EncodeRequest:
+    """A ``train.optimize`` request: the shared subset as pixels, or a page of ids."""
+
+    config: EncodeConfig
+    pixels: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # (weights, config)
+
+    def content(self) -> dict[str, dict]:
+        inputs = {"pixels": np.ascontiguousarray(self.pixels)} if self.pixels is not None \
+            else {"ids": np.asarray(self.ids).astype(np.int64)}
+        records: dict[str, dict] = {CONFIG: self.config.to_config(), INPUTS: inputs}
+        if self.student is not None:
+            weights, config = self.student
+            records[STUDENT] = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+            records[STUDENT_CONFIG] = {"config-json": json.dumps(config)}
+        return records
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Mapping]) -> EncodeRequest:
+        inputs = content[INPUTS]
+        student = None
+        if STUDENT in content:
+            student = (dict(content[STUDENT]), json.loads(str(content[STUDENT_CONFIG]["config-json"])))
+        return cls(EncodeConfig.from_config(content[CONFIG]),
+                   pixels=inputs["pixels"] if "pixels" in inputs else None,
+                   ids=inputs["ids"].astype(np.int64) if "ids" in inputs else None,
+                   student=student)
+
+
+@dataclass
+class EncodeReply:
+    """A ``train.optimize`` reply."""
+
+    targets: np.ndarray
+    ids: np.ndarray
+    encode_seconds: float = 0.0
+    num_images: int = 0
+    prototype: str = ""
+    encoder: str = ""
+    pixels_sha256: str = ""
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # student-targets, pixels
+
+    def content(self) -> dict[str, dict]:
+        info = {"prototype": self.prototype, "encoder": self.encoder}
+        if self.pixels_sha256:
+            info["pixels-sha256"] = self.pixels_sha256
+        return {OUTPUTS: {**self.extra, "targets": self.targets, "ids": self.ids},
+                METRICS: {"encode-seconds": float(self.encode_seconds),
+                          "num-images": int(self.num_images)},
+                INFO: info}
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Mapping]) -> EncodeReply:
+        """Read a reply; a missing part raises :class:`ReplyRefused`."""
+        try:
+            outputs, metrics = content[OUTPUTS], content[METRICS]
+            info = content[INFO] if INFO in content else {}
+            return cls(targets=outputs["targets"], ids=outputs["ids"],
+                       encode_seconds=float(metrics["encode-seconds"]),
+                       num_images=int(metrics["num-images"]),
+                       prototype=str(info.get("prototype", "")), encoder=str(info.get("encoder", "")),
+                       pixels_sha256=str(info.get("pixels-sha256", "")),
+                       extra={k: v for k, v in outputs.items() if k not in ("targets", "ids")})
+        except (KeyError, TypeError, ValueError) as error:
+            raise ReplyRefused(f"reply lacks targets, ids or metrics ({error!r})") from None
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """sha256 of a pixel array as sent, so both sides can prove they saw the same images."""
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_targets(targets: Any, returned_ids: Any, ids: np.ndarray, target_dim: int,
+                  what: str = "targets") -> np.ndarray:
+    """A reply's targets as float32, after the checks that keep garbage out of the dataset.
+
+    Raises
+    ------
+    ReplyRefused
+        With the reason: wrong shape or dtype, NaN/Inf, or ids other than those asked for.
+    """
+    if targets is None:
+        raise ReplyRefused(f"reply lacks {what}")
+    targets, returned = np.asarray(targets), np.asarray(returned_ids)
+    expected = (len(ids), target_dim)
+    if targets.shape != expected:
+        raise ReplyRefused(f"targets of shape {targets.shape}, expected {expected}")
+    if targets.dtype.kind != "f":
+        raise ReplyRefused(f"targets of dtype {targets.dtype}, expected floating point")
+    if not np.isfinite(targets).all():
+        raise ReplyRefused(f"{int((~np.isfinite(targets)).sum())} NaN or Inf values in targets")
+    if returned.shape != ids.shape or not np.array_equal(returned, ids):
+        extra = np.setdiff1d(returned, ids)
+        raise ReplyRefused(
+            "returned ids differ from the ids asked for "
+            f"({len(extra)} outside the page, {len(returned) - len(np.unique(returned))} "
+            "duplicated, or out of order)")
+    return targets.astype(np.float32, copy=False)
+
+
+def check_pixels(pixels: Any, count: int, earlier_shape: tuple[int, ...] | None) -> np.ndarray:
+    """Uploaded node-local images of a page: uint8 ``(count, H, W, 3)``, of the same size as
+    the participant's earlier pages."""
+    if pixels is None:
+        raise ReplyRefused("upload-images was asked for, but the reply has no pixels")
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[0] != count or pixels.shape[-1] != 3:
+        raise ReplyRefused(f"uploaded pixels of {pixels.dtype} {pixels.shape}, expected uint8 "
+                           f"({count}, H, W, 3)")
+    if earlier_shape is not None and tuple(earlier_shape) != pixels.shape[1:]:
+        raise ReplyRefused(f"uploaded images of shape {pixels.shape[1:]}, earlier pages had "
+                           f"{tuple(earlier_shape)}")
+    return pixels
+
+
+# --------------------------------------------------------------------------- Flower records
+
+
+def to_record_dict(content: Mapping[str, Mapping[str, Any]]):
+    """Plain content (record name -> dict) as a Flower ``RecordDict``."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+    records = {}
+    for name, values in content.items():
+        if name in ARRAY_RECORDS:
+            records[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in values.items()})
+        elif name in METRIC_RECORDS:
+            records[name] = MetricRecord(dict(values))
+        elif name in CONFIG_RECORDS:
+            records[name] = ConfigRecord(dict(values))
+        else:
+            raise KeyError(f"unknown record {name!r}")
+    return RecordDict(records)
+
+
+def from_record_dict(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A Flower ``RecordDict`` as plain content: arrays as numpy, configs and metrics as dicts."""
+    return {name: {k: v.numpy() if hasattr(v, "numpy") else v for k, v in record.items()}
+            for name, record in records.items()}

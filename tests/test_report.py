@@ -1,0 +1,18 @@
+from coopt_flower.report import render_report
+
+
+def test_report_names_reference_and_every_participant():
+    summary = {
+        "round": 1, "source": "fashion-mnist", "num_samples": 10, "target_dim": 4,
+        "target_dtype": "float16", "shared_size": 2, "reference": "p1",
+        "reference_prototype": "onnx:open-nsfw", "dataset_path": "/x",
+        "participants": [
+            {"name": n, "prototype": p, "output_dim": 8, "num_samples": 5, "uniform_value": -1.0,
+             "fit_residual": 0.1, "holdout_residual": 0.2, "alpha": 0.1, "images_per_second": 3.0}
+            for n, p in (("p0", "efficientnet-lite0"), ("p1", "onnx:open-nsfw"))
+        ],
+        "timings": {"describe": 1.0},
+    }
+    text = render_report(summary)
+    assert "**p1** (`onnx:open-nsfw`)" in text and "| p1 (reference) |" in text
+    assert "`efficientnet-lite0`" in text and "| describe | 1.0 s |" in text
