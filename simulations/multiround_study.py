@@ -2,30 +2,48 @@
 
 Runs ``flwr run .`` (local simulation) for two prototype pools, each with a refining policy and
 the static control, for R rounds, then tabulates and plots the probe accuracy of the student
-trained on every round's dataset.
+trained on every round's dataset. The study's settings come from a YAML file (``--config``,
+default ``simulations/configs/multiround.yaml``, the one behind the committed results); options
+override single keys.
 
-    python -m simulations.multiround_study --rounds 5 --out simulations/results
+    python -m simulations.multiround_study --config simulations/configs/multiround.yaml
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import time
 from pathlib import Path
 
-from coopt_flower.config import DEFAULT_PROTOTYPES
+import yaml
 
-POOLS = {
-    "default": ",".join(DEFAULT_PROTOTYPES),
-    "weak": "random:efficientnet-lite0,random:efficientnet-lite1,random:efficientnet-lite2",
-}
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "multiround.yaml"
+# The study's keys (also its command-line options, with dashes) and their types.
+KEYS = {"rounds": int, "num_samples": int, "shared_size": int, "image_size": int, "target_dim": int,
+        "train_epochs": int, "probe_train": int, "probe_test": int, "seed": int, "pools": dict,
+        "policies": list}
+
+
+def load_config(path: str | Path) -> dict:
+    """The study's settings from a YAML file; every key of :data:`KEYS` must be there."""
+    values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for key in values:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, list(KEYS), n=1)
+            raise ValueError(f"{path}: unknown study key {key!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else ""))
+    missing = sorted(set(KEYS) - set(values))
+    if missing:
+        raise ValueError(f"{path}: missing study keys {', '.join(missing)}")
+    return {key: KEYS[key](value) for key, value in values.items()}
 
 
 def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
     from simulations.local_run import run_local_simulation
 
-    specs = POOLS[pool]
+    specs = ",".join(args.pools[pool])
     out = workdir / f"{pool}-{policy}"
     config = {
         "prototypes": specs, "num-samples": args.num_samples, "shared-size": args.shared_size,
@@ -55,8 +73,7 @@ def render(results: list[dict], args) -> str:
     lines = [
         "# Multi-round study (Fashion-MNIST)",
         "",
-        f"`python -m simulations.multiround_study --rounds {args.rounds} --num-samples {args.num_samples} "
-        f"--train-epochs {args.train_epochs} --image-size {args.image_size}`",
+        f"`{args.command}` (config `{args.config}`)",
         "",
         f"{args.num_samples} samples, shared subset {args.shared_size}, prototypes at {args.image_size} px, "
         f"target dim {args.target_dim}; after every round a small-cnn student is trained for "
@@ -95,26 +112,34 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    import shlex
+    import sys
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--shared-size", type=int, default=256)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--target-dim", type=int, default=128)
-    parser.add_argument("--train-epochs", type=int, default=4)
-    parser.add_argument("--probe-train", type=int, default=2000)
-    parser.add_argument("--probe-test", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pools", default="default,weak")
-    parser.add_argument("--policies", default="switch,static")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file with the study's keys")
+    for key, kind in KEYS.items():
+        if kind is int:
+            parser.add_argument("--" + key.replace("_", "-"), type=int, help="overrides the config's key")
+    parser.add_argument("--only-pools", help="comma list: run only these pools of the config")
+    parser.add_argument("--only-policies", help="comma list: run only these policies of the config")
     parser.add_argument("--workdir", default="/tmp/coopt-multiround")
     parser.add_argument("--out", default="simulations/results")
     args = parser.parse_args(argv)
+    config = load_config(args.config)
+    for key, value in config.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.only_pools:
+        args.pools = {name: args.pools[name] for name in args.only_pools.split(",")}
+    if args.only_policies:
+        args.policies = args.only_policies.split(",")
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    args.command = "python -m simulations.multiround_study" + "".join(f" {shlex.quote(a)}" for a in argv_list)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for pool in args.pools.split(","):
-        for policy in args.policies.split(","):
+    for pool in args.pools:
+        for policy in args.policies:
             print(f"[study] {pool} / {policy} ...", flush=True)
             results.append(run_one(pool, policy, args, workdir))
             print(f"[study] {pool} / {policy}: {results[-1]['probe_accuracy']}", flush=True)

@@ -57,6 +57,8 @@ def test_tiny_benchmark_end_to_end(tmp_path):
 
     results = json.loads((out / B.JSON_NAME).read_text())
     cfg = results["config"]
+    assert results["config_file"] == "simulations/configs/benchmark-tiny.yaml"
+    assert "simulations/configs/benchmark-tiny.yaml" in (out / B.MD_NAME).read_text()
     assert cfg["tiny"] and len(cfg["seeds"]) == 1 and cfg["epochs"] == 1
     summary = results["summary"]
     expected = {(B.RANDOM, cfg["arch"]), (B.SUPERVISED, cfg["arch"]), (B.BYOL, cfg["arch"]),
@@ -94,12 +96,12 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     # identical with and without alignment (its map is the identity).
     from coopt_flower.dataset_format import load_optimized_dataset
 
-    seed_dir = cache / "work-tiny" / f"seed-{cfg['seeds'][0]}"
-    aligned = load_optimized_dataset(seed_dir / B.slug(B.ALIGNED))
-    unaligned = load_optimized_dataset(seed_dir / B.slug(B.UNALIGNED))
+    work, seed = cache / "work-tiny", cfg["seeds"][0]
+    aligned = load_optimized_dataset(B.dataset_dir(work, seed, B.ALIGNED))
+    unaligned = load_optimized_dataset(B.dataset_dir(work, seed, B.UNALIGNED))
     assert len(aligned) == cfg["num_train"]
     assert len(aligned.manifest["participants"]) == len(cfg["prototypes"])
-    reference = aligned.manifest["benchmark"]["reference"]
+    reference = aligned.manifest["reference"]
     ref_index = [p["name"] for p in aligned.manifest["participants"]].index(reference)
     rows = np.asarray(aligned.owners) == ref_index
     assert rows.any() and not rows.all()
@@ -107,3 +109,18 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                                   np.asarray(unaligned.targets)[rows])
     assert not np.array_equal(np.asarray(aligned.targets)[~rows],
                               np.asarray(unaligned.targets)[~rows])
+
+
+def test_the_default_config_file_is_the_config_default_and_names_bad_keys(tmp_path):
+    from simulations.benchmark.config import DEFAULT_CONFIG
+
+    assert B.load_config(DEFAULT_CONFIG) == B.Config()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_trian: 10\n")
+    with pytest.raises(ValueError, match="unknown benchmark key 'num_trian'.*'num_train'"):
+        B.load_config(bad)
+
+
+def test_tiny_is_a_config_file_and_options_override_it():
+    cfg, args = B.parse_args(["--tiny", "--epochs", "3"])
+    assert cfg.tiny and cfg.epochs == 3 and args.config.name == "benchmark-tiny.yaml"

@@ -1,0 +1,60 @@
+"""Benchmark: CoOpt (with and without alignment) vs BYOL at an equal training budget.
+
+Fashion-MNIST, side by side, several seeds, the same student, augmentations, batch size,
+optimizer and epoch budget for every trained row:
+
+- floors and ceiling: raw pixels, a random-init student, each prototype's own features,
+  a supervised student (labels, :func:`coopt_flower.training.train_supervised`);
+- BYOL (:func:`coopt_flower.byol.train_byol`, momentum 0.99 -> 1.0 on a cosine schedule);
+- each prototype alone (centralized: targets = that prototype's projected features of
+  every training image);
+- CoOpt without alignment (K IID shards, each participant's projected targets merged as is);
+- CoOpt with alignment (same shards; shared subset S, reference = lowest uniform value,
+  ridge maps applied: :func:`coopt_flower.alignment.plan_alignment`);
+- CoOpt with alignment and BYOL again for a second student architecture.
+
+The CoOpt datasets are built by the product's own round engine
+(:class:`coopt_flower.round.CoOptRound`, driven in-process by
+:func:`coopt_flower.round.run_in_process`: the round a Flower run performs) with
+participants that answer from the feature cache (:mod:`simulations.benchmark.datasets`), and
+read back with :func:`~coopt_flower.dataset_format.load_optimized_dataset` for training: the
+students train on real optimized datasets, exactly as a user would.
+
+Every training image is encoded once per prototype (no augmentation, the prototype's own
+preprocessing, batch 128 as in the platform) and cached as ``.npy`` under ``--cache-dir``
+(memory-mapped); every target set is derived from that cache. The measured throughput is
+CoOpt's one-off encoding cost: a centralized single prototype encodes all N images; in the
+collaborative setting participant k encodes its shard plus S, on its own machine, so the
+wall-clock cost is the max over participants (the sum is the total compute).
+
+Sizes and every other setting come from a YAML file (``--config``, default
+``simulations/configs/benchmark.yaml``: 2000 training images per seed, 1000 test images,
+32 px students, 5 epochs, batch 64, 3 seeds, students ``small-cnn`` and
+``torchvision:resnet18``); single keys can be overridden on the command line. The results
+name the file that produced them.
+
+After every epoch the student is probed (offline linear probe, :mod:`coopt_flower.probing`)
+and the training time of the epoch is recorded without the probe. The per-epoch probe is
+cheaper than the protocol's default (``--probe-epochs`` passes of Adam, ~800 steps on
+2000 images, instead of >= 3000 steps); the final epoch is also probed with the default
+protocol (``--full-probe-steps``). Every row uses the same probes.
+
+Commands: the committed results, and a smoke configuration
+(``simulations/configs/benchmark-tiny.yaml``) that runs end to end in about a minute::
+
+    python -m simulations.benchmark
+    python -m simulations.benchmark --tiny --out-dir /tmp/coopt-benchmark-tiny
+
+Outputs in ``--out-dir``: ``benchmark.json`` (everything, per seed and per epoch),
+``benchmark.md`` (tables) and ``benchmark_probe_curves.png`` (probe accuracy vs epoch and vs
+wall clock, mean over seeds).
+"""
+
+from simulations.benchmark.config import (  # noqa: F401  (the package's public names)
+    ALIGNED, BYOL, BYOL_LONG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE, SUPERVISED, UNALIGNED,
+    Config, load_config)
+from simulations.benchmark.curves import acc_at_time, curve_points, speedup, time_to_reach  # noqa: F401
+from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401
+from simulations.benchmark.features import cached_features, slug  # noqa: F401
+from simulations.benchmark.main import main, parse_args, run  # noqa: F401
+from simulations.benchmark.report import check_targets, render_markdown, summarize  # noqa: F401

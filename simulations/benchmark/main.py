@@ -1,0 +1,219 @@
+"""The benchmark's command line: ``python -m simulations.benchmark [--config FILE] [--tiny]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as py_platform
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from coopt_flower.data import open_source, select_samples
+from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME,
+                                          PLOT_NAME, RANDOM, RESULTS_DIR, SINGLE, SUPERVISED, TINY_CONFIG,
+                                          UNALIGNED, Config, load_config)
+from simulations.benchmark.datasets import build_datasets
+from simulations.benchmark.features import cached_features, log, slug
+from simulations.benchmark.report import plot, render_markdown, summarize
+from simulations.benchmark.rows import ProbeSet, train_row
+
+# Options that override one key of the config file (flag name = key with dashes).
+OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
+             "image_size", "batch_size", "arch", "arch2", "probe_epochs", "full_probe_steps",
+             "threads", "byol_long_epochs")
+
+
+def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(description="CoOpt vs BYOL benchmark on Fashion-MNIST.")
+    p.add_argument("--config", default=None,
+                   help=f"YAML file with the benchmark's keys (default {DEFAULT_CONFIG.name} in "
+                        f"{DEFAULT_CONFIG.parent}); options below override single keys")
+    p.add_argument("--tiny", action="store_true",
+                   help=f"the smoke configuration ({TINY_CONFIG.name}: 200 train / 100 test, 1 epoch, "
+                        "1 seed, 2 prototypes at 32 px); explicit options still override it")
+    types = {f: type(v) for f, v in asdict(Config()).items()}
+    for name in OVERRIDES:
+        p.add_argument("--" + name.replace("_", "-"), type=types[name])
+    p.add_argument("--seeds", help="comma-separated seeds")
+    p.add_argument("--prototypes", help="comma-separated prototype specs")
+    p.add_argument("--cache-dir", default="/tmp/coopt-benchmark-cache",
+                   help="prototype feature cache (.npy, reused across runs)")
+    p.add_argument("--work-dir", default=None,
+                   help="optimized datasets and per-run results (default: <cache-dir>/work[-tiny])")
+    p.add_argument("--out-dir", default=None,
+                   help=f"results (default: {RESULTS_DIR} for the full run, "
+                        "/tmp/coopt-benchmark-tiny for --tiny)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse per-run results already in the work dir (same config)")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render benchmark.md and the plot from an existing benchmark.json")
+    args = p.parse_args(argv)
+    if args.tiny and args.config:
+        p.error("--tiny is a config file of its own: give --tiny or --config, not both")
+    args.config = Path(args.config or (TINY_CONFIG if args.tiny else DEFAULT_CONFIG))
+    values = load_config(args.config).as_dict()
+    for name in OVERRIDES:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.seeds:
+        values["seeds"] = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    if args.prototypes:
+        values["prototypes"] = tuple(s.strip() for s in args.prototypes.split(",") if s.strip())
+    return Config.from_dict(values), args
+
+
+def _config_name(path: Path) -> str:
+    """The config file as the results name it (relative to the repository when inside it)."""
+    root = Path(__file__).resolve().parents[2]
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: bool = False,
+        command: str = "", config_file: str = "") -> dict[str, Any]:
+    """Run the whole benchmark and write the JSON, the Markdown and the plot."""
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = work_dir / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
+    # A stored run is reused only under the same settings; the supplementary row's epoch
+    # count is part of the run's key instead, so changing it does not invalidate the others.
+    cfg_key = json.dumps({k: v for k, v in asdict(cfg).items() if k != "byol_long_epochs"},
+                         sort_keys=True)
+
+    train, test = open_source(cfg.data), open_source(cfg.test_data)
+    sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
+    test_ids = select_samples(len(test), cfg.num_test, cfg.test_seed)
+    union = np.unique(np.concatenate(list(sample_ids.values())))
+    x_test, y_test = test.images(test_ids), test.labels(test_ids)
+    load_start = os.getloadavg()
+
+    # One encode of every needed image per prototype (cached).
+    train_feats, test_feats, metas = {}, {}, {}
+    for spec in cfg.prototypes:
+        train_feats[spec], metas[spec] = cached_features(
+            cache_dir, spec, cfg.proto_image_size, train, union,
+            batch_size=cfg.encode_batch_size, split="train")
+        test_feats[spec], _ = cached_features(
+            cache_dir, spec, cfg.proto_image_size, test, test_ids,
+            batch_size=cfg.encode_batch_size, split="test")
+    rates = {spec: metas[spec]["images_per_second"] for spec in cfg.prototypes}
+    log("encoding throughput (img/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
+
+    results: dict[str, Any] = {
+        "config": asdict(cfg), "config_file": config_file, "command": command,
+        "encoding_rates": rates,
+        "encoding_meta": metas, "seeds": {}, "reused_runs": [],
+        "environment": {"torch": torch.__version__, "threads": cfg.threads,
+                        "cpu_count": os.cpu_count(), "python": py_platform.python_version(),
+                        "machine": py_platform.machine(), "loadavg_start": load_start},
+    }
+
+    def cached_run(key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = runs_dir / f"{slug(key)}.json"
+        if resume and path.exists():
+            stored = json.loads(path.read_text())
+            if stored.get("config") == cfg_key:
+                log(f"  reusing {key}")
+                results["reused_runs"].append(key)
+                return stored["result"]
+        result = fn()
+        path.write_text(json.dumps({"config": cfg_key, "result": result}))
+        return result
+
+    for seed in cfg.seeds:
+        ids = sample_ids[seed]
+        rows = np.searchsorted(union, ids)
+        feats = {spec: train_feats[spec][rows] for spec in cfg.prototypes}
+        x_train, y_train = train.images(ids), train.labels(ids)
+        log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
+            f"participants, |S| = {cfg.shared_size})")
+        built = build_datasets(cfg, seed, train, ids, feats, metas, work_dir)
+        a = built["alignment"]
+        log(f"  reference {a['reference']} ({a['reference_prototype']}); " + ", ".join(
+            f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
+            for p in a["participants"]))
+        probes = ProbeSet(x_train, y_train, x_test, y_test, cfg.image_size, cfg.probe_epochs,
+                          cfg.full_probe_steps, seed)
+
+        floors = {}
+        # Gray pixels (the three RGB channels of Fashion-MNIST are copies).
+        r = probes.probe(x_train[..., 0], x_test[..., 0], full=True)
+        floors["raw pixels"] = dict(r, dim=int(np.prod(x_train.shape[1:3])))
+        for spec in cfg.prototypes:
+            r = probes.probe(feats[spec], test_feats[spec], full=True)
+            floors[f"features:{spec}"] = dict(r, dim=int(feats[spec].shape[1]))
+        log(f"  floors: " + ", ".join(f"{k} {v['acc']:.4f}/{v['full_acc']:.4f}"
+                                     for k, v in floors.items()))
+        seed_runs: dict[str, dict[str, Any]] = {}
+        for arch in (cfg.arch, cfg.arch2):
+            from coopt_flower.students import create_student
+
+            torch.manual_seed(seed)  # the same init every training function draws
+            init = create_student(arch, image_size=cfg.image_size)
+            seed_runs[arch] = {RANDOM: probes.probe_backbone(init, full=True)}
+            log(f"  seed {seed} {arch} {RANDOM}: probe {seed_runs[arch][RANDOM]['acc']:.4f}")
+            del init
+            if arch == cfg.arch:
+                rows_to_run = [SUPERVISED, BYOL] + [SINGLE + s for s in cfg.prototypes] + [
+                    UNALIGNED, ALIGNED]
+            else:
+                rows_to_run = [ALIGNED, BYOL]
+            if arch == cfg.arch and cfg.byol_long_epochs > 0:
+                rows_to_run.append(BYOL_LONG)
+            for row in rows_to_run:
+                dataset = built["datasets"].get(row)
+                epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
+                seed_runs[arch][row] = cached_run(
+                    f"seed{seed}-{arch}-{row}-{epochs}ep",
+                    lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
+                        row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs))
+        results["seeds"][str(seed)] = {
+            "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
+            "encoding": built["encoding"], "num_train": int(len(ids)),
+        }
+
+    results["wall_seconds"] = time.perf_counter() - t_start
+    results["environment"]["loadavg_end"] = os.getloadavg()
+    summary = summarize(cfg, results)
+    results["summary"] = summary
+    (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
+    (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
+    plot(cfg, summary, out_dir / PLOT_NAME)
+    log(f"done in {results['wall_seconds'] / 60:.1f} min: {out_dir / MD_NAME}")
+    for c in summary["targets"]:
+        log(f"  target {'MET   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']}")
+    return results
+
+
+def main(argv=None) -> int:
+    cfg, args = parse_args(argv)
+    cache_dir = Path(args.cache_dir)
+    work_dir = Path(args.work_dir) if args.work_dir else cache_dir / ("work-tiny" if cfg.tiny else "work")
+    out_dir = Path(args.out_dir) if args.out_dir else (
+        Path("/tmp/coopt-benchmark-tiny") if cfg.tiny else RESULTS_DIR)
+    if args.report_only:
+        results = json.loads((out_dir / JSON_NAME).read_text())
+        cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
+        results["summary"] = summary = summarize(cfg, results)
+        (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
+        (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
+        plot(cfg, summary, out_dir / PLOT_NAME)
+        log(f"re-rendered {out_dir / MD_NAME}")
+        return 0
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    command = "python -m simulations.benchmark" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    run(cfg, cache_dir=cache_dir, work_dir=work_dir, out_dir=out_dir, resume=args.resume,
+        command=command, config_file=_config_name(args.config))
+    return 0

@@ -1,0 +1,91 @@
+"""Training rows of the benchmark: train one method, probing the student after every epoch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from coopt_flower.probing import extract_features, linear_probe
+from simulations.benchmark.config import BYOL, BYOL_LONG, SUPERVISED, Config
+from simulations.benchmark.features import log
+
+
+@dataclass
+class ProbeSet:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    image_size: int
+    probe_epochs: int
+    full_probe_steps: int
+    seed: int
+
+    def features(self, backbone) -> tuple[torch.Tensor, torch.Tensor]:
+        kw = dict(image_size=self.image_size)
+        return extract_features(backbone, self.x_train, **kw), extract_features(backbone, self.x_test, **kw)
+
+    def probe(self, f_train, f_test, full: bool = False) -> dict[str, float]:
+        out = {"acc": linear_probe(f_train, self.y_train, f_test, self.y_test,
+                                   epochs=self.probe_epochs, seed=self.seed).accuracy}
+        if full:
+            out["full_acc"] = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=None,
+                                           min_steps=self.full_probe_steps, seed=self.seed).accuracy
+        return out
+
+    def probe_backbone(self, backbone, full: bool = False) -> dict[str, float]:
+        t = time.perf_counter()
+        out = self.probe(*self.features(backbone), full=full)
+        out["probe_seconds"] = time.perf_counter() - t
+        return out
+
+
+def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
+              x_train: np.ndarray, y_train: np.ndarray, dataset=None,
+              epochs: Optional[int] = None) -> dict[str, Any]:
+    """Train one row for ``epochs`` (default ``cfg.epochs``), probing after every epoch."""
+    from coopt_flower.byol import train_byol
+    from coopt_flower.training import train_on_optimized, train_supervised
+
+    epochs = int(epochs or cfg.epochs)
+    curve: list[dict[str, float]] = []
+    last = [time.perf_counter()]
+    cpu_last = [time.process_time()]
+    cpu_epochs: list[float] = []
+
+    def on_epoch_end(epoch: int, backbone) -> dict[str, float]:
+        # CPU seconds of the process during the epoch: with one torch thread this is the
+        # compute the epoch needed, whatever else runs on the machine (wall clock is not).
+        cpu_epochs.append(time.process_time() - cpu_last[0])
+        seconds = time.perf_counter() - last[0]
+        result = probes.probe_backbone(backbone, full=epoch == epochs)
+        curve.append(result)
+        full = f", full probe {result['full_acc']:.4f}" if "full_acc" in result else ""
+        log(f"  seed {seed} {arch} {row}: epoch {epoch}/{epochs} probe {result['acc']:.4f}"
+            f"{full} (train {seconds:.1f} s, probe {result['probe_seconds']:.1f} s)")
+        last[0] = time.perf_counter()
+        cpu_last[0] = time.process_time()
+        return result
+
+    common = dict(arch=arch, image_size=cfg.image_size, epochs=epochs,
+                  batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  seed=seed, progress=False, on_epoch_end=on_epoch_end)
+    t = time.perf_counter()
+    if row == SUPERVISED:
+        result = train_supervised(x_train, y_train, **common)
+    elif row in (BYOL, BYOL_LONG):
+        result = train_byol(x_train, **common)
+    else:
+        result = train_on_optimized(dataset, **common)
+    wall = time.perf_counter() - t
+    return {"epoch_times": [float(s) for s in result.epoch_times],
+            "epoch_cpu_times": cpu_epochs,
+            "losses": [float(v) for v in result.losses],
+            "probe_acc": [c["acc"] for c in curve],
+            "full_probe_acc": curve[-1]["full_acc"],
+            "probe_seconds": [c["probe_seconds"] for c in curve],
+            "wall_seconds": wall}
