@@ -8,7 +8,8 @@ import pytest
 
 from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
-from simulations.local_run import run_local_simulation, run_pids
+from simulations.check_identical import TINY_RUN_CONFIG, compare, run_tiny
+from simulations.local_run import run_pids
 
 pytestmark = pytest.mark.slow
 
@@ -16,14 +17,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def flower_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("coopt-out")
-    config = {
-        "prototypes": "efficientnet-lite0,onnx:open-nsfw",  # 1280-d and 1024-d
-        "num-samples": 200, "shared-size": 32, "image-size": 32, "target-dim": 64,
-        "page-size": 40, "seed": 5, "output-dir": str(out),
-    }
-    run = run_local_simulation(config, num_supernodes=2, timeout_s=600, echo=False,
-                               flwr_home=tmp_path_factory.mktemp("flwr-home"))
-    return run, out / "round-001", config
+    # Two prototypes, 1280-d and 1024-d; 200 samples in pages of 40.
+    config = dict(TINY_RUN_CONFIG, **{"output-dir": str(out)})
+    run, path = run_tiny(out, tmp_path_factory.mktemp("flwr-home"))
+    return run, path, config
 
 
 def test_run_finishes_and_leaves_no_superlink(flower_run):
@@ -79,3 +76,9 @@ def test_report_names_the_reference_and_targets_are_aligned_to_it(flower_run):
     assert owned.any()
     merged = np.asarray(ds.targets[rows[owned]], np.float32)
     assert np.allclose(merged, embeddings[index][owned], rtol=2e-3, atol=2e-3)
+
+
+def test_dataset_is_byte_identical_to_the_recorded_run(flower_run):
+    """The restructured code writes the very bytes the recorded run wrote (targets, ids, owners)."""
+    _, path, _ = flower_run
+    assert compare(path) == []

@@ -1,0 +1,144 @@
+"""The Flower-free round engine, driven in-process: the product's round without Flower."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coopt_flower.config import RunSettings
+from coopt_flower.data import open_source, select_samples
+from coopt_flower.dataset_format import load_optimized_dataset
+from coopt_flower.participant import NodeSettings, PrototypeParticipant
+from coopt_flower.protocol import Description, EncodeReply, pixels_digest
+from coopt_flower.round import CoOptRound, run_in_process
+from coopt_flower.scheduling import RoundFailed
+from simulations.check_identical import TINY_RUN_CONFIG, compare
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return open_source("fashion-mnist")
+
+
+class LinearParticipant:
+    """Targets = a fixed random linear map of the pixels; misbehaves on request."""
+
+    def __init__(self, source, index, fault=None, fault_page=1):
+        self.source, self.index, self.fault, self.fault_page = source, index, fault, fault_page
+        self.pages = 0
+
+    def describe(self, config):
+        return Description(prototype=f"linear-{self.index}", output_dim=16, partition_id=self.index)
+
+    def encode(self, request, student=None):
+        images = request.pixels if request.pixels is not None else self.source.images(request.ids)
+        weight = np.random.default_rng(self.index).normal(size=(images[0].size, request.config.target_dim))
+        targets = (images.reshape(len(images), -1) / 255.0) @ weight
+        ids = np.full(len(images), -1) if request.ids is None else request.ids.copy()
+        digest = pixels_digest(request.pixels) if request.pixels is not None else ""
+        if request.ids is not None:
+            self.pages += 1
+            if self.pages == self.fault_page:
+                if self.fault == "raise":
+                    raise RuntimeError("disk on fire")
+                if self.fault == "nan":
+                    targets[0, 0] = np.nan
+        if request.pixels is not None and self.fault == "shared":
+            digest = "0" * 64
+        return EncodeReply(targets=targets.astype(np.float32), ids=ids, encode_seconds=0.1,
+                           num_images=len(images), prototype=f"linear-{self.index}", pixels_sha256=digest)
+
+
+def settings(tmp_path, **overrides):
+    values = {"prototypes": "a,b,c", "num-samples": 300, "shared-size": 32, "target-dim": 16,
+              "page-size": 40, "seed": 1, "output-dir": str(tmp_path / "out"), **overrides}
+    return RunSettings.from_run_config(values)
+
+
+def test_in_process_round_equals_the_recorded_flower_run(tmp_path, fashion):
+    """PrototypeParticipants in this process give the very bytes `flwr run .` gives."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = RunSettings.from_run_config(dict(TINY_RUN_CONFIG, **{"output-dir": str(tmp_path / "out")}))
+        participants = [PrototypeParticipant(NodeSettings(spec, device="cpu", partition_id=i))
+                        for i, spec in enumerate(s.prototypes)]
+        result = run_in_process(CoOptRound(s, fashion), participants)
+    finally:
+        torch.set_num_threads(threads)
+    assert compare(result.dataset_path) == []
+    assert [p["prototype"] for p in result.summary["participants"]] == s.prototypes
+
+
+def test_every_sample_once_and_reference_rows_unaligned(tmp_path, fashion):
+    s = settings(tmp_path)
+    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    ds = load_optimized_dataset(result.dataset_path)
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), 300, 1))
+    assert np.bincount(np.asarray(ds.owners)).tolist() == [100, 100, 100]
+    assert result.summary["missing_samples"] == 0 and not result.failures
+    names = [p["name"] for p in result.summary["participants"]]
+    assert names == ["p0", "p1", "p2"] and result.plan.reference in names
+    assert result.plan.maps[result.plan.reference].is_identity
+    assert json.loads((result.dataset_path / "report.json").read_text())["reference"] == result.plan.reference
+
+
+@pytest.mark.parametrize("fault, step", [("raise", "optimize"), ("nan", "optimize")])
+def test_a_failed_page_is_refused_and_reassigned(tmp_path, fashion, fault, step):
+    s = settings(tmp_path)
+    participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault=fault, fault_page=2),
+                    LinearParticipant(fashion, 2)]
+    result = run_in_process(CoOptRound(s, fashion), participants)
+    ds = load_optimized_dataset(result.dataset_path)
+    assert len(ds) == 300 and result.summary["missing_samples"] == 0
+    [failure] = result.failures
+    assert failure.participant == "p1" and failure.step == step
+    assert ("disk on fire" if fault == "raise" else "NaN") in failure.reason
+    # p1 merged its first page only; the rest of its shard went to the others.
+    assert np.bincount(np.asarray(ds.owners)).tolist()[1] == 40
+    assert failure.samples_affected == 60 and failure.action.startswith("reassigned")
+
+
+def test_drop_lists_exactly_the_unfinished_samples(tmp_path, fashion):
+    s = settings(tmp_path, **{"on-failure": "drop"})
+    participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault="raise", fault_page=1),
+                    LinearParticipant(fashion, 2)]
+    result = run_in_process(CoOptRound(s, fashion), participants)
+    ds = load_optimized_dataset(result.dataset_path)
+    assert len(ds) == 200 and result.summary["missing_samples"] == 100
+    missing = np.array(result.summary["missing_sample_ids"])
+    assert not np.isin(missing, ds.sample_ids).any()
+
+
+def test_too_few_participants_fail_the_round_and_publish_nothing(tmp_path, fashion):
+    s = settings(tmp_path, **{"min-participants": 3})
+    participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault="shared"),
+                    LinearParticipant(fashion, 2)]
+    round_ = CoOptRound(s, fashion)
+    with pytest.raises(RoundFailed, match="after the shared subset only 2 participant"):
+        run_in_process(round_, participants)
+    assert not round_.round_dir.exists()
+    assert "pixel checksum mismatch" in round_.failures[0].reason
+
+
+def test_without_alignment_every_map_is_the_identity(tmp_path, fashion):
+    s = settings(tmp_path)
+    aligned = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    s2 = settings(tmp_path / "unaligned")
+    unaligned = run_in_process(CoOptRound(s2, fashion, align=False),
+                               [LinearParticipant(fashion, i) for i in range(3)])
+    assert all(m.is_identity for m in unaligned.plan.maps.values())
+    assert aligned.plan.reference == unaligned.plan.reference
+    a, u = load_optimized_dataset(aligned.dataset_path), load_optimized_dataset(unaligned.dataset_path)
+    ref = [p["name"] for p in aligned.summary["participants"]].index(aligned.plan.reference)
+    rows = np.asarray(a.owners) == ref
+    np.testing.assert_array_equal(np.asarray(a.targets)[rows], np.asarray(u.targets)[rows])
+    assert not np.array_equal(np.asarray(a.targets)[~rows], np.asarray(u.targets)[~rows])
+
+
+def test_an_existing_round_is_not_overwritten_unless_asked(tmp_path, fashion):
+    s = settings(tmp_path)
+    run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        CoOptRound(s, fashion)
