@@ -19,7 +19,6 @@ from coopt_flower.dataset_format import MANIFEST_FILE, verify_dataset
 
 CHECKPOINT_FILE = "checkpoint.json"
 SUMMARY_MD = "summary.md"
-SUMMARY_JSON = "summary.json"
 
 
 def round_dir(output_dir: str | Path, server_round: int) -> Path:
@@ -110,5 +109,4 @@ def render_summary(checkpoint: dict[str, Any]) -> str:
 
 
 def write_summary(output_dir: str | Path, checkpoint: dict[str, Any]) -> None:
-    write_text_atomic(Path(output_dir) / SUMMARY_JSON, json.dumps(checkpoint, indent=2, sort_keys=True))
     write_text_atomic(Path(output_dir) / SUMMARY_MD, render_summary(checkpoint))

@@ -55,9 +55,9 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
     start = time.perf_counter()
     result = run_local_simulation(config, num_supernodes=len(specs.split(",")), echo=False,
                                   flwr_home=workdir / f"home-{pool}-{policy}")
-    if result.returncode != 0 or not (out / "summary.json").exists():
+    if result.returncode != 0 or not (out / "checkpoint.json").exists():
         raise RuntimeError(f"{pool}/{policy} failed:\n{result.output[-3000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "checkpoint.json").read_text())
     rounds = [summary["rounds"][str(r)] for r in range(1, args.rounds + 1)]
     return {
         "pool": pool, "policy": policy, "seconds": time.perf_counter() - start,

@@ -49,7 +49,7 @@ def test_rounds_are_versioned_and_the_student_joins_round_two(uninterrupted):
     for p in second["participants"]:
         assert p["encoder"] == ("student" if student["uniform_value"] < p["uniform_value"] else "own")
     assert any(p["encoder"] == "student" for p in second["participants"])
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "checkpoint.json").read_text())
     assert sorted(summary["rounds"]) == ["1", "2"]
     assert all(r["student"]["probe_accuracy"] > 0.3 for r in summary["rounds"].values())
     assert "| 2 |" in (out / "summary.md").read_text()
