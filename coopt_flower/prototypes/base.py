@@ -162,6 +162,13 @@ class TorchPrototype(Prototype):
 
 
 def probe_output_dim(proto: Prototype) -> int:
+    """Feature width of ``proto``, measured with one forward pass of a black image.
+
+    Raises
+    ------
+    ValueError
+        The model cannot run at ``proto.image_size``; the message names the spec.
+    """
     try:
         out = proto._encode_batch(np.zeros((1, proto.image_size, proto.image_size, 3), dtype=np.uint8))
     except Exception as err:  # noqa: BLE001 - re-raised with context
@@ -173,6 +180,7 @@ def probe_output_dim(proto: Prototype) -> int:
 
 
 def torch_device(device: str) -> torch.device:
+    """``torch.device(device)``, refusing CUDA where torch has none (instead of failing later)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")

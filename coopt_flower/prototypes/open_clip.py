@@ -17,8 +17,7 @@ from coopt_flower.prototypes.base import Prototype, TorchPrototype, torch_device
 from coopt_flower.prototypes.factory import PrototypeSpec, UnknownPrototypeError, register_family
 from coopt_flower.prototypes.preprocess import Preprocess
 
-__all__: list[str] = []
-
+__all__: list[str] = []  # registers the "open_clip" family; nothing to import
 
 
 def _split_open_clip(body: str) -> tuple[str, str | None]:

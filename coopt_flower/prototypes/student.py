@@ -20,10 +20,8 @@ from coopt_flower.prototypes.preprocess import Preprocess
 __all__ = ["student_prototype"]
 
 
-
 def _parse_student(body: str) -> tuple[str, str | None]:
-    if not body:
-        raise ValueError("student: needs a checkpoint path, e.g. student:/runs/out/students/round-001/last.pt")
+    """``student:PATH`` -> (file name, PATH); the registry has refused an empty PATH."""
     return os.path.basename(body) or body, body
 
 
