@@ -14,6 +14,10 @@ open the same data from a run config:
     A Hugging Face dataset (e.g. ``hf:uoft-cs/cifar10``) through ``flwr-datasets``; needs
     the network on the user's machine, the first time.
 
+The forms are prefix families of one registry, :data:`DATA_SOURCES`
+(:class:`coopt_flower.registry.Registry`); a project may add its own with
+``@DATA_SOURCES.register("name", prefix=True)`` on a function ``open(body) -> ImageSource``.
+
 Every source returns RGB ``uint8`` batches of shape ``(B, H, W, 3)`` for a list of integer
 sample ids ``0 .. len(source) - 1``. Ids are the identity of a sample everywhere: in messages,
 in the merged dataset and in reports.
@@ -26,9 +30,11 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
+
+from coopt_flower.registry import Registry
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -36,11 +42,6 @@ FASHION_MNIST_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-SOURCE_FORMS = (
-    "fashion-mnist[:train|test]",
-    "folder:/absolute/path/to/images",
-    "hf:<dataset-name>[:split]",
-)
 
 
 class DataSourceError(ValueError):
@@ -207,6 +208,32 @@ def open_hf_dataset(name: str, split: str = "train") -> ArraySource:
     return ArraySource(f"hf:{name}:{split}", pixels, labels)
 
 
+# ----------------------------------------------------------------------------- dispatch
+
+#: Every data source form, by prefix; each value opens the source from the spec's body.
+DATA_SOURCES: Registry[Callable[[str], ImageSource]] = Registry("data source", error=DataSourceError)
+
+
+@DATA_SOURCES.register(
+    "fashion-mnist", prefix=True, body_required=False, forms=("fashion-mnist[:train|test]",)
+)
+def _open_fashion_mnist_spec(split: str) -> ArraySource:
+    return open_fashion_mnist(split or "train")
+
+
+DATA_SOURCES.add("folder", FolderSource, prefix=True, forms=("folder:/absolute/path/to/images",))
+
+
+@DATA_SOURCES.register("hf", prefix=True, forms=("hf:<dataset-name>[:split]",))
+def _open_hf_spec(body: str) -> ArraySource:
+    name, _, split = body.partition(":")
+    return open_hf_dataset(name, split or "train")
+
+
+#: The built-in forms, for messages (the registry lists forms registered later, too).
+SOURCE_FORMS = tuple(DATA_SOURCES.forms())
+
+
 @functools.lru_cache(maxsize=8)
 def open_source(spec: str) -> ImageSource:
     """Open the image source named by ``spec`` (cached per process).
@@ -216,17 +243,7 @@ def open_source(spec: str) -> ImageSource:
     DataSourceError
         For an unknown form or missing data, with the forms that exist.
     """
-    kind, _, rest = spec.strip().partition(":")
-    if kind == "fashion-mnist":
-        return open_fashion_mnist(rest or "train")
-    if kind == "folder" and rest:
-        return FolderSource(rest)
-    if kind == "hf" and rest:
-        name, _, split = rest.partition(":")
-        return open_hf_dataset(name, split or "train")
-    raise DataSourceError(
-        f"unknown data source {spec!r}; use one of: {', '.join(SOURCE_FORMS)}"
-    )
+    return DATA_SOURCES.create(spec)
 
 
 # ----------------------------------------------------------------------------- sharding

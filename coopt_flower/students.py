@@ -7,8 +7,8 @@ any torchvision or timm model, plus two small CPU-friendly defaults.
 Name forms accepted by :func:`create_student`:
 
 ``small-cnn``
-    A four-block conv-bn-relu network with 256-d features. Trains in seconds per
-    epoch on two CPU cores at 28-32 px; the default for tests and CPU runs.
+    A four-block conv-bn-relu network with 256-d features, cheap enough to train on
+    a CPU at 28-32 px; the default for tests and CPU runs.
 ``resnet18-small``
     ResNet-18 with the CIFAR stem (3x3 stride-1 first conv, no max-pool), the usual
     choice for 32 px images. 512-d features.
@@ -22,18 +22,24 @@ Name forms accepted by :func:`create_student`:
 any other registered name
     See :func:`register_student` and :func:`list_students`.
 
+All forms live in one registry, :data:`STUDENTS` (:class:`coopt_flower.registry.Registry`);
+an unknown name raises :class:`ValueError` listing the registered names and forms.
+
 Every backbone maps a float batch ``(B, 3, H, W)`` to features ``(B, feature_dim)``
 and carries the integer attribute ``feature_dim``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from coopt_flower.registry import Registry
+
 __all__ = [
+    "STUDENTS",
     "StudentWithHead",
     "SmallCNN",
     "create_student",
@@ -42,13 +48,10 @@ __all__ = [
 ]
 
 _Builder = Callable[..., nn.Module]
-_REGISTRY: Dict[str, _Builder] = {}
 
-_NAME_FORMS = (
-    "'<registered name>' (one of: {names}), "
-    "'torchvision:<model name>' (e.g. torchvision:resnet18), "
-    "'timm:<model name>' (e.g. timm:resnet18)"
-)
+#: Plain names (``small-cnn``) map to ``fn(*, image_size, pretrained, **kwargs)``;
+#: prefix families (``timm:NAME``) to ``fn(name, *, image_size, pretrained, **kwargs)``.
+STUDENTS: Registry[_Builder] = Registry("student")
 
 
 def register_student(name: str) -> Callable[[_Builder], _Builder]:
@@ -62,20 +65,19 @@ def register_student(name: str) -> Callable[[_Builder], _Builder]:
     name : str
         The name users pass to :func:`create_student`. Must not contain ``:``
         (that separator is reserved for the ``torchvision:`` / ``timm:`` forms).
+        Registering a name again replaces the earlier builder.
+
+    Raises
+    ------
+    ValueError
+        Right away (not when the decorator is applied) for a name with ``:``.
     """
-    if ":" in name:
-        raise ValueError(f"student names must not contain ':' (got {name!r})")
-
-    def decorator(fn: _Builder) -> _Builder:
-        _REGISTRY[name] = fn
-        return fn
-
-    return decorator
+    return STUDENTS.register(name, replace=True)
 
 
 def list_students() -> list[str]:
     """Names registered with :func:`register_student` (besides the prefixed forms)."""
-    return sorted(_REGISTRY)
+    return STUDENTS.names()
 
 
 # ---------------------------------------------------------------------------
@@ -96,8 +98,7 @@ class SmallCNN(nn.Module):
     """A few conv-bn-relu blocks and a global average pool.
 
     The first block keeps full resolution, each later one halves it, so a 32 px
-    input ends at 4x4 before pooling. About 15 M multiply-adds per 32 px image,
-    which keeps an epoch over a few thousand images at seconds on two CPU cores.
+    input ends at 4x4 before pooling. About 15 M multiply-adds per 32 px image.
 
     Parameters
     ----------
@@ -178,7 +179,12 @@ def _strip_last_linear(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
-def _torchvision_student(name: str, *, pretrained: bool, **kwargs: Any) -> nn.Module:
+@STUDENTS.register(
+    "torchvision", prefix=True, forms=("torchvision:<model name> (e.g. torchvision:resnet18)",)
+)
+def _torchvision_student(name: str, *, image_size: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+    # image_size is not a torchvision constructor argument; create_student checks the
+    # built model at that size afterwards.
     import torchvision
 
     available = set(torchvision.models.list_models())
@@ -196,7 +202,9 @@ def _torchvision_student(name: str, *, pretrained: bool, **kwargs: Any) -> nn.Mo
     return _strip_last_linear(model, name)
 
 
-def _timm_student(name: str, *, pretrained: bool, **kwargs: Any) -> nn.Module:
+@STUDENTS.register("timm", prefix=True, forms=("timm:<model name> (e.g. timm:resnet18)",))
+def _timm_student(name: str, *, image_size: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+    # image_size is checked on the built model by create_student, as for torchvision.
     import timm
 
     # hf-hub:/local-dir: names are resolved by timm itself and cannot be checked here.
@@ -269,26 +277,7 @@ def create_student(
     """
     if not isinstance(arch, str) or not arch:
         raise ValueError(f"arch must be a non-empty string, got {arch!r}")
-    prefix, sep, name = arch.partition(":")
-    if sep:
-        if not name:
-            raise ValueError(f"missing model name after {prefix!r}: in {arch!r}")
-        if prefix == "torchvision":
-            model = _torchvision_student(name, pretrained=pretrained, **kwargs)
-        elif prefix == "timm":
-            model = _timm_student(name, pretrained=pretrained, **kwargs)
-        else:
-            raise ValueError(
-                f"unknown student prefix {prefix!r} in {arch!r}; accepted forms: "
-                + _NAME_FORMS.format(names=", ".join(list_students()))
-            )
-    elif arch in _REGISTRY:
-        model = _REGISTRY[arch](image_size=image_size, pretrained=pretrained, **kwargs)
-    else:
-        raise ValueError(
-            f"unknown student {arch!r}; accepted forms: "
-            + _NAME_FORMS.format(names=", ".join(list_students()))
-        )
+    model = STUDENTS.create(arch, image_size=image_size, pretrained=pretrained, **kwargs)
     measured = _measure_feature_dim(model, image_size, arch)
     declared = getattr(model, "feature_dim", None)
     if declared is not None and int(declared) != measured:

@@ -7,12 +7,14 @@ wheels, and open_clip is exercised with a tiny architecture registered from tmp_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from coopt_flower import prototypes as P
+from coopt_flower.prototypes import efficientnet_lite, onnx as onnx_family
 from coopt_flower.prototypes import (
     Prototype,
     PrototypeSpec,
@@ -150,7 +152,8 @@ def test_register_family_plugs_into_factory_and_errors():
         with pytest.raises(ValueError, match="already registered"):
             P.register_family("coopt-test-const", parse=lambda b: (b, None), forms=())(lambda *a: None)
     finally:
-        P._FAMILIES.pop("coopt-test-const")
+        P.PROTOTYPE_FAMILIES.unregister("coopt-test-const", prefix=True)
+    assert "coopt-test-const:VALUE" not in available_prototypes()
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -161,21 +164,21 @@ def test_open_nsfw_preprocessing_is_caffe_crop_bgr_mean():
     # 224 (offset 16), RGB -> BGR, minus the BGR means (the package's pipeline minus its
     # JPEG round trip).
     img = _images(1, 256, 256)
-    x = P.preprocess_batch(img, 224, P._ONNX_MODELS["open-nsfw"].preprocess, "cpu")
+    x = P.preprocess_batch(img, 224, onnx_family.ONNX_MODELS["open-nsfw"].preprocess, "cpu")
     expected = img[0, 16:240, 16:240, ::-1].astype(np.float32) - np.array([104.0, 117.0, 123.0], np.float32)
     np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy(), expected, atol=1e-4)
 
 
 def test_efficientnet_lite_normalization_is_tf_lite_127_128():
     gray = np.full((1, 8, 8, 3), 127, np.uint8)
-    x = P.preprocess_batch(gray, 8, P._EFFNET_LITE_PREPROCESS, "cpu")
+    x = P.preprocess_batch(gray, 8, efficientnet_lite.PREPROCESS, "cpu")
     assert torch.all(x == 0)
     white = np.full((1, 8, 8, 3), 255, np.uint8)
-    assert torch.allclose(P.preprocess_batch(white, 8, P._EFFNET_LITE_PREPROCESS, "cpu"), torch.tensor(1.0))
+    assert torch.allclose(P.preprocess_batch(white, 8, efficientnet_lite.PREPROCESS, "cpu"), torch.tensor(1.0))
 
 
 def test_preprocess_rejects_bad_input_and_accepts_grayscale():
-    pp = P._EFFNET_LITE_PREPROCESS
+    pp = efficientnet_lite.PREPROCESS
     with pytest.raises(TypeError):
         P.preprocess_batch(np.zeros((1, 8, 8, 3), np.float32), 8, pp, "cpu")
     with pytest.raises(ValueError):
@@ -227,7 +230,7 @@ def test_onnx_graph_edit_keeps_the_model_and_exposes_pooled_features():
 
     with open(MODEL_PATH, "rb") as f:
         original = f.read()
-    edited, feature = P._onnx_with_features(original, 224, 224)
+    edited, feature = onnx_family.with_feature_output(original, 224, 224)
     x = np.random.default_rng(0).uniform(-120, 130, (2, 224, 224, 3)).astype(np.float32)
     ref = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(None, {"input_0": x})[0]
     session = ort.InferenceSession(edited, providers=["CPUExecutionProvider"])
@@ -237,8 +240,30 @@ def test_onnx_graph_edit_keeps_the_model_and_exposes_pooled_features():
     # The feature output is the classifier's input: a 1024-d non-negative (post-ReLU) mean.
     assert (feats >= 0).all() and feats.std() > 0
     assert [tuple(i.shape) for i in session.get_inputs()] == [("batch", 224, 224, 3)]
-    small, _ = P._onnx_with_features(original, 48, 48)
+    assert [o.name for o in session.get_outputs()][-1] == feature  # appended, original kept first
+    small, _ = onnx_family.with_feature_output(original, 48, 48)
     assert ort.InferenceSession(small, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:3] == [48, 48]
+
+
+FEATURE_FIXTURE = Path(__file__).parent / "fixtures" / "prototype_features_32px.npz"
+
+
+@pytest.mark.parametrize("spec", ["onnx:open-nsfw", "efficientnet-lite0"])
+def test_features_at_32px_match_the_recorded_fixture(spec):
+    """Refactors of the builders (and of the ONNX graph edit) must not change a feature.
+
+    The fixture holds the features of the first four Fashion-MNIST training images at
+    32 px, encoded as one batch of four, recorded before the ONNX edit moved from
+    hand-written protobuf editing to the onnx package. They were bit-identical on the
+    recording machine; the tolerance only absorbs CPU kernels that sum in another order
+    (other instruction sets, other batch sizes: lite0 moves by ~1e-4 relative).
+    """
+    from coopt_flower.data import open_source
+
+    recorded = np.load(FEATURE_FIXTURE)
+    images = open_source("fashion-mnist").images(recorded["ids"])
+    feats = create_prototype(spec, image_size=32).encode(images)
+    np.testing.assert_allclose(feats, recorded[spec], rtol=1e-4, atol=1e-5)
 
 
 def test_image_size_override_and_native_default():
