@@ -7,7 +7,8 @@ import torch
 from coopt_flower.augment import TrainAugment
 from coopt_flower.byol import BYOL, byol_momentum, byol_step, train_byol
 from coopt_flower.students import create_student
-from coopt_flower.training import load_student, make_optimizer
+from coopt_flower.trainer import TrainConfig, make_optimizer
+from coopt_flower.training import load_student
 
 
 def _flat(module):
@@ -50,10 +51,10 @@ def test_momentum_schedule_rises_from_099_to_1():
 def test_train_byol_runs_and_checkpoints(tmp_path):
     images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
     epochs_seen = []
+    config = TrainConfig(arch="small-cnn", image_size=8, epochs=2, batch_size=8, seed=0,
+                         progress=False, checkpoint_dir=tmp_path, arch_kwargs={"widths": (8, 16)})
     result = train_byol(
-        images, arch="small-cnn", image_size=8, epochs=2, batch_size=8, seed=0,
-        hidden_dim=32, proj_dim=16, progress=False, checkpoint_dir=tmp_path,
-        arch_kwargs={"widths": (8, 16)},
+        images, config, hidden_dim=32, proj_dim=16,
         on_epoch_end=lambda e, bb: epochs_seen.append((e, bb.feature_dim)),
     )
     assert len(result.losses) == 2 and all(np.isfinite(result.losses))
