@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -35,6 +34,7 @@ from torch import nn
 from coopt_flower.losses import BYOLLoss
 from coopt_flower.trainer import (
     EpochCallback,
+    FitResult,
     Recipe,
     TrainConfig,
     as_uint8_images,
@@ -124,40 +124,22 @@ def byol_step(
     return float(loss.detach())
 
 
-@dataclass
-class ByolResult:
+@dataclass(kw_only=True)
+class ByolResult(FitResult):
     """What :func:`train_byol` returns.
 
     Attributes
     ----------
-    backbone : nn.Module
-        The online student (what is probed), in eval mode.
     model : BYOL
-        All networks (heads and target included).
-    losses, epoch_times : list of float
-        Mean loss and wall-clock seconds per epoch.
+        All networks (heads and target included); ``backbone`` is the online student
+        (what is probed), in eval mode.
     momentums : list of float
         Target momentum at the end of each epoch.
-    config : dict
-    epoch_metrics : list
-        Return values of ``on_epoch_end``.
-    checkpoint_path, loss_curve_path : Path or None
+
+    The other attributes are those of :class:`~coopt_flower.trainer.FitResult`.
     """
 
-    backbone: nn.Module
-    model: BYOL
-    losses: list[float]
-    epoch_times: list[float]
-    momentums: list[float]
-    config: dict[str, Any]
-    epoch_metrics: list[Any] = field(default_factory=list)
-    checkpoint_path: Optional[Path] = None
-    loss_curve_path: Optional[Path] = None
-
-    @property
-    def train_time(self) -> float:
-        """Total training seconds."""
-        return float(sum(self.epoch_times))
+    momentums: list[float] = field(default_factory=list)
 
 
 def train_byol(
@@ -217,10 +199,4 @@ def train_byol(
                   "hidden_dim": hidden_dim, "proj_dim": proj_dim},
         after_step=after_step,
     )
-    fitted = fit(recipe, config, on_epoch_end=on_epoch_end)
-    return ByolResult(
-        backbone=fitted.model.backbone, model=fitted.model, losses=fitted.losses,
-        epoch_times=fitted.epoch_times, momentums=momentums, config=fitted.record,
-        epoch_metrics=fitted.epoch_metrics, checkpoint_path=fitted.checkpoint_path,
-        loss_curve_path=fitted.loss_curve_path,
-    )
+    return ByolResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), momentums=momentums)

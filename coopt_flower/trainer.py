@@ -21,6 +21,7 @@ import math
 import os
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -42,7 +43,7 @@ from coopt_flower.students import create_student
 __all__ = [
     "VIEWS",
     "EpochCallback",
-    "Fitted",
+    "FitResult",
     "Recipe",
     "TrainConfig",
     "as_uint8_images",
@@ -170,16 +171,16 @@ class Recipe:
     after_step: Optional[Callable[[nn.Module, int, int], None]] = None
 
 
-@dataclass
-class Fitted:
-    """What :func:`fit` returns.
+@dataclass(kw_only=True)
+class FitResult:
+    """What :func:`fit` returns; the methods' results extend it.
 
     Attributes
     ----------
     model : nn.Module
         The trained wrapper (in eval mode); the student is ``model.backbone``.
-    record : dict
-        The run's settings as stored in checkpoints (``config`` there).
+    config : dict
+        The run's settings (JSON-serializable; stored in checkpoints as ``config``).
     losses, epoch_times : list of float
         Mean training loss and wall-clock seconds per epoch (callbacks excluded).
     epoch_metrics : list
@@ -189,12 +190,26 @@ class Fitted:
     """
 
     model: nn.Module
-    record: dict[str, Any]
+    config: dict[str, Any]
     losses: list[float]
     epoch_times: list[float]
-    epoch_metrics: list[Any]
+    epoch_metrics: list[Any] = field(default_factory=list)
     checkpoint_path: Optional[Path] = None
     loss_curve_path: Optional[Path] = None
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The trained student (``feature_dim`` attribute), in eval mode."""
+        return self.model.backbone
+
+    @property
+    def train_time(self) -> float:
+        """Total training seconds (sum of ``epoch_times``)."""
+        return float(sum(self.epoch_times))
+
+    def fields(self) -> dict[str, Any]:
+        """The attributes as keyword arguments (to build a method's result from this one)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(FitResult)}
 
 
 # ---------------------------------------------------------------------------
@@ -299,7 +314,7 @@ def _resume(path: Path, record: dict[str, Any], model: nn.Module,
 
 
 def fit(recipe: Recipe, config: TrainConfig, *,
-        on_epoch_end: Optional[EpochCallback] = None) -> Fitted:
+        on_epoch_end: Optional[EpochCallback] = None) -> FitResult:
     """Build the student, train it with ``recipe`` under ``config``, checkpoint every epoch.
 
     Parameters
@@ -310,12 +325,12 @@ def fit(recipe: Recipe, config: TrainConfig, *,
         The shared settings.
     on_epoch_end : callable, optional
         ``on_epoch_end(epoch, backbone)`` after every epoch (e.g. a linear probe);
-        its return values are collected in ``Fitted.epoch_metrics``. The model's
+        its return values are collected in ``FitResult.epoch_metrics``. The model's
         train/eval mode is restored afterwards.
 
     Returns
     -------
-    Fitted
+    FitResult
 
     Raises
     ------
@@ -395,5 +410,5 @@ def fit(recipe: Recipe, config: TrainConfig, *,
                             extra_state=recipe.extra_state)
             write_loss_curve(curve_path, losses, times, record)
     model.eval()
-    return Fitted(model=model, record=record, losses=losses, epoch_times=times,
-                  epoch_metrics=metrics, checkpoint_path=ckpt_path, loss_curve_path=curve_path)
+    return FitResult(model=model, config=record, losses=losses, epoch_times=times,
+                     epoch_metrics=metrics, checkpoint_path=ckpt_path, loss_curve_path=curve_path)

@@ -29,8 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -45,7 +44,7 @@ from coopt_flower.students import StudentWithHead
 from coopt_flower.trainer import (
     VIEWS,
     EpochCallback,
-    Fitted,
+    FitResult,
     Recipe,
     TrainConfig,
     as_uint8_images,
@@ -164,54 +163,28 @@ def target_stats(
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class TrainResult:
-    """What a training run returns.
+@dataclass(kw_only=True)
+class TrainResult(FitResult):
+    """What :func:`train_on_optimized` and :func:`train_supervised` return.
 
     Attributes
     ----------
-    backbone : nn.Module
-        The trained student (``feature_dim`` attribute), in eval mode.
-    head : nn.Module
-        Linear head (to the target dimension, or to the classes for supervised).
-    losses : list of float
-        Mean training loss per epoch.
-    epoch_times : list of float
-        Wall-clock seconds per epoch (training only; the callback is excluded).
-    config : dict
-        The run's settings (JSON-serializable; stored in checkpoints as ``config``).
+    model : StudentWithHead
+        The student (``backbone``, eval mode) and its linear ``head``.
     target_stats : TargetStats or None
         The z-score statistics (CoOpt runs only).
-    epoch_metrics : list
-        Whatever ``on_epoch_end`` returned, one entry per epoch.
-    checkpoint_path, loss_curve_path : Path or None
-        Files written when a ``checkpoint_dir`` was given.
+
+    The other attributes (``backbone``, ``losses``, ``epoch_times``, ``config``,
+    ``epoch_metrics``, ``checkpoint_path``, ``loss_curve_path``, ``train_time``) are
+    those of :class:`~coopt_flower.trainer.FitResult`.
     """
 
-    backbone: nn.Module
-    head: nn.Module
-    losses: list[float]
-    epoch_times: list[float]
-    config: dict[str, Any]
     target_stats: Optional[TargetStats] = None
-    epoch_metrics: list[Any] = field(default_factory=list)
-    checkpoint_path: Optional[Path] = None
-    loss_curve_path: Optional[Path] = None
 
     @property
-    def train_time(self) -> float:
-        """Total training seconds (sum of ``epoch_times``)."""
-        return float(sum(self.epoch_times))
-
-    @classmethod
-    def from_fitted(cls, fitted: Fitted, target_stats: Optional[TargetStats] = None) -> "TrainResult":
-        """The result of a :class:`StudentWithHead` run of :func:`coopt_flower.trainer.fit`."""
-        return cls(
-            backbone=fitted.model.backbone, head=fitted.model.head, losses=fitted.losses,
-            epoch_times=fitted.epoch_times, config=fitted.record, target_stats=target_stats,
-            epoch_metrics=fitted.epoch_metrics, checkpoint_path=fitted.checkpoint_path,
-            loss_curve_path=fitted.loss_curve_path,
-        )
+    def head(self) -> nn.Module:
+        """Linear head (to the target dimension, or to the classes for supervised)."""
+        return self.model.head
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +246,7 @@ def train_on_optimized(
         settings={"target_dim": target_dim},
         extra_state={"target_mean": stats.mean, "target_std": stats.std},
     )
-    return TrainResult.from_fitted(fit(recipe, config, on_epoch_end=on_epoch_end), stats)
+    return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), target_stats=stats)
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +298,7 @@ def train_supervised(
         steps_per_epoch=num_batches(len(x), config.batch_size), loss=loss,
         image_size=int(x.shape[-1]), num_samples=len(x), settings={"num_classes": num_classes},
     )
-    return TrainResult.from_fitted(fit(recipe, config, on_epoch_end=on_epoch_end))
+    return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields())
 
 
 # ---------------------------------------------------------------------------
