@@ -255,3 +255,26 @@ def test_command_line_entry_point(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["losses"]) == 1
     assert (tmp_path / "out" / "last.pt").exists()
+
+
+def test_train_config_validates_and_keeps_its_own_arch_kwargs():
+    widths = {"widths": (8, 16)}
+    config = TrainConfig(arch_kwargs=widths)
+    widths["widths"] = (4,)
+    assert config.arch_kwargs == {"widths": (8, 16)}
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=-1)
+
+
+def test_epochs_are_logged_not_printed(caplog, capsys):
+    ds = _tiny_optimized_dataset(n=16, size=8)
+    config = TrainConfig(image_size=8, epochs=2, batch_size=8, progress=False,
+                         arch_kwargs={"widths": (8, 16)})
+    with caplog.at_level("INFO", logger="coopt_flower.trainer"):
+        result = train_on_optimized(ds, config)
+    lines = [r.getMessage() for r in caplog.records if r.name == "coopt_flower.trainer"]
+    assert [line.split(":")[0] for line in lines] == ["coopt epoch 1/2", "coopt epoch 2/2"]
+    assert f"loss {result.losses[1]:.4f}" in lines[1]
+    assert capsys.readouterr().err == ""
