@@ -1,8 +1,8 @@
 """BYOL baseline on the same student, augmentations, batch size and optimizer.
 
 Built from lightly's pieces (``BYOLProjectionHead``, ``BYOLPredictionHead``,
-``NegativeCosineSimilarity``, ``deactivate_requires_grad``, ``update_momentum``,
-``cosine_schedule``), following the BYOL paper (Grill et al. 2020):
+``deactivate_requires_grad``, ``update_momentum``, ``cosine_schedule``, and
+``NegativeCosineSimilarity`` inside :class:`coopt_flower.losses.BYOLLoss`), following the BYOL paper (Grill et al. 2020):
 
 - online network: backbone -> projection MLP (hidden 4096, BN, ReLU, out 256)
   -> prediction MLP (same shape);
@@ -22,25 +22,23 @@ image per step. Only the learning objective differs.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, TrainAugment
-from coopt_flower.students import create_student
-from coopt_flower.training import (
+from coopt_flower.losses import BYOLLoss
+from coopt_flower.trainer import (
     EpochCallback,
+    FitResult,
+    Recipe,
+    TrainConfig,
     as_uint8_images,
     fit,
-    make_optimizer,
     num_batches,
     tensor_batches,
 )
@@ -89,21 +87,17 @@ class BYOL(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
 
 
-_criterion = NegativeCosineSimilarity()
+_criterion = BYOLLoss()
+
+
+def _views_loss(model: BYOL, views: torch.Tensor) -> torch.Tensor:
+    # Both views go through each network as one batch (one forward per network).
+    return _criterion(model(views), model.forward_momentum(views))
 
 
 def byol_loss(model: BYOL, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    """Symmetric BYOL loss of two augmented views (range [-1, 1]; -1 is perfect).
-
-    Both views go through each network as one batch (one forward per network).
-    """
-    n = len(x0)
-    both = torch.cat([x0, x1])
-    p = model(both)
-    z = model.forward_momentum(both)
-    p0, p1 = p[:n], p[n:]
-    z0, z1 = z[:n], z[n:]
-    return 0.5 * (_criterion(p0, z1) + _criterion(p1, z0))
+    """Symmetric BYOL loss of two augmented views (range [-1, 1]; -1 is perfect)."""
+    return _views_loss(model, torch.cat([x0, x1]))
 
 
 def byol_momentum(step: int, total_steps: int, start: float = 0.99, end: float = 1.0) -> float:
@@ -130,65 +124,33 @@ def byol_step(
     return float(loss.detach())
 
 
-@dataclass
-class ByolResult:
+@dataclass(kw_only=True)
+class ByolResult(FitResult):
     """What :func:`train_byol` returns.
 
     Attributes
     ----------
-    backbone : nn.Module
-        The online student (what is probed), in eval mode.
     model : BYOL
-        All networks (heads and target included).
-    losses, epoch_times : list of float
-        Mean loss and wall-clock seconds per epoch.
+        All networks (heads and target included); ``backbone`` is the online student
+        (what is probed), in eval mode.
     momentums : list of float
         Target momentum at the end of each epoch.
-    config : dict
-    epoch_metrics : list
-        Return values of ``on_epoch_end``.
-    checkpoint_path, loss_curve_path : Path or None
+
+    The other attributes are those of :class:`~coopt_flower.trainer.FitResult`.
     """
 
-    backbone: nn.Module
-    model: BYOL
-    losses: list[float]
-    epoch_times: list[float]
-    momentums: list[float]
-    config: dict[str, Any]
-    epoch_metrics: list[Any] = field(default_factory=list)
-    checkpoint_path: Optional[Path] = None
-    loss_curve_path: Optional[Path] = None
-
-    @property
-    def train_time(self) -> float:
-        """Total training seconds."""
-        return float(sum(self.epoch_times))
+    momentums: list[float] = field(default_factory=list)
 
 
 def train_byol(
     images: Any,
+    config: Optional[TrainConfig] = None,
     *,
-    arch: str = "small-cnn",
-    image_size: Optional[int] = None,
-    epochs: int = 10,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
     momentum_start: float = 0.99,
     momentum_end: float = 1.0,
     hidden_dim: int = 4096,
     proj_dim: int = 256,
-    checkpoint_dir: Optional[str | os.PathLike] = None,
-    resume: bool = False,
     on_epoch_end: Optional[EpochCallback] = None,
-    progress: bool = True,
-    pretrained: bool = False,
-    arch_kwargs: Optional[dict[str, Any]] = None,
-    augment: Optional[TrainAugment] = None,
-    channels_last: bool = True,
 ) -> ByolResult:
     """Train a student with BYOL on unlabeled images.
 
@@ -196,56 +158,28 @@ def train_byol(
     ----------
     images : uint8 array or tensor
         ``(N, C, H, W)`` or ``(N, H, W, C)``, kept in memory.
-    arch, image_size, epochs, batch_size, lr, weight_decay, seed, device
-        As in :func:`coopt_flower.training.train_on_optimized` (same defaults).
+    config : TrainConfig, optional
+        The settings shared with :func:`coopt_flower.training.train_on_optimized`
+        (same defaults).
     momentum_start, momentum_end : float
         Target momentum schedule (cosine over all steps).
     hidden_dim, proj_dim : int
         BYOL head sizes.
-    checkpoint_dir, resume, on_epoch_end, progress, pretrained, arch_kwargs, augment, channels_last
-        As in :func:`coopt_flower.training.train_on_optimized`.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(epoch, backbone)`` after every epoch; return values are collected.
 
     Returns
     -------
     ByolResult
     """
+    config = config or TrainConfig()
     x = as_uint8_images(images)
     if len(x) < 2:
         raise ValueError("need at least 2 images to train")
-    device = torch.device(device)
-    image_size = int(image_size or x.shape[-1])
-    arch_kwargs = dict(arch_kwargs or {})
-    torch.manual_seed(seed)
-    backbone = create_student(arch, image_size=image_size, pretrained=pretrained, **arch_kwargs)
-    model = BYOL(backbone, hidden_dim=hidden_dim, proj_dim=proj_dim).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    aug = augment or TrainAugment(image_size)
-    optimizer = make_optimizer(model.online_parameters(), lr, weight_decay)
-    config = {
-        "method": "byol", "arch": arch, "arch_kwargs": arch_kwargs, "image_size": image_size,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "seed": seed, "num_samples": len(x), "views": 2,
-        "momentum_start": momentum_start, "momentum_end": momentum_end,
-        "hidden_dim": hidden_dim, "proj_dim": proj_dim,
-        "mean": list(getattr(aug, "mean", IMAGENET_MEAN)),
-        "std": list(getattr(aug, "std", IMAGENET_STD)),
-    }
-    steps_per_epoch = num_batches(len(x), batch_size)
+    steps_per_epoch = num_batches(len(x), config.batch_size)
     momentums: list[float] = []
 
-    def batches(gen: torch.Generator):
-        return tensor_batches(len(x), batch_size, gen)
-
-    def step(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        images_b = x[idx].to(device, non_blocking=True)
-        x0, x1 = aug(images_b, generator=gen), aug(images_b, generator=gen)
-        if channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-        return byol_loss(model, x0, x1)
-
-    def after_step(global_step: int, total_steps: int) -> None:
+    def after_step(model: BYOL, global_step: int, total_steps: int) -> None:
         # Momentum for the update that follows step `global_step` (1-based), so the
         # first update uses momentum_start and the last one momentum_end.
         m = byol_momentum(global_step - 1, total_steps, momentum_start, momentum_end)
@@ -253,13 +187,16 @@ def train_byol(
         if global_step % steps_per_epoch == 0:
             momentums.append(m)
 
-    losses, times, metrics, ckpt, curve = fit(
-        model=model, backbone=backbone, optimizer=optimizer, batches=batches,
-        steps_per_epoch=steps_per_epoch, step=step, epochs=epochs, seed=seed,
-        config=config, after_step=after_step, on_epoch_end=on_epoch_end,
-        checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, desc="byol",
+    def loss(model: BYOL, idx: torch.Tensor, views) -> torch.Tensor:
+        return _views_loss(model, views(x[idx]))
+
+    recipe = Recipe(
+        method="byol", wrap=lambda backbone: BYOL(backbone, hidden_dim=hidden_dim, proj_dim=proj_dim),
+        batches=lambda gen: tensor_batches(len(x), config.batch_size, gen),
+        steps_per_epoch=steps_per_epoch, loss=loss,
+        image_size=int(x.shape[-1]), num_samples=len(x),
+        settings={"momentum_start": momentum_start, "momentum_end": momentum_end,
+                  "hidden_dim": hidden_dim, "proj_dim": proj_dim},
+        after_step=after_step,
     )
-    return ByolResult(
-        backbone=backbone, model=model, losses=losses, epoch_times=times, momentums=momentums,
-        config=config, epoch_metrics=metrics, checkpoint_path=ckpt, loss_curve_path=curve,
-    )
+    return ByolResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), momentums=momentums)

@@ -32,7 +32,6 @@ __all__ = [
     "linear_probe",
     "mean_std",
     "probe_backbone",
-    "probe_features",
 ]
 
 
@@ -277,19 +276,9 @@ def _linear_probe(
     )
 
 
-def probe_features(
-    train_feats: Any,
-    train_labels: Any,
-    test_feats: Any,
-    test_labels: Any,
-    **probe_kwargs: Any,
-) -> ProbeResult:
-    """Probe precomputed features (numpy or torch), e.g. a prototype's own
-    embeddings, or raw pixels (pass the uint8 images: they are flattened).
-
-    Keyword arguments go to :func:`linear_probe`.
-    """
-    return linear_probe(train_feats, train_labels, test_feats, test_labels, **probe_kwargs)
+# Keyword arguments of probe_backbone that configure the feature extraction; the
+# others configure the probe.
+_EXTRACTION_KEYS = ("image_size", "device", "mean", "std")
 
 
 def probe_backbone(
@@ -299,20 +288,26 @@ def probe_backbone(
     test_images: Any,
     test_labels: Any,
     *,
-    image_size: Optional[int] = None,
     feature_batch_size: int = 512,
-    device: str | torch.device = "cpu",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    **probe_kwargs: Any,
+    **kwargs: Any,
 ) -> ProbeResult:
     """Extract features of both splits with a frozen backbone and probe them.
 
-    The probe itself runs on the CPU-side features (``device`` is only used for
-    extraction unless ``probe_kwargs`` says otherwise). Keyword arguments go to
-    :func:`linear_probe` (``epochs``, ``lr``, ``seed``, ``batch_size``, ...).
+    Parameters
+    ----------
+    backbone : nn.Module
+    train_images, test_images : uint8 tensor or array
+        As in :func:`extract_features`.
+    train_labels, test_labels : int array or tensor
+    feature_batch_size : int
+        Batch size of the extraction.
+    **kwargs
+        ``image_size``, ``device``, ``mean`` and ``std`` go to :func:`extract_features`
+        (same defaults; ``device`` is only used for extraction, the probe runs on the
+        CPU-side features); everything else to :func:`linear_probe` (``epochs``,
+        ``lr``, ``seed``, ``batch_size``, ...).
     """
-    kw = dict(image_size=image_size, batch_size=feature_batch_size, device=device, mean=mean, std=std)
-    train_feats = extract_features(backbone, train_images, **kw)
-    test_feats = extract_features(backbone, test_images, **kw)
-    return linear_probe(train_feats, train_labels, test_feats, test_labels, **probe_kwargs)
+    extraction = {k: kwargs.pop(k) for k in _EXTRACTION_KEYS if k in kwargs}
+    train_feats = extract_features(backbone, train_images, batch_size=feature_batch_size, **extraction)
+    test_feats = extract_features(backbone, test_images, batch_size=feature_batch_size, **extraction)
+    return linear_probe(train_feats, train_labels, test_feats, test_labels, **kwargs)

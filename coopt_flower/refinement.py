@@ -109,14 +109,15 @@ def train_round_student(
     from coopt_flower.atomic import write_text_atomic
     from coopt_flower.dataset_format import load_optimized_dataset
     from coopt_flower.probing import probe_backbone
-    from coopt_flower.training import train_on_optimized
+    from coopt_flower.training import TrainConfig, train_on_optimized
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_optimized_dataset(dataset_path)
     start = time.perf_counter()
-    trained = train_on_optimized(dataset, arch=arch, epochs=epochs, image_size=image_size,
-                                 batch_size=batch_size, seed=seed, checkpoint_dir=out, progress=False)
+    config = TrainConfig(arch=arch, epochs=epochs, image_size=image_size, batch_size=batch_size,
+                         seed=seed, checkpoint_dir=out, progress=False)
+    trained = train_on_optimized(dataset, config)
     result: dict[str, Any] = {
         "dataset": str(dataset_path), "arch": arch, "epochs": epochs, "seed": seed,
         "train_seconds": time.perf_counter() - start, "final_loss": trained.losses[-1],

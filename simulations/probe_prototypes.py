@@ -18,7 +18,7 @@ import torch
 
 from coopt_flower.data import open_source, select_samples, select_shared_subset
 from coopt_flower.config import DEFAULT_PROTOTYPES
-from coopt_flower.probing import mean_std, probe_features
+from coopt_flower.probing import linear_probe, mean_std
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.prototypes import create_prototype
 from coopt_flower.targets import encode_features
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     x_shared = train.images(shared_ids)
 
     def probe(f_train, f_test):
-        accs = [probe_features(f_train, y_train, f_test, y_test, epochs=args.epochs, seed=s).accuracy
+        accs = [linear_probe(f_train, y_train, f_test, y_test, epochs=args.epochs, seed=s).accuracy
                 for s in range(args.seeds)]
         return mean_std(accs)
 

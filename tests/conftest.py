@@ -12,15 +12,15 @@ def train_tiny_student(tmp_path):
     A one-epoch small-cnn checkpoint in ``tmp_path``: enough to exercise every path that
     loads, ships or encodes with a student.
     """
-    from coopt_flower.training import train_on_optimized
+    from coopt_flower.training import TrainConfig, train_on_optimized
 
     def train(image_size: int = 16, target_dim: int = 8):
         gen = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (16, 3, image_size, image_size), dtype=torch.uint8, generator=gen)
         targets = torch.randn(16, target_dim, generator=gen)
-        result = train_on_optimized(TensorDataset(images, targets), arch="small-cnn",
-                                    image_size=image_size, epochs=1, batch_size=8,
-                                    checkpoint_dir=tmp_path / "student", progress=False)
+        config = TrainConfig(arch="small-cnn", image_size=image_size, epochs=1, batch_size=8,
+                             checkpoint_dir=tmp_path / "student", progress=False)
+        result = train_on_optimized(TensorDataset(images, targets), config)
         return result, images
 
     return train

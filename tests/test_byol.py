@@ -1,13 +1,18 @@
 """BYOL baseline: a step trains the online network and EMA-updates the target."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from coopt_flower.augment import TrainAugment
+import torch.nn.functional as F
+
 from coopt_flower.byol import BYOL, byol_momentum, byol_step, train_byol
 from coopt_flower.students import create_student
-from coopt_flower.training import load_student, make_optimizer
+from coopt_flower.trainer import TrainConfig, make_optimizer
+from coopt_flower.training import load_student
 
 
 def _flat(module):
@@ -45,15 +50,61 @@ def test_momentum_schedule_rises_from_099_to_1():
     assert ms[0] == pytest.approx(0.99)
     assert ms[-1] == pytest.approx(1.0)
     assert all(a <= b + 1e-12 for a, b in zip(ms, ms[1:]))
+    # On a cosine: half-way up at the middle step, and exactly the cosine everywhere.
+    for s, m in enumerate(ms):
+        expected = 1.0 - 0.01 * (math.cos(math.pi * s / 49) + 1) / 2
+        assert m == pytest.approx(expected, abs=1e-12)
+    assert byol_momentum(10, 21) == pytest.approx(0.995)
+
+
+def test_target_update_is_an_exact_ema_towards_the_online_network():
+    torch.manual_seed(0)
+    model = BYOL(create_student("small-cnn", image_size=8, widths=(8, 16)), hidden_dim=16, proj_dim=8)
+    with torch.no_grad():  # move the online network away from its copy
+        for p in model.online_parameters():
+            p.add_(torch.randn_like(p))
+    online = torch.cat([_flat(model.backbone), _flat(model.projection_head)])
+    target = torch.cat([_flat(model.backbone_momentum), _flat(model.projection_head_momentum)])
+    model.update_target(0.9)
+    moved = torch.cat([_flat(model.backbone_momentum), _flat(model.projection_head_momentum)])
+    # t <- m t + (1 - m) o: the target closes 10% of its distance to the online network,
+    # and the online network does not move.
+    assert torch.allclose(moved, 0.9 * target + 0.1 * online, atol=1e-6)
+    assert (moved - online).norm() == pytest.approx(0.9 * (target - online).norm().item(), rel=1e-4)
+    assert torch.equal(torch.cat([_flat(model.backbone), _flat(model.projection_head)]), online)
+    model.update_target(1.0)  # the schedule's end: the target stops moving
+    assert torch.equal(torch.cat([_flat(model.backbone_momentum),
+                                  _flat(model.projection_head_momentum)]), moved)
+
+
+def test_train_byol_loss_decreases_and_momentum_follows_the_schedule():
+    # Smooth images and mild augmentation: views of one image share most of their content.
+    g = torch.Generator().manual_seed(0)
+    latent = torch.rand(64, 3, 4, 4, generator=g)
+    images = F.interpolate(latent, size=(8, 8), mode="bilinear", align_corners=False)
+    images = (images * 255).round().to(torch.uint8)
+    mild = TrainAugment(8, scale=(0.8, 1.0), jitter_p=0.0, grayscale_p=0.0)
+    config = TrainConfig(arch="small-cnn", epochs=6, batch_size=16, lr=3e-3, seed=0,
+                         progress=False, arch_kwargs={"widths": (8, 16)}, augment=mild)
+    result = train_byol(images, config, hidden_dim=32, proj_dim=16)
+    # The loss lies in [-1, 1]; an untrained predictor starts near 0.
+    assert all(-1.0 <= v <= 1.0 for v in result.losses)
+    assert result.losses[-1] < result.losses[0] - 0.3, result.losses
+    assert result.losses[-1] < min(result.losses[:3]), result.losses
+    # 4 steps an epoch, 24 in all: the momentum after epoch e is the schedule's value for
+    # the update after step 4e (counted from 1), ending at exactly 1.0.
+    assert result.momentums == [byol_momentum(4 * e - 1, 24) for e in range(1, 7)]
+    assert result.momentums[-1] == 1.0
+    assert all(a < b for a, b in zip(result.momentums, result.momentums[1:]))
 
 
 def test_train_byol_runs_and_checkpoints(tmp_path):
     images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
     epochs_seen = []
+    config = TrainConfig(arch="small-cnn", image_size=8, epochs=2, batch_size=8, seed=0,
+                         progress=False, checkpoint_dir=tmp_path, arch_kwargs={"widths": (8, 16)})
     result = train_byol(
-        images, arch="small-cnn", image_size=8, epochs=2, batch_size=8, seed=0,
-        hidden_dim=32, proj_dim=16, progress=False, checkpoint_dir=tmp_path,
-        arch_kwargs={"widths": (8, 16)},
+        images, config, hidden_dim=32, proj_dim=16,
         on_epoch_end=lambda e, bb: epochs_seen.append((e, bb.feature_dim)),
     )
     assert len(result.losses) == 2 and all(np.isfinite(result.losses))

@@ -9,7 +9,6 @@ from coopt_flower.probing import (
     linear_probe,
     mean_std,
     probe_backbone,
-    probe_features,
 )
 from coopt_flower.students import create_student
 
@@ -52,13 +51,18 @@ def test_probe_is_seeded():
     assert a.test_accuracies == b.test_accuracies
 
 
-def test_probe_features_on_raw_pixels():
-    # Class 1 images are brighter: raw pixels separate them.
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(80) % 2
-    images = torch.randint(0, 100, (80, 3, 8, 8), dtype=torch.uint8, generator=g)
+def _bright_and_dark(n=80, size=8, seed=0):
+    # Class 1 images are brighter: raw pixels (and any random conv net) separate them.
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 100, (n, 3, size, size), dtype=torch.uint8, generator=g)
     images[labels == 1] += 100
-    result = probe_features(images[:60], labels[:60], images[60:], labels[60:], epochs=20)
+    return images, labels
+
+
+def test_probe_on_raw_pixels():
+    images, labels = _bright_and_dark()
+    result = linear_probe(images[:60], labels[:60], images[60:], labels[60:], epochs=20)
     assert result.accuracy > 0.9
 
 
@@ -74,14 +78,31 @@ def test_extract_features_eval_mode_and_resize():
     assert backbone.training  # mode restored
 
 
-def test_probe_backbone_runs():
+def test_probe_backbone_is_extract_then_probe():
     torch.manual_seed(0)
     backbone = create_student("small-cnn", image_size=8, widths=(8, 16))
-    labels = np.arange(40) % 2
-    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
-    result = probe_backbone(backbone, images[:30], labels[:30], images[30:], labels[30:],
-                            epochs=2, image_size=8)
-    assert 0.0 <= result.accuracy <= 1.0 and result.epochs == 2
+    images, labels = _bright_and_dark()
+    result = probe_backbone(backbone, images[:60], labels[:60], images[60:], labels[60:],
+                            epochs=2, image_size=8, seed=3, feature_batch_size=7)
+    assert result.epochs == 2 and result.seed == 3
+    # The extraction keywords go to extract_features, the rest to linear_probe.
+    feats = [extract_features(backbone, x, image_size=8) for x in (images[:60], images[60:])]
+    direct = linear_probe(feats[0], labels[:60], feats[1], labels[60:], epochs=2, seed=3)
+    assert result.test_accuracies == direct.test_accuracies
+
+
+def test_probe_backbone_separates_what_its_features_separate():
+    torch.manual_seed(0)
+    backbone = create_student("small-cnn", image_size=8, widths=(8, 16))
+    images, labels = _bright_and_dark()
+    result = probe_backbone(backbone, images[:60], labels[:60], images[60:], labels[60:],
+                            epochs=200, image_size=8)
+    assert result.accuracy > 0.9
+    # Random labels: the same features carry no information about them.
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    chance = probe_backbone(backbone, images[:60], shuffled[:60], images[60:], shuffled[60:],
+                            epochs=200, image_size=8)
+    assert abs(chance.accuracy - 0.5) < 0.25, chance.accuracy
 
 
 def test_mean_std():

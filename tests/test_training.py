@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from coopt_flower import augment as A
+from coopt_flower.losses import CoOptLoss
 from coopt_flower.training import (
     LOSS_CURVE_NAME,
+    TrainConfig,
     load_checkpoint,
     load_student,
     main,
@@ -147,7 +149,7 @@ def test_target_stats_streaming_matches_full_computation():
         assert torch.allclose(stats.mean, y.mean(0), atol=1e-5)
         expected_std = y.std(0, unbiased=False).clamp_min(1e-6)
         assert torch.allclose(stats.std, expected_std, rtol=1e-4, atol=1e-6)
-    z = stats.zscore(y)
+    z = CoOptLoss(stats.mean, stats.std).zscore(y)
     assert torch.isfinite(z).all()
 
 
@@ -177,11 +179,13 @@ def test_training_lowers_loss_writes_and_reloads_checkpoint(tmp_path):
     # Mild augmentation: the test is about the objective and the loop, and strong
     # color jitter on 64 noise images would need many more epochs to show progress.
     mild = A.TrainAugment(16, scale=(0.8, 1.0), jitter_p=0.0, grayscale_p=0.0)
-    result = train_on_optimized(
-        ds, arch="small-cnn", image_size=16, epochs=5, batch_size=32, lr=3e-3, seed=0,
+    config = TrainConfig(
+        arch="small-cnn", image_size=16, epochs=5, batch_size=32, lr=3e-3, seed=0,
         checkpoint_dir=tmp_path, progress=False, arch_kwargs={"widths": (16, 32, 64)},
         augment=mild,
-        on_epoch_end=lambda epoch, backbone: seen.append(epoch) or epoch * 10,
+    )
+    result = train_on_optimized(
+        ds, config, on_epoch_end=lambda epoch, backbone: seen.append(epoch) or epoch * 10,
     )
     assert len(result.losses) == 5 and len(result.epoch_times) == 5
     assert all(np.isfinite(result.losses))
@@ -209,10 +213,10 @@ def test_resume_continues_from_checkpoint(tmp_path):
     ds = _tiny_optimized_dataset(n=32, size=8)
     kw = dict(arch="small-cnn", image_size=8, batch_size=16, seed=1, checkpoint_dir=tmp_path,
               progress=False, arch_kwargs={"widths": (8, 16)})
-    full = train_on_optimized(ds, epochs=3, **kw, resume=False)
+    full = train_on_optimized(ds, TrainConfig(epochs=3, **kw, resume=False))
     (tmp_path / "last.pt").unlink()
-    train_on_optimized(ds, epochs=2, **kw)
-    resumed = train_on_optimized(ds, epochs=3, resume=True, **kw)
+    train_on_optimized(ds, TrainConfig(epochs=2, **kw))
+    resumed = train_on_optimized(ds, TrainConfig(epochs=3, resume=True, **kw))
     assert len(resumed.losses) == 3
     # Per-epoch seeding makes the resumed third epoch match the uninterrupted one.
     assert resumed.losses[2] == pytest.approx(full.losses[2], rel=1e-4, abs=1e-5)
@@ -224,8 +228,9 @@ def test_supervised_ceiling_runs_and_learns():
     images = torch.randint(0, 60, (48, 3, 8, 8), dtype=torch.uint8, generator=g)
     images[labels == 1] += 150  # bright vs dark: trivially learnable
     result = train_supervised(
-        images, labels.numpy(), arch="small-cnn", image_size=8, epochs=4, batch_size=16,
-        lr=3e-3, seed=0, progress=False, arch_kwargs={"widths": (8, 16)},
+        images, labels.numpy(),
+        TrainConfig(arch="small-cnn", image_size=8, epochs=4, batch_size=16, lr=3e-3, seed=0,
+                    progress=False, arch_kwargs={"widths": (8, 16)}),
     )
     assert result.head.out_features == 2
     # Chance-level cross-entropy is ln 2 = 0.69.
@@ -250,3 +255,26 @@ def test_command_line_entry_point(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["losses"]) == 1
     assert (tmp_path / "out" / "last.pt").exists()
+
+
+def test_train_config_validates_and_keeps_its_own_arch_kwargs():
+    widths = {"widths": (8, 16)}
+    config = TrainConfig(arch_kwargs=widths)
+    widths["widths"] = (4,)
+    assert config.arch_kwargs == {"widths": (8, 16)}
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=-1)
+
+
+def test_epochs_are_logged_not_printed(caplog, capsys):
+    ds = _tiny_optimized_dataset(n=16, size=8)
+    config = TrainConfig(image_size=8, epochs=2, batch_size=8, progress=False,
+                         arch_kwargs={"widths": (8, 16)})
+    with caplog.at_level("INFO", logger="coopt_flower.trainer"):
+        result = train_on_optimized(ds, config)
+    lines = [r.getMessage() for r in caplog.records if r.name == "coopt_flower.trainer"]
+    assert [line.split(":")[0] for line in lines] == ["coopt epoch 1/2", "coopt epoch 2/2"]
+    assert f"loss {result.losses[1]:.4f}" in lines[1]
+    assert capsys.readouterr().err == ""

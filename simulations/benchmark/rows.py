@@ -49,7 +49,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
               epochs: Optional[int] = None) -> dict[str, Any]:
     """Train one row for ``epochs`` (default ``cfg.epochs``), probing after every epoch."""
     from coopt_flower.byol import train_byol
-    from coopt_flower.training import train_on_optimized, train_supervised
+    from coopt_flower.training import TrainConfig, train_on_optimized, train_supervised
 
     epochs = int(epochs or cfg.epochs)
     curve: list[dict[str, float]] = []
@@ -71,16 +71,16 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
         cpu_last[0] = time.process_time()
         return result
 
-    common = dict(arch=arch, image_size=cfg.image_size, epochs=epochs,
-                  batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  seed=seed, progress=False, on_epoch_end=on_epoch_end)
+    config = TrainConfig(arch=arch, image_size=cfg.image_size, epochs=epochs,
+                         batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         seed=seed, progress=False)
     t = time.perf_counter()
     if row == SUPERVISED:
-        result = train_supervised(x_train, y_train, **common)
+        result = train_supervised(x_train, y_train, config, on_epoch_end=on_epoch_end)
     elif row in (BYOL, BYOL_LONG):
-        result = train_byol(x_train, **common)
+        result = train_byol(x_train, config, on_epoch_end=on_epoch_end)
     else:
-        result = train_on_optimized(dataset, **common)
+        result = train_on_optimized(dataset, config, on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - t
     return {"epoch_times": [float(s) for s in result.epoch_times],
             "epoch_cpu_times": cpu_epochs,
