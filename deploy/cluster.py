@@ -57,6 +57,7 @@ README section "Deployment on separate machines".
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,17 +67,27 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from coopt_flower.config import DEFAULT_PROTOTYPES
-from deploy.flower import (  # noqa: F401  (re-exported: callers import them from here)
+from deploy.flower import (
     APP_DIR, BIN_DIR, CONNECTION, flower_bin, free_port, node_config_arg,
     parse_node_config, port_open, toml_value, write_connection,
 )
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
-from deploy.processes import alive, descendants, stop_pids  # noqa: F401  (re-exported)
-from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status  # noqa: F401
-from deploy.workdir import (  # noqa: F401  (re-exported)
+from deploy.processes import alive, descendants, stop_pids
+from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status
+from deploy.workdir import (
     MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids,
     read_pid, running_pid, running_pids, spawn, stop_workdir, workdir_env,
 )
+
+# Callers import these from here (the module users run); they live in the modules above.
+__all__ = [
+    "APP_DIR", "BIN_DIR", "CONNECTION", "MARKER_ENV", "NODE_ID_RE", "REFUSED_MARKERS",
+    "RUN_ID_RE", "STATE_FILE", "ClusterError", "ClusterState", "LocalCluster", "NodeInfo",
+    "RunResult", "alive", "app_config_keys", "check_workdir", "descendants", "flower_bin",
+    "free_port", "main", "marked_pids", "node_config_arg", "parse_node_config", "port_open",
+    "run_app", "run_status", "running_pids", "start_supernode", "stop_pids", "stop_workdir",
+    "toml_value", "wait_for_node_id", "was_refused", "write_connection",
+]
 
 NODE_ID_RE = re.compile(r"SuperNode ID: (\d+)")
 REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.flower import (  # noqa: F401  (toml_value is re-exported for callers)
+from deploy.flower import (
     APP_DIR, flower_bin, flower_env, free_port, stream_output, toml_value, write_run_config,
 )
 from deploy.processes import group_members, pids_with_cmdline, stop_pids
