@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-
-from coopt_flower.atomic import write_bytes_atomic
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from coopt_flower.atomic import write_bytes_atomic
 
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 

@@ -1,10 +1,11 @@
 """Run ``flwr run .`` as a local simulation, reproducibly, and clean up after it.
 
 ``flwr run`` against the built-in ``local`` connection starts a detached ``flower-superlink
---simulation`` that outlives the command (DESIGN §6). This driver gives every run a private
+--simulation`` that outlives the command. This driver gives every run a private
 ``FLWR_HOME`` and its own SuperLink ports, disables Flower's per-run dependency install (the
 environment already has everything, and the machines here are offline), and stops that
-SuperLink's whole process group by PID when the run ends, also on failure.
+SuperLink, its SuperExecs and everything they started, by PID, when the run ends, also on
+failure.
 
 Usage::
 
@@ -14,85 +15,45 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.cluster import free_port, toml_value
-
-APP_DIR = Path(__file__).resolve().parents[1]
-
-
-def _cmdlines() -> dict[int, str]:
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                raw = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if raw:  # zombies have an empty command line and need no killing
-                out[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
-    return out
+from deploy.flower import (
+    APP_DIR, flower_bin, flower_env, free_port, stream_output, toml_value, write_run_config,
+)
+from deploy.processes import group_members, pids_with_cmdline, stop_pids
 
 
 def superlink_pids(flwr_home: Path) -> list[int]:
     """PIDs of ``flower-superlink`` processes started for this ``FLWR_HOME``."""
-    marker = str(Path(flwr_home) / "local-superlink")
-    return [pid for pid, cmd in _cmdlines().items() if "flower-superlink" in cmd and marker in cmd]
+    return pids_with_cmdline("flower-superlink", str(Path(flwr_home) / "local-superlink"))
 
 
 def run_pids(flwr_home: Path) -> list[int]:
     """This run's SuperLink and the ``flower-superexec`` processes it started.
 
     A SuperExec runs in a session of its own (``--parent-pid`` names the SuperLink), and the
-    ServerApp / simulation runs under it, so killing the SuperLink's group alone leaves the
-    ServerApp running.
+    ServerApp / simulation runs under it, so stopping the SuperLink's group alone would leave
+    the ServerApp running.
     """
     links = superlink_pids(flwr_home)
-    cmds = _cmdlines()
-    execs = [pid for pid, cmd in cmds.items() if "flower-superexec" in cmd
-             and any(f"--parent-pid {link}" in cmd for link in links)]
-    return links + execs
+    execs = [pid for link in links for pid in pids_with_cmdline("flower-superexec", f"--parent-pid {link}")]
+    return links + list(dict.fromkeys(execs))
 
 
 def stop_superlink(flwr_home: Path, grace_s: float = 10.0) -> list[int]:
-    """Stop this run's SuperLink, its SuperExecs and everything they started (by group)."""
+    """Stop this run's SuperLink, its SuperExecs and everything they started.
+
+    Stops their process trees and, for processes already re-parented, every process left in
+    their process groups. Returns :func:`run_pids` as found before stopping.
+    """
     pids = run_pids(flwr_home)
-    groups = set()
-    for pid in pids:
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _alive(groups):
-            time.sleep(0.2)
-        if not _alive(groups):
-            break
+    stop_pids(pids + group_members(pids), grace_s)
     return pids
-
-
-def _alive(groups: set[int]) -> bool:
-    for pid in _cmdlines():
-        try:
-            if os.getpgid(pid) in groups:
-                return True
-        except ProcessLookupError:
-            pass
-    return False
 
 
 @dataclass
@@ -129,22 +90,12 @@ def run_local_simulation(
     own_home = flwr_home is None
     flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="coopt-flwr-home-")).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        FLWR_HOME=str(flwr_home),
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
-        FLWR_LOCAL_CONTROL_API_PORT=str(free_port()),
-        PYTHONUNBUFFERED="1",
-        # flwr starts `flower-superlink` by name: find it next to this interpreter.
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    )
-    config_file = flwr_home / "run-config.toml"
-    config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()))
-    flwr = Path(sys.executable).with_name("flwr")
+    # Own SuperLink ports: runs of other users or other tests may hold Flower's defaults.
+    env = flower_env(flwr_home, FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
+                     FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
+    config_file = write_run_config(flwr_home / "run-config.toml", run_config)
     command = [
-        str(flwr if flwr.exists() else "flwr"), "run", str(app_dir), "--stream",
+        flower_bin("flwr"), "run", str(app_dir), "--stream",
         "--run-config", str(config_file),
         "--federation-config",
         f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={num_cpus_per_client}",
@@ -153,15 +104,9 @@ def run_local_simulation(
     try:
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, cwd=app_dir) as proc:
-            deadline = None if timeout_s is None else time.monotonic() + timeout_s
-            for line in proc.stdout:
-                lines.append(line)
-                if echo:
-                    print(line, end="", flush=True)
-                if deadline is not None and time.monotonic() > deadline:
-                    proc.kill()
-                    lines.append(f"[local_run] killed after {timeout_s:.0f} s\n")
-                    break
+            if stream_output(proc, lines, timeout_s=timeout_s, echo=echo):
+                proc.kill()
+                lines.append(f"[local_run] killed after {timeout_s:.0f} s\n")
             returncode = proc.wait()
     finally:
         stop_superlink(flwr_home)

@@ -12,7 +12,8 @@ import pytest
 
 from coopt_flower.data import select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
-from deploy.cluster import LocalCluster, _signal, descendants, marked_pids
+from deploy.cluster import LocalCluster, marked_pids
+from deploy.processes import descendants, send_signal
 
 pytestmark = pytest.mark.slow
 RUN_CONFIG = {"num-samples": 240, "shared-size": 32, "image-size": 32, "target-dim": 32,
@@ -36,7 +37,7 @@ def killed_run(tmp_path_factory):
             time.sleep(0.1)
         time.sleep(4)  # let a wave or two of pages through first
         victim = cluster.nodes[2].pid
-        _signal([victim, *descendants(victim)], signal.SIGKILL)  # a crash, not a clean stop
+        send_signal([victim, *descendants(victim)], signal.SIGKILL)  # a crash, not a clean stop
         worker.join(600)
     finally:
         cluster.stop()

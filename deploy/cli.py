@@ -1,0 +1,207 @@
+"""``python -m deploy.cluster SUBCOMMAND``: one function per subcommand.
+
+Each ``cmd_*`` function takes the parsed arguments and returns the process exit code;
+:func:`build_parser` wires it to its subparser with ``set_defaults(func=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from deploy import cluster
+from deploy.flower import CONNECTION, node_config_arg, parse_node_config, parse_run_config
+from deploy.pki import certificate_hosts, make_certificates, make_node_key
+from deploy.processes import alive
+from deploy.workdir import STATE_FILE, ClusterError, ClusterState, read_pid, stop_workdir
+
+# Outside the app: `flwr run` packs every *.py/*.toml/*.json under the app directory into the
+# FAB (only the top-level .gitignore is honoured), and a workdir holds installed app copies.
+DEFAULT_WORKDIR = Path(os.environ.get("COOPT_DEPLOY_DIR", Path.home() / ".coopt-flower" / "cluster"))
+DEFAULT_NODE_WORKDIR = DEFAULT_WORKDIR.with_name("node")
+SUPERNODE_CONNECT_S = 60.0
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Write a CA and the SuperLink's server certificate."""
+    files = make_certificates(args.dir, args.host, days=args.days, overwrite=args.overwrite)
+    print(f"CA certificate (copy to every SuperNode machine): {files.ca_cert}")
+    print(f"SuperLink certificate: {files.server_cert} (names: {', '.join(certificate_hosts(files.server_cert))})")
+    print(f"SuperLink key: {files.server_key}; CA key (keep private): {files.ca_key}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a SuperNode key pair."""
+    key = make_node_key(args.path, overwrite=args.overwrite)
+    print(f"private key (stays on the SuperNode machine): {key.private}")
+    print(f"public key (register it on the platform): {key.public}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a SuperLink and N SuperNodes, detached."""
+    configs = [parse_node_config(c) for c in args.node_config]
+    num = args.nodes if args.nodes is not None else (len(configs) or 2)
+    tls = not args.insecure
+    local = cluster.LocalCluster(num, configs, tls=tls, auth=tls and not args.no_auth,
+                                 workdir=args.workdir, port=args.port, bind=args.bind,
+                                 hosts=args.host, node_ports=range(args.node_port, args.node_port + num))
+    local.start()
+    print(f"SuperLink {local.address} ({'TLS' if tls else 'insecure'}"
+          f"{', SuperNode auth' if local.auth else ''}); workdir {local.workdir}")
+    for node in local.nodes:
+        print(f"  {node.name}: node id {node.node_id}, pid {node.pid}, {node_config_arg(node.node_config)}")
+    print(f"logs: {local.log_dir}; stop with: python -m deploy.cluster down --workdir {local.workdir}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Register a SuperNode's public key with the SuperLink of a running cluster."""
+    state = ClusterState.load(args.workdir)
+    local = cluster.LocalCluster(0, workdir=state.workdir)
+    local.state = state
+    print(f"registered: node id {local.register(args.public_key)}")
+    return 0
+
+
+def cmd_supernode(args: argparse.Namespace) -> int:
+    """Start one detached SuperNode and report whether it connected."""
+    workdir = Path(args.workdir).resolve()
+    pid = cluster.start_supernode(workdir, superlink=args.superlink,
+                                  ca_cert=None if args.insecure else args.ca, key=args.key,
+                                  node_config=parse_node_config(args.node_config),
+                                  port=args.port, name=args.name)
+    log = workdir / "logs" / f"{args.name}.log"
+    node_id = cluster.wait_for_node_id(log, pid, SUPERNODE_CONNECT_S)
+    if node_id is not None:
+        print(f"SuperNode connected: node id {node_id}, pid {pid}, log {log}")
+        return 0
+    text = log.read_text(errors="replace")
+    print(text[-3000:])
+    if alive(pid):
+        print(f"SuperNode has not connected yet (pid {pid}, log {log}); it keeps trying. "
+              f"Stop it with: python -m deploy.cluster down --workdir {args.workdir}")
+    else:
+        (workdir / "pids" / f"{args.name}.pid").unlink(missing_ok=True)
+        print(f"SuperNode exited (log {log})" + (": its key is not registered on the SuperLink"
+              if cluster.was_refused(text) else ""))
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``flwr run . --stream`` against the cluster; exit 0 only for a completed run."""
+    result = cluster.run_app(args.workdir, parse_run_config(args.run_config),
+                             timeout_s=args.timeout, echo=True)
+    print(f"[deploy] run {result.run_id}: {result.status or 'unknown status'}")
+    return result.returncode
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each pid file's process, and the SuperNodes the SuperLink knows."""
+    workdir = Path(args.workdir).resolve()
+    for pid_file in sorted((workdir / "pids").glob("*.pid")):
+        pid = read_pid(pid_file)
+        state = "running" if pid is not None and alive(pid) else "gone"
+        print(f"{pid_file.stem}: pid {pid} {state}")
+    if (workdir / STATE_FILE).is_file():
+        print(cluster.LocalCluster(0, workdir=workdir).flwr("supernode", "ls", CONNECTION).stdout)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every process started for the workdir, by PID."""
+    stopped = stop_workdir(args.workdir)
+    print(f"stopped {len(stopped)} processes" + (f": {stopped}" if stopped else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------- the parser
+def _workdir_option(parser: argparse.ArgumentParser, default: Path = DEFAULT_WORKDIR) -> None:
+    parser.add_argument("--workdir", type=Path, default=default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m deploy.cluster`` parser; each subparser's ``func`` runs it."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.cluster",
+                                     description="Flower deployment of coopt-flower (TLS + SuperNode auth).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("certs", help="write a CA and the SuperLink's server certificate")
+    p.add_argument("--dir", type=Path, default=DEFAULT_WORKDIR / "certs")
+    p.add_argument("--host", action="append", default=[],
+                   help="name or IP the SuperLink is reached at (repeatable; 127.0.0.1 and localhost are always added)")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("keygen", help="write a SuperNode key pair (PATH and PATH.pub)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("up", help="start a SuperLink (and N SuperNodes) on this machine, detached")
+    _workdir_option(p)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="SuperNodes to start here (default: one per --node-config, else 2)")
+    p.add_argument("--node-config", action="append", default=[],
+                   help="per-node config, e.g. \"prototype='efficientnet-lite0' device='cpu'\" (repeatable, in order)")
+    p.add_argument("--port", type=int, default=8000, help="the SuperLink's port (default 8000)")
+    p.add_argument("--bind", default="127.0.0.1", help="interface to listen on (0.0.0.0 for other machines)")
+    p.add_argument("--host", action="append", default=[], help="extra certificate name/IP (repeatable)")
+    p.add_argument("--node-port", type=int, default=9094, help="first SuperNode Runtime API port")
+    p.add_argument("--insecure", action="store_true", help="no TLS (implies --no-auth)")
+    p.add_argument("--no-auth", action="store_true", help="no SuperNode authentication")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")
+    p.add_argument("public_key", type=Path)
+    _workdir_option(p)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("supernode", help="start one detached SuperNode (e.g. on a GPU machine)")
+    _workdir_option(p, DEFAULT_NODE_WORKDIR)
+    p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    p.add_argument("--ca", type=Path, help="the platform's ca.crt (omit only with --insecure)")
+    p.add_argument("--key", type=Path, help="this node's private key (from `keygen`)")
+    p.add_argument("--node-config", default="", help="e.g. \"prototype='open_clip:...' device='cuda' partition-id=0\"")
+    p.add_argument("--port", type=int, default=9094, help="local Runtime API port")
+    p.add_argument("--name", default="supernode")
+    p.add_argument("--insecure", action="store_true")
+    p.set_defaults(func=cmd_supernode)
+
+    p = sub.add_parser("run", help="`flwr run . --stream` against the cluster")
+    _workdir_option(p)
+    p.add_argument("-c", "--run-config", action="append", default=[],
+                   help="\"key=value ...\" (TOML values) or a .toml file; repeatable")
+    p.add_argument("--timeout", type=float, default=24 * 3600)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="processes and nodes of the cluster")
+    _workdir_option(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("down", help="stop every process started for the workdir, by PID")
+    _workdir_option(p)
+    p.set_defaults(func=cmd_down)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run its subcommand; errors print one line and exit 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "supernode" and not args.insecure and not args.ca:
+        parser.error("--ca is required (or --insecure)")
+    try:
+        return args.func(args)
+    except (ClusterError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

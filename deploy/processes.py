@@ -1,0 +1,146 @@
+"""Find and stop process trees, by PID, with :mod:`psutil`.
+
+Flower's processes outlive the command that started them: ``flower-superlink`` starts a
+detached ``flower-superexec`` (a session of its own), which starts ``flwr-serverapp`` /
+``flwr-clientapp`` / ``flwr-simulation`` per run. Stopping a deployment or a local simulation
+therefore means stopping a tree, plus processes found by their command line or environment
+after their parent is already gone.
+
+A zombie (exited, not yet reaped by its parent) counts as gone everywhere here: it holds no
+resources, cannot be signalled away, and on machines whose PID 1 does not reap orphans it
+never disappears.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Callable, Iterable
+
+import psutil
+
+# Processes this Python process started and must reap itself once they exit (see `track`).
+_children: list[subprocess.Popen] = []
+
+
+def track(proc: subprocess.Popen) -> subprocess.Popen:
+    """Remember a detached child so :func:`alive` reaps it once it exits (no zombie left)."""
+    _children.append(proc)
+    return proc
+
+
+def _reap_children() -> None:
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (reaps our own exited children)."""
+    _reap_children()
+    if pid is None or pid <= 0:
+        return False
+    try:
+        return _running(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...); [] when it is gone."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except (psutil.NoSuchProcess, ValueError):
+        return []
+
+
+def find_pids(match: Callable[[psutil.Process], bool]) -> list[int]:
+    """PIDs of live processes (not this one) for which ``match(process)`` is true.
+
+    ``match`` may read anything of the process; a process that vanishes or hides its details
+    meanwhile does not match.
+    """
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if _running(proc) and match(proc):
+                found.append(proc.pid)
+        except (psutil.Error, OSError):  # gone, a zombie, or another user's meanwhile
+            continue
+    return found
+
+
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Processes whose environment has ``name=value`` (other users' processes are skipped)."""
+    return find_pids(lambda proc: proc.environ().get(name) == value)
+
+
+def pids_with_cmdline(*parts: str) -> list[int]:
+    """Processes whose command line (arguments joined by spaces) contains every one of ``parts``."""
+    return find_pids(lambda proc: all(part in " ".join(proc.cmdline()) for part in parts))
+
+
+def group_members(pids: Iterable[int]) -> list[int]:
+    """Live processes in the process groups of ``pids``, never in this process's own group."""
+    groups = set()
+    for pid in pids:
+        try:
+            groups.add(os.getpgid(pid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    groups.discard(os.getpgrp())  # a pid sharing our group must not take us down with it
+    if not groups:
+        return []
+    return find_pids(lambda proc: os.getpgid(proc.pid) in groups)
+
+
+def send_signal(pids: Iterable[int], sig: int) -> None:
+    """Send ``sig`` to each of ``pids``, ignoring those that are gone or not ours."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait until every pid is gone or a zombie; returns those still running at the deadline.
+
+    Not :func:`psutil.wait_procs`: it waits for a zombie of another parent until the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [pid for pid in pids if alive(pid)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def stop_pids(pids: Iterable[int], grace_s: float = 10.0, kill_wait_s: float = 5.0) -> list[int]:
+    """SIGTERM ``pids`` and their descendants; SIGKILL what is left after ``grace_s``.
+
+    Descendants are collected before the first signal (an orphan is re-parented and would
+    no longer be found below its ancestor) and again before SIGKILL (for processes started
+    meanwhile). Returns every PID that was signalled, ``[]`` when none was running.
+    """
+    pids = [pid for pid in dict.fromkeys(pids) if alive(pid)]
+    targets = list(dict.fromkeys(pids + [d for pid in pids for d in descendants(pid)]))
+    if not targets:
+        return []
+    send_signal(targets, signal.SIGTERM)
+    left = _wait_gone(targets, grace_s)
+    left = list(dict.fromkeys(left + [d for pid in left for d in descendants(pid)]))
+    send_signal(left, signal.SIGKILL)
+    _wait_gone(left, kill_wait_s)
+    return targets

@@ -1,0 +1,126 @@
+"""``flwr run`` against a started cluster, and the run's final status from ``flwr ls``.
+
+``flwr run --stream`` exits 0 after a failed ServerApp too, so a run counts as successful
+only when ``flwr ls`` reports it ``finished:completed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+from deploy.flower import APP_DIR, CONNECTION, flower_bin, stream_output, write_run_config
+from deploy.processes import alive, stop_pids
+from deploy.workdir import ClusterState, workdir_env
+
+RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
+COMPLETED = "finished:completed"
+
+
+class RunResult(NamedTuple):
+    """What :meth:`LocalCluster.run_app` returns (unpacks as ``returncode, output``)."""
+
+    returncode: int
+    output: str
+    run_id: int | None = None
+    status: str = ""
+
+
+def app_config_keys(app_dir: Path = APP_DIR) -> set[str]:
+    """The run-config keys the app declares (``[tool.flwr.app.config]``)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((Path(app_dir) / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+    return set(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def with_participants(config: Mapping[str, Any], connected: int, app_keys: set[str]) -> dict[str, Any]:
+    """``config`` plus the number of participants, unless it already says how many take part.
+
+    The platform otherwise waits for one node per ``prototypes`` entry. Apps without
+    ``num-participants`` call the key ``min-participants``.
+    """
+    config = dict(config)
+    key = "num-participants" if "num-participants" in app_keys else "min-participants"
+    if connected and key in app_keys and not {"num-participants", "min-participants"} & set(config):
+        config[key] = connected
+    return config
+
+
+def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeout_s: float = 900.0,
+            echo: bool = False, app_dir: Path = APP_DIR) -> RunResult:
+    """``flwr run`` against the cluster started in ``workdir`` (see :meth:`LocalCluster.run_app`)."""
+    state = ClusterState.load(workdir)
+    workdir = Path(state.workdir)
+    flwr_home = workdir / "flwr-home"
+    connected = sum(1 for n in state.nodes if n.register and alive(n.pid or -1))
+    config = with_participants(run_config or {}, connected, app_config_keys(app_dir))
+    config_file = write_run_config(
+        flwr_home / f"run-config-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.toml", config)
+    env = workdir_env(flwr_home, workdir)
+    command = [flower_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream",
+               "--run-config", str(config_file)]
+    lines: list[str] = []
+    with subprocess.Popen(command, env=env, cwd=app_dir, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+        try:
+            if stream_output(proc, lines, timeout_s=timeout_s, echo=echo):
+                lines.append(f"[deploy] flwr run killed after {timeout_s:.0f} s\n")
+            else:  # its output ended: give it a moment to exit by itself
+                proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            run_id = _run_id("".join(lines))
+            if proc.poll() is None:
+                stop_pids([proc.pid], grace_s=5)
+                if run_id is not None:  # stop the run on the SuperLink too
+                    subprocess.run([flower_bin("flwr"), "stop", str(run_id), CONNECTION],
+                                   env=env, cwd=app_dir, capture_output=True, timeout=60)
+            returncode = proc.wait()
+    output = "".join(lines)
+    status = run_status(workdir, run_id, app_dir=app_dir) if run_id is not None else ""
+    if status:
+        output += f"[deploy] run {run_id}: {status}\n"
+    if status != COMPLETED:
+        returncode = returncode or 1
+    return RunResult(returncode, output, run_id, status)
+
+
+def _run_id(output: str) -> int | None:
+    match = RUN_ID_RE.search(output)
+    return int(match.group(1)) if match else None
+
+
+def run_status(workdir: Path, run_id: int, *, app_dir: Path = APP_DIR, wait_s: float = 30.0) -> str:
+    """The run's status as ``flwr ls`` reports it (e.g. ``finished:completed``).
+
+    Polls for up to ``wait_s`` seconds until the status starts with ``finished``.
+    """
+    flwr_home = Path(workdir) / "flwr-home"
+    deadline = time.monotonic() + wait_s
+    while True:
+        proc = subprocess.run([flower_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id),
+                               "--format", "json"], env=workdir_env(flwr_home, Path(workdir)),
+                              cwd=app_dir, capture_output=True, text=True, timeout=60)
+        status = _status_from_json(proc.stdout)
+        if status.startswith("finished") or time.monotonic() > deadline:
+            return status
+        time.sleep(1.0)
+
+
+def _status_from_json(stdout: str) -> str:
+    """The first run's ``status`` in ``flwr ls --format json`` output ("" when there is none)."""
+    try:
+        runs = json.loads(stdout[stdout.index("{"):]).get("runs", [])
+        return str(runs[0]["status"]) if runs else ""
+    except (ValueError, KeyError, IndexError):
+        return ""

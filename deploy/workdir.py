@@ -1,0 +1,155 @@
+"""A cluster's working directory: its state file, pid files and logs, and how to stop it.
+
+Layout of ``<workdir>``::
+
+    cluster.json      ClusterState: what `up` started, read back by `run`/`status`/`register`
+    pids/NAME.pid     one per process we started (superlink, node-0, ...)
+    logs/NAME.log     its stdout and stderr
+    flwr-home/        the private FLWR_HOME of `flwr` (connection config, run configs)
+
+Every process we start also carries ``COOPT_DEPLOY_WORKDIR=<workdir>`` in its environment,
+which Flower passes on to the processes it starts. That marker finds stragglers whose parent
+is already gone, and guards against a pid file naming a recycled PID.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.flower import APP_DIR, flower_env
+from deploy.pki import private_dir
+from deploy.processes import alive, pids_with_env, stop_pids, track
+
+MARKER_ENV = "COOPT_DEPLOY_WORKDIR"
+STATE_FILE = "cluster.json"
+
+
+class ClusterError(RuntimeError):
+    """A process did not start, a node did not connect, or a run failed to launch."""
+
+
+@dataclass
+class NodeInfo:
+    """One SuperNode of the cluster."""
+
+    name: str
+    node_config: dict[str, Any]
+    port: int
+    register: bool = True
+    key: str = ""  # private key path ("" without auth)
+    node_id: int | None = None  # from registration (auth) or from the SuperNode's log
+    pid: int | None = None
+    log: str = ""
+
+
+@dataclass
+class ClusterState:
+    """What ``up`` leaves in ``<workdir>/cluster.json`` for ``run``/``status``/``down``."""
+
+    workdir: str
+    host: str
+    port: int
+    tls: bool
+    auth: bool
+    ca_cert: str = ""
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def save(self) -> None:
+        path = Path(self.workdir) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> ClusterState:
+        path = Path(workdir).resolve() / STATE_FILE
+        if not path.is_file():
+            raise ClusterError(f"no cluster in {workdir} (missing {STATE_FILE}); run `up` first")
+        data = json.loads(path.read_text())
+        data["nodes"] = [NodeInfo(**n) for n in data.get("nodes", [])]
+        return cls(**data)
+
+
+def check_workdir(workdir: Path, app_dir: Path = APP_DIR) -> None:
+    """Refuse a workdir inside the app: it would end up in every FAB ``flwr run`` builds."""
+    if Path(workdir).resolve().is_relative_to(Path(app_dir).resolve()):
+        raise ValueError(f"workdir {workdir} is inside the app directory {app_dir}: `flwr run` "
+                         "would pack its files (installed app copies, configs) into the FAB; "
+                         "use a directory outside it (default ~/.coopt-flower/cluster)")
+
+
+def workdir_env(flwr_home: Path, workdir: Path) -> dict[str, str]:
+    """:func:`deploy.flower.flower_env` plus this workdir's marker."""
+    return flower_env(flwr_home, **{MARKER_ENV: str(workdir)})
+
+
+def marked_pids(workdir: Path) -> list[int]:
+    """Processes whose environment carries ``COOPT_DEPLOY_WORKDIR=<workdir>``."""
+    return pids_with_env(MARKER_ENV, str(Path(workdir).resolve()))
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The PID in ``pid_file``; None when it is missing or unreadable."""
+    try:
+        return int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_ours(pid: int | None, workdir: Path) -> bool:
+    """Running and carrying this workdir's marker (so not a recycled PID)."""
+    return pid is not None and alive(pid) and pid in marked_pids(workdir)
+
+
+def running_pids(workdir: Path) -> list[int]:
+    """PIDs from ``workdir/pids/*.pid`` that still run and belong to this workdir."""
+    workdir = Path(workdir).resolve()
+    pids = [read_pid(pid_file) for pid_file in sorted((workdir / "pids").glob("*.pid"))]
+    return [pid for pid in pids if _is_ours(pid, workdir)]
+
+
+def running_pid(workdir: Path, name: str) -> int | None:
+    """The PID of process ``name`` of this workdir while it runs, else None."""
+    pid = read_pid(Path(workdir).resolve() / "pids" / f"{name}.pid")
+    return pid if _is_ours(pid, Path(workdir).resolve()) else None
+
+
+def stop_workdir(workdir: Path, grace_s: float = 10.0) -> list[int]:
+    """Stop everything started for ``workdir``: pid files first, then marked stragglers."""
+    workdir = Path(workdir).resolve()
+    pid_dir = workdir / "pids"
+    stopped: list[int] = []
+    # SuperNodes first (they leave the federation), the SuperLink last.
+    pid_files = sorted(pid_dir.glob("*.pid"), key=lambda p: p.stem == "superlink") if pid_dir.is_dir() else []
+    for pid_file in pid_files:
+        pid = read_pid(pid_file)
+        if _is_ours(pid, workdir):
+            stopped += stop_pids([pid], grace_s)
+        pid_file.unlink(missing_ok=True)
+    stragglers = marked_pids(workdir)
+    if stragglers:
+        stopped += stop_pids(stragglers, grace_s=3.0)
+    return stopped
+
+
+def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd: Path) -> int:
+    """Start ``command`` detached, logging to ``logs/NAME.log``, its PID in ``pids/NAME.pid``.
+
+    The process must outlive the command that starts it (``up``); while this Python process
+    stays alive (tests), :func:`deploy.processes.alive` reaps it once it exits.
+    """
+    workdir = Path(workdir).resolve()
+    log_dir, pid_dir = private_dir(workdir / "logs"), private_dir(workdir / "pids")
+    with open(log_dir / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(command, env=workdir_env(flwr_home, workdir), cwd=cwd,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    (pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    track(proc)
+    return proc.pid
