@@ -31,6 +31,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from coopt_flower.inputs import on_device
 from coopt_flower.losses import BYOLLoss
 from coopt_flower.trainer import (
     EpochCallback,
@@ -187,8 +188,10 @@ def train_byol(
         if global_step % steps_per_epoch == 0:
             momentums.append(m)
 
+    x = on_device(x, config.device)
+
     def loss(model: BYOL, idx: torch.Tensor, views) -> torch.Tensor:
-        return _views_loss(model, views(x[idx]))
+        return _views_loss(model, views(x[idx.to(x.device)]))
 
     recipe = Recipe(
         method="byol", wrap=lambda backbone: BYOL(backbone, hidden_dim=hidden_dim, proj_dim=proj_dim),

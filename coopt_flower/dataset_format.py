@@ -342,6 +342,15 @@ class OptimizedDataset:
                 return open_source(entry["spec"]).images(np.array([row]))[0]
         return self.source.images(np.array([sample_id]))[0]
 
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 ``(len(rows), H, W, 3)`` of the samples at these rows, read in one batch
+        from the source (node-local samples one by one)."""
+        ids = self.sample_ids[np.asarray(rows, dtype=np.int64)]
+        if not self.local_sources:
+            return self.source.images(ids)
+        return np.stack([self.image(int(i)) for i in ids]) if len(ids) else \
+            self.source.images(ids)
+
     def __getitem__(self, index: int):
         import torch
 

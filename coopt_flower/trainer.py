@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 #: Augmented views of every image per step, for every method (same compute per epoch).
 VIEWS = 2
 
+#: Steps between progress-bar loss updates (each one reads the loss back from the device).
+PROGRESS_EVERY = 20
+
 EpochCallback = Callable[[int, nn.Module], Any]
 """``on_epoch_end(epoch, backbone)``, epoch counted from 1; its return values are collected."""
 
@@ -99,7 +102,11 @@ class TrainConfig:
     progress : bool
         Show a tqdm bar per epoch.
     num_workers : int
-        DataLoader workers, for datasets that decode images on the fly (CoOpt).
+        DataLoader workers, for datasets that can only be read item by item.
+    preload : bool
+        Decode a dataset's images once and slice batches from them, as every method does
+        (:mod:`coopt_flower.inputs`); ``False`` reads an optimized dataset through a
+        DataLoader, item by item (the same pairs, slower).
     """
 
     arch: str = "small-cnn"
@@ -118,6 +125,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     num_workers: int = 0
+    preload: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -374,7 +382,8 @@ def fit(recipe: Recipe, config: TrainConfig, *,
         gen = _epoch_generator(config.seed, epoch)
         views = _view_maker(augment, device, config.channels_last, gen)
         t0 = time.perf_counter()
-        total, count = 0.0, 0
+        # Summed on the device: reading a loss back every step would stall a GPU.
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         bar = _progress(recipe.batches(gen), steps_per_epoch,
                         f"{recipe.method} {epoch + 1}/{epochs}", config.progress)
         for batch in bar:
@@ -385,17 +394,17 @@ def fit(recipe: Recipe, config: TrainConfig, *,
             global_step += 1
             if recipe.after_step is not None:
                 recipe.after_step(model, global_step, total_steps)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}")
-            total += value
+            total += loss.detach().to(torch.float64)
             count += 1
-            if config.progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{value:.4f}")
+            if config.progress and hasattr(bar, "set_postfix") and count % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
         if count == 0:
             raise ValueError("an epoch produced no batches (dataset smaller than 2 samples?)")
+        mean_loss = float(total) / count
         times.append(time.perf_counter() - t0)
-        losses.append(total / count)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss became {mean_loss} during epoch {epoch + 1}")
+        losses.append(mean_loss)
         logger.info("%s epoch %d/%d: loss %.4f (%.1f s)", recipe.method, epoch + 1, epochs,
                     losses[-1], times[-1])
         if on_epoch_end is not None:

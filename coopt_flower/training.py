@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from coopt_flower.checkpoints import CHECKPOINT_NAME, LOSS_CURVE_NAME, load_checkpoint, load_student
+from coopt_flower.inputs import dataset_images, loader_order_batches, on_device, preload_images
 from coopt_flower.losses import CoOptLoss
 from coopt_flower.students import StudentWithHead
 from coopt_flower.trainer import (
@@ -226,17 +227,28 @@ def train_on_optimized(
     target_dim = int(stats.mean.numel())
     criterion = CoOptLoss(stats.mean, stats.std).to(device)
     batch_size = config.batch_size
+    arrays = _preloaded(dataset, config) if config.preload else None
 
-    def batches(gen: torch.Generator) -> Iterable[Any]:
-        # drop_last only when the remainder is a single sample (BatchNorm).
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) % batch_size == 1,
-            generator=gen, num_workers=config.num_workers, pin_memory=device.type == "cuda",
-        )
+    if arrays is not None:
+        images, targets = arrays
 
-    def loss(model: nn.Module, batch: Any, views) -> torch.Tensor:
-        images, targets = batch
-        return criterion(model(views(images)), targets.to(device, torch.float32, non_blocking=True))
+        def batches(gen: torch.Generator) -> Iterable[Any]:
+            return loader_order_batches(len(dataset), batch_size, gen)
+
+        def loss(model: nn.Module, idx: torch.Tensor, views) -> torch.Tensor:
+            idx = idx.to(images.device)
+            return criterion(model(views(images[idx])), targets[idx].to(device, torch.float32))
+    else:
+        def batches(gen: torch.Generator) -> Iterable[Any]:
+            # drop_last only when the remainder is a single sample (BatchNorm).
+            return DataLoader(
+                dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) % batch_size == 1,
+                generator=gen, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+            )
+
+        def loss(model: nn.Module, batch: Any, views) -> torch.Tensor:
+            images_b, targets_b = batch
+            return criterion(model(views(images_b)), targets_b.to(device, torch.float32, non_blocking=True))
 
     recipe = Recipe(
         method="coopt", wrap=lambda backbone: StudentWithHead(backbone, target_dim),
@@ -247,6 +259,22 @@ def train_on_optimized(
         extra_state={"target_mean": stats.mean, "target_std": stats.std},
     )
     return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), target_stats=stats)
+
+
+def _preloaded(dataset: Any, config: TrainConfig) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset's images (uint8 ``(N, C, H, W)``) and targets as tensors where batches are
+    sliced, or None when it can only be read item by item (then a DataLoader reads it)."""
+    if isinstance(dataset, TensorDataset):
+        images, targets = as_uint8_images(dataset.tensors[0]), dataset.tensors[1]
+    else:
+        read = dataset_images(dataset)
+        targets = getattr(dataset, "targets", None)
+        if read is None or targets is None or getattr(targets, "ndim", 0) != 2:
+            return None
+        images = preload_images(read, len(dataset), device=config.device, progress=config.progress)
+        # float32 as the loader returns them (float16 on disk): 4 bytes per value, N x n.
+        targets = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    return on_device(images, config.device), on_device(targets, config.device)
 
 
 # ---------------------------------------------------------------------------
@@ -285,12 +313,12 @@ def train_supervised(
     y = labels.long() if isinstance(labels, torch.Tensor) else torch.from_numpy(np.array(labels, dtype=np.int64))
     if len(x) != len(y):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
-    device = torch.device(config.device)
     num_classes = int(num_classes or int(y.max()) + 1)
+    x, y = on_device(x, config.device), on_device(y, config.device)
 
     def loss(model: nn.Module, idx: torch.Tensor, views) -> torch.Tensor:
-        labels_b = y[idx].to(device, non_blocking=True)
-        return F.cross_entropy(model(views(x[idx])), torch.cat([labels_b] * VIEWS))
+        idx = idx.to(x.device)
+        return F.cross_entropy(model(views(x[idx])), torch.cat([y[idx]] * VIEWS))
 
     recipe = Recipe(
         method="supervised", wrap=lambda backbone: StudentWithHead(backbone, num_classes),
