@@ -124,3 +124,35 @@ def test_the_default_config_file_is_the_config_default_and_names_bad_keys(tmp_pa
 def test_tiny_is_a_config_file_and_options_override_it():
     cfg, args = B.parse_args(["--tiny", "--epochs", "3"])
     assert cfg.tiny and cfg.epochs == 3 and args.config.name == "benchmark-tiny.yaml"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only refusal")
+def test_no_benchmark_step_ignores_the_device(tmp_path):
+    """Asked for a GPU this machine lacks, every step fails instead of running on the CPU."""
+    import dataclasses
+
+    import torch
+
+    from coopt_flower.data import open_source
+    from simulations.benchmark.rows import ProbeSet, train_row
+    from coopt_flower.students import create_student
+
+    cfg = dataclasses.replace(B.load_config(B.config.TINY_CONFIG), device="cuda", epochs=1)
+    source = open_source("fashion-mnist")
+    ids = np.arange(16)
+    x, y = source.images(ids), source.labels(ids)
+    refused = (RuntimeError, AssertionError, ValueError)  # "no CUDA here", in its several words
+    NO_CUDA = "(?i)cuda|nvidia"
+    with pytest.raises(refused, match=NO_CUDA):  # the prototypes' encode
+        B.cached_features(tmp_path, "efficientnet-lite0", 32, source, ids, batch_size=8,
+                          split="train", device=cfg.device)
+    probes = ProbeSet(x, y, x, y, 32, 2, 10, 0, device=cfg.device)
+    with pytest.raises(refused, match=NO_CUDA):  # feature extraction for the probe
+        probes.probe_backbone(create_student("small-cnn", image_size=32))
+    with pytest.raises(refused, match=NO_CUDA):  # the linear probe itself
+        probes.probe(torch.randn(16, 4), torch.randn(16, 4))
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(),
+                                             torch.randn(16, 8))
+    for row in (B.SUPERVISED, B.BYOL, B.ALIGNED):  # every training row
+        with pytest.raises(refused, match=NO_CUDA):
+            train_row(row, cfg.arch, cfg, 0, probes, x, y, dataset)

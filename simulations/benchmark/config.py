@@ -60,7 +60,8 @@ class Config:
     probe_epochs: int = 100
     full_probe_steps: int = 3000
     encode_batch_size: int = 128
-    threads: int = 1
+    threads: int = 1  # torch threads (0 = every core of this machine)
+    device: str = "cpu"  # where prototypes encode, students train and probes run
     data: str = "fashion-mnist"
     test_data: str = "fashion-mnist:test"
     test_seed: int = 0

@@ -34,7 +34,7 @@ def slug(text: str) -> str:
 
 
 def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np.ndarray,
-                    *, batch_size: int, split: str) -> tuple[np.ndarray, dict[str, Any]]:
+                    *, batch_size: int, split: str, device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
     """Prototype features of ``ids`` from the cache, encoding the ids it does not hold yet.
 
     The cache for (spec, image size, split) is a directory with ``ids.npy`` (sorted),
@@ -49,7 +49,9 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
     """
     from coopt_flower.targets import encode_features
 
-    folder = cache_dir / f"{slug(spec)}-{image_size}px" / split
+    # Features from another device differ in the last bits: they get a cache of their own.
+    on = "" if torch.device(device).type == "cpu" else f"-{slug(device)}"
+    folder = cache_dir / f"{slug(spec)}-{image_size}px{on}" / split
     folder.mkdir(parents=True, exist_ok=True)
     ids_path, feats_path, meta_path = folder / "ids.npy", folder / "features.npy", folder / "meta.json"
     ids = np.asarray(ids, dtype=np.int64)
@@ -66,7 +68,7 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
         from coopt_flower.prototypes import create_prototype
 
         t = time.perf_counter()
-        prototype = create_prototype(spec, image_size=image_size)
+        prototype = create_prototype(spec, image_size=image_size, device=device)
         meta["build_seconds"] += time.perf_counter() - t
         log(f"encoding {missing.size} {split} images with {spec} at {image_size} px "
             f"(cache: {have.size} already)")

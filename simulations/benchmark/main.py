@@ -28,7 +28,7 @@ from simulations.benchmark.rows import ProbeSet, train_row
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
              "image_size", "batch_size", "arch", "arch2", "probe_epochs", "full_probe_steps",
-             "threads", "byol_long_epochs")
+             "threads", "byol_long_epochs", "device")
 
 
 def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
@@ -81,7 +81,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
         command: str = "", config_file: str = "") -> dict[str, Any]:
     """Run the whole benchmark and write the JSON, the Markdown and the plot."""
     t_start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     runs_dir = work_dir / "runs"
@@ -104,10 +104,10 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     for spec in cfg.prototypes:
         train_feats[spec], metas[spec] = cached_features(
             cache_dir, spec, cfg.proto_image_size, train, union,
-            batch_size=cfg.encode_batch_size, split="train")
+            batch_size=cfg.encode_batch_size, split="train", device=cfg.device)
         test_feats[spec], _ = cached_features(
             cache_dir, spec, cfg.proto_image_size, test, test_ids,
-            batch_size=cfg.encode_batch_size, split="test")
+            batch_size=cfg.encode_batch_size, split="test", device=cfg.device)
     rates = {spec: metas[spec]["images_per_second"] for spec in cfg.prototypes}
     log("encoding throughput (img/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
 
@@ -145,7 +145,8 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
             f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
             for p in a["participants"]))
         probes = ProbeSet(x_train, y_train, x_test, y_test, cfg.image_size, cfg.probe_epochs,
-                          cfg.full_probe_steps, seed)
+                          cfg.full_probe_steps, seed, device=cfg.device,
+                          threads=1 if cfg.threads == 1 else None)
 
         floors = {}
         # Gray pixels (the three RGB channels of Fashion-MNIST are copies).

@@ -24,17 +24,21 @@ class ProbeSet:
     probe_epochs: int
     full_probe_steps: int
     seed: int
+    device: str = "cpu"
+    threads: Optional[int] = 1  # CPU threads of the linear probe (None: torch's setting)
 
     def features(self, backbone) -> tuple[torch.Tensor, torch.Tensor]:
-        kw = dict(image_size=self.image_size)
+        backbone = backbone.to(self.device)
+        kw = dict(image_size=self.image_size, device=self.device)
         return extract_features(backbone, self.x_train, **kw), extract_features(backbone, self.x_test, **kw)
 
     def probe(self, f_train, f_test, full: bool = False) -> dict[str, float]:
+        kw = dict(seed=self.seed, device=self.device, num_threads=self.threads)
         out = {"acc": linear_probe(f_train, self.y_train, f_test, self.y_test,
-                                   epochs=self.probe_epochs, seed=self.seed).accuracy}
+                                   epochs=self.probe_epochs, **kw).accuracy}
         if full:
             out["full_acc"] = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=None,
-                                           min_steps=self.full_probe_steps, seed=self.seed).accuracy
+                                           min_steps=self.full_probe_steps, **kw).accuracy
         return out
 
     def probe_backbone(self, backbone, full: bool = False) -> dict[str, float]:
@@ -73,7 +77,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
 
     config = TrainConfig(arch=arch, image_size=cfg.image_size, epochs=epochs,
                          batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         seed=seed, progress=False)
+                         seed=seed, device=cfg.device, progress=False)
     t = time.perf_counter()
     if row == SUPERVISED:
         result = train_supervised(x_train, y_train, config, on_epoch_end=on_epoch_end)
