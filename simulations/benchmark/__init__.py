@@ -27,11 +27,13 @@ CoOpt's one-off encoding cost: a centralized single prototype encodes all N imag
 collaborative setting participant k encodes its shard plus S, on its own machine, so the
 wall-clock cost is the max over participants (the sum is the total compute).
 
-Sizes and every other setting come from a YAML file (``--config``, default
-``simulations/configs/benchmark.yaml``: 2000 training images per seed, 1000 test images,
-32 px students, 5 epochs, batch 64, 3 seeds, students ``small-cnn`` and
-``torchvision:resnet18``); single keys can be overridden on the command line. The results
-name the file that produced them.
+Sizes and every other setting come from a YAML file (``--config``). The default,
+``simulations/configs/benchmark.yaml``, is the real budget: 10,000 training images per seed,
+the full 10,000-image test set, 10 epochs, 3 seeds, a BYOL row trained 3x longer, students
+``small-cnn`` and ``torchvision:resnet18``; ``benchmark-small.yaml`` is the 2,000-image,
+5-epoch budget behind the committed results. Single keys can be overridden on the command
+line; the results name the file that produced them. ``--resume`` reuses every finished
+training run of an interrupted invocation.
 
 After every epoch the student is probed (offline linear probe, :mod:`coopt_flower.probing`)
 and the training time of the epoch is recorded without the probe. The per-epoch probe is
@@ -42,10 +44,10 @@ protocol (``--full-probe-steps``). Every row uses the same probes.
 Commands: the committed results, and a smoke configuration
 (``simulations/configs/benchmark-tiny.yaml``) that runs end to end in about a minute::
 
-    python -m simulations.benchmark
+    python -m simulations.benchmark --config simulations/configs/benchmark-small.yaml
     python -m simulations.benchmark --tiny --out-dir /tmp/coopt-benchmark-tiny
 
-Outputs in ``--out-dir``: ``benchmark.json`` (everything, per seed and per epoch),
+Outputs in ``--out-dir`` (default ``simulations/results/<config stem>/``): ``benchmark.json`` (everything, per seed and per epoch),
 ``benchmark.md`` (tables) and ``benchmark_probe_curves.png`` (probe accuracy vs epoch and vs
 wall clock, mean over seeds).
 """

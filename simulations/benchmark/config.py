@@ -1,8 +1,9 @@
 """What defines one benchmark run, read from a YAML file in ``simulations/configs``.
 
 Every field of :class:`Config` is a key of the YAML file; a file may leave keys out (they keep
-the defaults below, which equal ``simulations/configs/benchmark.yaml``: a test checks it) and a
-misspelt key is refused with the closest valid one. The results record the file they came from.
+the defaults below, which equal ``simulations/configs/benchmark.yaml``, the real-budget default:
+a test checks it) and a misspelt key is refused with the closest valid one. The results record
+the file they came from.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ SINGLE = "single:"
 class Config:
     """Everything that defines one benchmark run (stored in the results)."""
 
-    num_train: int = 2000
-    num_test: int = 1000
-    epochs: int = 5
+    num_train: int = 10000
+    num_test: int = 10000
+    epochs: int = 10
     seeds: tuple[int, ...] = (0, 1, 2)
     prototypes: tuple[str, ...] = DEFAULT_PROTOTYPES
     proto_image_size: int = 96
@@ -45,9 +46,8 @@ class Config:
     shared_size: int = 256
     target_dtype: str = "float16"
     image_size: int = 32
-    # 64, not 256: at this CPU budget (5 epochs of 2000 images) batch 256 gives 40 optimizer
-    # steps, too few for any method to move off the random-init student (measured on seed 0:
-    # supervised +2 points, BYOL +0); batch 64 gives 160 steps for the same images seen.
+    # 64, not 256: at 5 epochs of 2000 images batch 256 gave 40 optimizer steps, too few for
+    # any method to move off the random-init student (seed 0: supervised +2 points, BYOL +0).
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -56,11 +56,11 @@ class Config:
     # Supplementary BYOL row for the first student with this many epochs (0 = off): at the
     # equal budget BYOL may not improve on the random-init student at all, which leaves the
     # speedup undefined; a longer BYOL run gives it a target to measure against.
-    byol_long_epochs: int = 20
+    byol_long_epochs: int = 30
     probe_epochs: int = 100
     full_probe_steps: int = 3000
     encode_batch_size: int = 128
-    threads: int = 1  # torch threads (0 = every core of this machine)
+    threads: int = 0  # torch threads (0 = every core of this machine)
     device: str = "cpu"  # where prototypes encode, students train and probes run
     data: str = "fashion-mnist"
     test_data: str = "fashion-mnist:test"

@@ -49,7 +49,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--work-dir", default=None,
                    help="optimized datasets and per-run results (default: <cache-dir>/work[-tiny])")
     p.add_argument("--out-dir", default=None,
-                   help=f"results (default: {RESULTS_DIR} for the full run, "
+                   help=f"results (default: {RESULTS_DIR}/<config file's stem>, "
                         "/tmp/coopt-benchmark-tiny for --tiny)")
     p.add_argument("--resume", action="store_true",
                    help="reuse per-run results already in the work dir (same config)")
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     cache_dir = Path(args.cache_dir)
     work_dir = Path(args.work_dir) if args.work_dir else cache_dir / ("work-tiny" if cfg.tiny else "work")
     out_dir = Path(args.out_dir) if args.out_dir else (
-        Path("/tmp/coopt-benchmark-tiny") if cfg.tiny else RESULTS_DIR)
+        Path("/tmp/coopt-benchmark-tiny") if cfg.tiny else RESULTS_DIR / args.config.stem)
     if args.report_only:
         results = json.loads((out_dir / JSON_NAME).read_text())
         cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
