@@ -43,7 +43,6 @@ def make_dataset(num_images: int, target_dim: int, folder: Path):
 
 
 def time_methods(args) -> dict[str, list[float]]:
-    from coopt_flower.byol import train_byol
     from coopt_flower.data import open_source
     from coopt_flower.training import TrainConfig, train_on_optimized, train_supervised
 
@@ -56,12 +55,19 @@ def time_methods(args) -> dict[str, list[float]]:
         return TrainConfig(arch=args.arch, image_size=args.image_size, epochs=1,
                            batch_size=args.batch_size, device=args.device, progress=False, **extra)
 
+    def byol():
+        from coopt_flower.byol import train_byol  # needs lightly
+
+        return train_byol(images, config())
+
     methods = {
         "coopt": lambda: train_on_optimized(dataset, config()),
         "coopt (DataLoader, item by item)": lambda: train_on_optimized(dataset, config(preload=False)),
         "supervised": lambda: train_supervised(images, labels, config()),
-        "byol": lambda: train_byol(images, config()),
+        "byol": byol,
     }
+    if args.skip_byol:
+        del methods["byol"]
     ms: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(args.repeats):
         for name, run in methods.items():
@@ -85,6 +91,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target-dim", type=int, default=512)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores)")
+    parser.add_argument("--skip-byol", action="store_true", help="where lightly is not installed")
     parser.add_argument("--json", help="also write the measurements here")
     args = parser.parse_args(argv)
     if args.threads:
