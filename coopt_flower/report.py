@@ -9,6 +9,18 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def _hosting(participants: list[dict[str, Any]]) -> list[str]:
+    """A line saying which node hosted which participants, when a node hosted several."""
+    by_node: dict[Any, list[str]] = {}
+    for p in participants:
+        by_node.setdefault(p.get("node_id", "?"), []).append(p["name"])
+    if all(len(names) == 1 for names in by_node.values()):
+        return []
+    hosted = "; ".join(f"node {node}: {', '.join(names)}" for node, names in by_node.items())
+    return ["", f"Participants per node (a node hosts several when the federation has fewer nodes "
+                f"than prototypes): {hosted}"]
+
+
 def render_report(summary: dict[str, Any]) -> str:
     """A short Markdown report of one round (the summary is also stored as JSON)."""
     lines = [
@@ -28,17 +40,18 @@ def render_report(summary: dict[str, Any]) -> str:
         lines[-1:-1] = [f"- refined student `{student['digest']}` ({student['arch']}), uniform value "
                         f"{student['uniform_value']:.4f}, policy `{summary.get('refinement')}`"]
     lines += [
-        "| participant | prototype | encodes with | dim | samples | uniform value | residual on S | "
+        "| participant | node | prototype | encodes with | dim | samples | uniform value | residual on S | "
         "held-out residual | ridge alpha | encode img/s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary["participants"]:
         ref = " (reference)" if p["name"] == summary["reference"] else ""
         lines.append(
-            f"| {p['name']}{ref} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
+            f"| {p['name']}{ref} | {p.get('node_id', '?')} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
             f"{p['num_samples']} | {p['uniform_value']:.4f} | {p['fit_residual']:.3f} | "
             f"{p['holdout_residual']:.3f} | {p['alpha']:g} | {p['images_per_second']:.1f} |"
         )
+    lines += _hosting(summary["participants"])
     failures = summary.get("failures", [])
     if failures:
         lines += ["", "Refused replies and lost participants (nothing of a refused reply is merged):", "",
