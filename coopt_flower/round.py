@@ -50,7 +50,7 @@ from coopt_flower.dataset_format import DatasetWriter
 from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, EncodeRequest, ReplyRefused,
                                    check_pixels, check_targets, pixels_digest)
 from coopt_flower.refinement import choose_encoders
-from coopt_flower.report import render_report
+from coopt_flower.report import render_report, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 from coopt_flower.uniformity import uniform_value
 
@@ -421,6 +421,7 @@ class CoOptRound:
              "first_id": p.local_base, "count": p.local_count,
              "images": p.local_images_file if p.local_images_file in writer.arrays else None}
             for p in self.participants if p.local_count]
+        summary["plots"] = write_round_plots(writer.tmp, summary)
         report = render_report(summary)
         writer.commit(
             manifest,
