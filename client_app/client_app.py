@@ -6,9 +6,11 @@ The messages (``query.describe`` and ``train.optimize``) and their records are d
 a shared-subset request may carry: the node keeps it in its context state for the round's
 pages (``encoder = "student"``).
 
-Which prototype a node runs: ``prototype`` in its node config (``flower-supernode
---node-config "prototype='efficientnet-lite0'"``), else entry ``partition-id`` of the run
-config's comma list ``prototypes`` (simulation).
+Which prototypes a node runs: ``prototype`` in its node config (``flower-supernode
+--node-config "prototype='efficientnet-lite0'"``: one participant), else its partition's
+entries of the run config's comma list ``prototypes`` (simulation: partition i of N hosts
+participants i, i+N, i+2N, ..., so every prototype takes part whatever the federation size;
+see :mod:`coopt_flower.hosting`). Requests name the participant that is to answer (``slot``).
 
 Node config keys: ``prototype``, ``device`` (default: cuda when available), ``batch-size``
 (overrides the platform's), ``precision`` (``fp32`` or, on a GPU, ``bf16`` / ``fp16``
@@ -28,31 +30,45 @@ from flwr.clientapp import ClientApp
 
 from coopt_flower import protocol
 from coopt_flower.config import split_specs
+from coopt_flower.hosting import OWN_PROTOTYPE, hosted_slots, spec_for_slot
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.protocol import EncodeConfig, EncodeRequest
 
 app = ClientApp()
 
 
-def resolve_prototype_spec(context: Context) -> str:
-    """The prototype this node runs: its node config first, else its slot in the run config."""
-    if "prototype" in context.node_config:
-        return str(context.node_config["prototype"])
-    specs = split_specs(context.run_config.get("prototypes", ""))
-    if not specs:
-        raise ValueError("no prototype: set node config 'prototype' or run config 'prototypes'")
-    partition = int(context.node_config.get("partition-id", 0))
-    return specs[partition % len(specs)]
+def hosted_participants(context: Context) -> list[NodeSettings]:
+    """Every participant this node hosts, first one first (see :mod:`coopt_flower.hosting`).
 
-
-def node_settings(context: Context) -> NodeSettings:
-    """This node's own settings from its node config (and its slot in the run config)."""
+    A node config ``prototype`` makes the node one participant running it (deployment's
+    default). Otherwise the node hosts its partition's slots of the run config's
+    ``prototypes``: in a simulation of N nodes, partition i runs prototypes i, i+N, ...
+    """
     node = context.node_config
-    return NodeSettings(
-        prototype=resolve_prototype_spec(context), device=str(node.get("device", "")),
-        precision=str(node.get("precision", "fp32")), batch_size=int(node.get("batch-size", 0)),
-        data=str(node.get("data", "")), local_data=str(node.get("local-data", "")),
-        partition_id=int(node.get("partition-id", -1)))
+    common = dict(device=str(node.get("device", "")), precision=str(node.get("precision", "fp32")),
+                  batch_size=int(node.get("batch-size", 0)), data=str(node.get("data", "")),
+                  local_data=str(node.get("local-data", "")),
+                  partition_id=int(node.get("partition-id", -1)),
+                  num_partitions=int(node.get("num-partitions", 0)))
+    if "prototype" in node:
+        return [NodeSettings(prototype=str(node["prototype"]), slot=OWN_PROTOTYPE, **common)]
+    specs = split_specs(context.run_config.get("prototypes", ""))
+    slots = hosted_slots(max(common["partition_id"], 0), common["num_partitions"], len(specs),
+                         int(context.run_config.get("num-participants", 0)))
+    return [NodeSettings(prototype=spec_for_slot(specs, slot), slot=slot, **common) for slot in slots]
+
+
+def participant_for(request: EncodeRequest, context: Context) -> PrototypeParticipant:
+    """The hosted participant a request names (``slot``), or the node's first one."""
+    hosted = hosted_participants(context)
+    slot = request.config.slot
+    if slot < 0:  # a platform that does not name participants talks to the node's first one
+        return PrototypeParticipant(hosted[0])
+    for node in hosted:
+        if node.slot == slot:
+            return PrototypeParticipant(node)
+    raise ValueError(f"asked for participant slot {slot}, but this node hosts slots "
+                     f"{[node.slot for node in hosted]}")
 
 
 def _reply(content: dict, msg: Message) -> Message:
@@ -61,11 +77,11 @@ def _reply(content: dict, msg: Message) -> Message:
 
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
-    """Tell the platform what this participant runs."""
+    """Tell the platform what every participant this node hosts runs."""
     content = protocol.from_record_dict(msg.content)
     config = EncodeConfig.from_config(content.get(protocol.CONFIG, {}))
-    info = PrototypeParticipant(node_settings(context)).describe(config)
-    return _reply({protocol.DESCRIPTION: info.to_config()}, msg)
+    infos = [PrototypeParticipant(node).describe(config) for node in hosted_participants(context)]
+    return _reply(protocol.describe_content(infos), msg)
 
 
 @app.train("optimize")
@@ -80,5 +96,5 @@ def optimize(msg: Message, context: Context) -> Message:
     if request.config.encoder == "student" and protocol.STUDENT in state.array_records:
         student = ({k: v.numpy() for k, v in state.array_records[protocol.STUDENT].items()},
                    json.loads(str(state.config_records[protocol.STUDENT_CONFIG]["config-json"])))
-    reply = PrototypeParticipant(node_settings(context)).encode(request, student)
+    reply = participant_for(request, context).encode(request, student)
     return _reply(reply.content(), msg)

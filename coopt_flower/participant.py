@@ -81,6 +81,11 @@ class NodeSettings:
         Images only this node holds ("" = none).
     partition_id : int
         Simulation partition (-1 in deployment unless set), for a stable participant order.
+    slot : int
+        Which participant of the run this is (:mod:`coopt_flower.hosting`; -1: the node's
+        own prototype, as in deployment).
+    num_partitions : int
+        Size of the simulated federation (0 when unknown, as in deployment).
     """
 
     prototype: str
@@ -90,6 +95,8 @@ class NodeSettings:
     data: str = ""
     local_data: str = ""
     partition_id: int = -1
+    slot: int = -1
+    num_partitions: int = 0
 
     def __post_init__(self) -> None:
         self.device = self.device or default_device()
@@ -115,6 +122,7 @@ class PrototypeParticipant:
             prototype=node.prototype, output_dim=int(prototype.output_dim),
             native_size=int(prototype.native_size), image_size=int(prototype.image_size),
             device=node.device, precision=node.precision, partition_id=node.partition_id,
+            slot=node.slot, num_partitions=node.num_partitions,
             local_data=node.local_data, local_samples=len(local) if local is not None else 0,
             local_image_bytes=int(local.images(np.zeros(1, np.int64)).nbytes) if local is not None else 0,
             torch=torch.__version__, python=platform.python_version())

@@ -10,7 +10,11 @@ Message types
 ``query.describe`` (:data:`DESCRIBE`)
     Request: record ``config`` (:class:`EncodeConfig`, only ``image-size`` is read).
     Reply: record ``describe`` (:class:`Description`): prototype spec, output dim, native and
-    used image size, device, precision, partition id, node-local data, library versions.
+    used image size, device, precision, partition id, participant slot, federation size,
+    node-local data, library versions. A node hosting several participants
+    (:mod:`coopt_flower.hosting`) adds one record ``describe-1``, ``describe-2``, ... per further
+    participant (:func:`describe_content`, :func:`read_descriptions`); a platform that knows
+    only ``describe`` sees the node's first participant.
 ``train.optimize`` (:data:`OPTIMIZE`)
     Request (:class:`EncodeRequest`): record ``config`` (:class:`EncodeConfig`) and record
     ``inputs`` holding either ``pixels`` (uint8 ``(m, H, W, 3)``: the shared subset, sent as
@@ -88,11 +92,14 @@ class EncodeConfig(_Record):
     encoder: str = "own"          # "own" prototype or the round's "student"
     scope: str = "platform"       # "local": ids index the node's own local data
     upload_images: bool = False   # with scope "local": return the pixels too
+    slot: int = -1                # the participant that answers (-1: the node's only one)
 
     def to_config(self) -> dict[str, Any]:
         config = super().to_config()
         if self.scope == "platform":  # the keys only local pages need stay off the wire
             del config["scope"], config["upload-images"]
+        if self.slot < 0:  # a node that hosts one participant needs no name
+            del config["slot"]
         return config
 
 
@@ -107,11 +114,31 @@ class Description(_Record):
     device: str = "?"
     precision: str = "fp32"
     partition_id: int = -1
+    slot: int = -1                # participant slot on its node (-1: the node's own prototype)
+    num_partitions: int = 0       # simulated federation size (0: unknown, as in deployment)
     local_data: str = ""
     local_samples: int = 0
     local_image_bytes: int = 0    # bytes of one uploaded image, to size upload pages
     torch: str = ""
     python: str = ""
+
+
+def describe_record_name(index: int) -> str:
+    """Record of a node's ``index``-th participant in a describe reply."""
+    return DESCRIPTION if index == 0 else f"{DESCRIPTION}-{index}"
+
+
+def describe_content(descriptions: list[Description]) -> dict[str, dict]:
+    """A describe reply for every participant a node hosts (the first keeps record ``describe``)."""
+    return {describe_record_name(i): d.to_config() for i, d in enumerate(descriptions)}
+
+
+def read_descriptions(content: Mapping[str, Mapping]) -> list[Description]:
+    """Every participant of a describe reply, in the node's order; raises ``KeyError`` without any."""
+    found = [Description.from_config(content[DESCRIPTION])]
+    while (name := describe_record_name(len(found))) in content:
+        found.append(Description.from_config(content[name]))
+    return found
 
 
 @dataclass
@@ -247,7 +274,7 @@ def to_record_dict(content: Mapping[str, Mapping[str, Any]]):
             records[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in values.items()})
         elif name in METRIC_RECORDS:
             records[name] = MetricRecord(dict(values))
-        elif name in CONFIG_RECORDS:
+        elif name in CONFIG_RECORDS or name.startswith(DESCRIPTION + "-"):
             records[name] = ConfigRecord(dict(values))
         else:
             raise KeyError(f"unknown record {name!r}")

@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
+
+from coopt_flower.atomic import write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s"
+
+
+def _hosting(participants: list[dict[str, Any]]) -> list[str]:
+    """A line saying which node hosted which participants, when a node hosted several."""
+    by_node: dict[Any, list[str]] = {}
+    for p in participants:
+        by_node.setdefault(p.get("node_id", "?"), []).append(p["name"])
+    if all(len(names) == 1 for names in by_node.values()):
+        return []
+    hosted = "; ".join(f"node {node}: {', '.join(names)}" for node, names in by_node.items())
+    return ["", f"Participants per node (a node hosts several when the federation has fewer nodes "
+                f"than prototypes): {hosted}"]
+
+
+def write_round_plots(directory: str | Path, summary: dict[str, Any]) -> list[str]:
+    """Write the round's plots (:func:`coopt_flower.plots.round_plots`) into ``directory``.
+
+    Called on the round's temporary directory, so the plots are published with the dataset.
+    A plot that cannot be drawn costs only the pictures, never the round: it is logged and
+    the names of the plots written are returned (for :func:`render_report` to link).
+    """
+    from coopt_flower.plots import round_plots
+
+    try:
+        plots = round_plots(summary)
+    except Exception as error:  # pictures are a convenience; the dataset must not depend on them
+        log.warning("round %s: plots not drawn (%s); the report has no pictures", summary.get("round"), error)
+        return []
+    for name, png in plots.items():
+        write_bytes_atomic(Path(directory) / name, png)
+    return list(plots)
+
+
+def _plot_links(names: list[str]) -> list[str]:
+    from coopt_flower.plots import ROUND_PLOTS
+
+    return ["", *(f"![{ROUND_PLOTS[name][0]}]({name})" for name in names if name in ROUND_PLOTS)]
 
 
 def render_report(summary: dict[str, Any]) -> str:
@@ -28,17 +71,19 @@ def render_report(summary: dict[str, Any]) -> str:
         lines[-1:-1] = [f"- refined student `{student['digest']}` ({student['arch']}), uniform value "
                         f"{student['uniform_value']:.4f}, policy `{summary.get('refinement')}`"]
     lines += [
-        "| participant | prototype | encodes with | dim | samples | uniform value | residual on S | "
+        "| participant | node | prototype | encodes with | dim | samples | uniform value | residual on S | "
         "held-out residual | ridge alpha | encode img/s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary["participants"]:
         ref = " (reference)" if p["name"] == summary["reference"] else ""
         lines.append(
-            f"| {p['name']}{ref} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
+            f"| {p['name']}{ref} | {p.get('node_id', '?')} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
             f"{p['num_samples']} | {p['uniform_value']:.4f} | {p['fit_residual']:.3f} | "
             f"{p['holdout_residual']:.3f} | {p['alpha']:g} | {p['images_per_second']:.1f} |"
         )
+    lines += _hosting(summary["participants"])
+    lines += _plot_links(summary.get("plots", []))
     failures = summary.get("failures", [])
     if failures:
         lines += ["", "Refused replies and lost participants (nothing of a refused reply is merged):", "",

@@ -5,8 +5,9 @@ messages calls them in order: the Flower strategy (:class:`server_app.strategy.C
 over a Grid, or :func:`run_in_process` for participants living in this process (notebooks,
 the benchmark). Both therefore run the very same method.
 
-1. **describe**: :meth:`CoOptRound.accept_descriptions` orders the participants (partition id,
-   then node id) and names them ``p0, p1, ...``.
+1. **describe**: :meth:`CoOptRound.accept_descriptions` orders the participants (slot, then
+   partition id, then node id) and names them ``p0, p1, ...``. A node may host several
+   participants (:mod:`coopt_flower.hosting`); every request names the one that is to answer.
 2. **shared subset**: :meth:`CoOptRound.shared_request` draws S (seeded) and asks everyone to
    encode its pixels; :meth:`CoOptRound.accept_shared` checks every reply.
 3. **plan**: :meth:`CoOptRound.plan` scores every prototype by uniform value, lets the refined
@@ -31,6 +32,7 @@ published: the previous version stays as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -48,7 +50,7 @@ from coopt_flower.dataset_format import DatasetWriter
 from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, EncodeRequest, ReplyRefused,
                                    check_pixels, check_targets, pixels_digest)
 from coopt_flower.refinement import choose_encoders
-from coopt_flower.report import render_report
+from coopt_flower.report import render_report, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 from coopt_flower.uniformity import uniform_value
 
@@ -72,6 +74,7 @@ class Participant:
     image_size: int = 0
     device: str = "?"
     partition_id: int = -1
+    slot: int = -1           # which participant of its node (-1: the node's own prototype)
     num_samples: int = 0
     encode_seconds: float = 0.0
     encoded_images: int = 0
@@ -86,6 +89,7 @@ class Participant:
     def from_description(cls, node_id: int, info: Description) -> Participant:
         return cls(name="", node_id=node_id, prototype=info.prototype, output_dim=info.output_dim,
                    image_size=info.image_size, device=info.device, partition_id=info.partition_id,
+                   slot=info.slot,
                    local_data=info.local_data, local_count=info.local_samples,
                    local_image_bytes=info.local_image_bytes)
 
@@ -161,10 +165,10 @@ class CoOptRound:
         self._optimize_started = 0.0
 
     # ------------------------------------------------------------------ bookkeeping
-    def encode_config(self, encoder: str = "own") -> EncodeConfig:
+    def encode_config(self, encoder: str = "own", slot: int = -1) -> EncodeConfig:
         s = self.settings
         return EncodeConfig(target_dim=s.target_dim, projection_seed=s.seed, batch_size=s.batch_size,
-                            image_size=s.image_size, data=s.data, encoder=encoder)
+                            image_size=s.image_size, data=s.data, encoder=encoder, slot=slot)
 
     def refuse(self, name: str, step: str, reason: str) -> Failure:
         log.warning("  %s refused at %s: %s", name, step, reason)
@@ -207,9 +211,10 @@ class CoOptRound:
                 self.refuse(key, "describe", reply)
             else:
                 participants.append(Participant.from_description(*reply))
-        # Partition ids give a stable order in simulation (and in deployment when nodes set
-        # one); node ids otherwise.
-        participants.sort(key=lambda p: (p.partition_id < 0, p.partition_id, p.node_id))
+        # Slots (simulation) or partition ids give a stable order that does not depend on how
+        # many nodes host the participants; node ids otherwise.
+        participants.sort(key=lambda p: (p.slot < 0, p.slot, p.partition_id < 0, p.partition_id,
+                                         p.node_id))
         for index, p in enumerate(participants):
             p.name = f"p{index}"
         self.participants = participants
@@ -226,6 +231,12 @@ class CoOptRound:
         log.info("[shared] sending %d shared images to %d participants", len(self.shared_ids),
                  len(self.participants))
         return EncodeRequest(self.encode_config(), pixels=self.shared_pixels, student=self.student)
+
+    def shared_requests(self) -> dict[str, EncodeRequest]:
+        """:meth:`shared_request` for every participant, each naming the one that is to answer."""
+        request = self.shared_request()
+        return {p.name: dataclasses.replace(request, config=dataclasses.replace(request.config, slot=p.slot))
+                for p in self.participants}
 
     def accept_shared(self, replies: Mapping[str, Reply]) -> None:
         """Keep the participants whose shared-subset replies pass the checks.
@@ -345,7 +356,7 @@ class CoOptRound:
         requests = {}
         for name, ids in wave.items():
             p = by_name[name]
-            config = self.encode_config(p.encoder)
+            config = self.encode_config(p.encoder, p.slot)
             if p.is_local(ids):  # node-local data: the node's own indices
                 ids = ids - p.local_base
                 config.scope = "local"
@@ -410,6 +421,7 @@ class CoOptRound:
              "first_id": p.local_base, "count": p.local_count,
              "images": p.local_images_file if p.local_images_file in writer.arrays else None}
             for p in self.participants if p.local_count]
+        summary["plots"] = write_round_plots(writer.tmp, summary)
         report = render_report(summary)
         writer.commit(
             manifest,
@@ -455,7 +467,8 @@ class CoOptRound:
             "timings": dict(self.timings),
             "participants": [
                 {
-                    "name": p.name, "node_id": p.node_id, "prototype": p.prototype,
+                    "name": p.name, "node_id": p.node_id, "slot": p.slot,
+                    "partition_id": p.partition_id, "prototype": p.prototype,
                     "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
                     "num_samples": int(p.num_samples),
                     "uniform_value": self.own_values[p.name],
@@ -502,8 +515,8 @@ def run_in_process(round_: CoOptRound, participants: list[LocalParticipant]) -> 
         round_.accept_descriptions({f"node-{i}": (i, p.describe(config)) for i, p in enumerate(participants)})
     by_name = {p.name: participants[p.node_id] for p in round_.participants}
     with round_.timed("shared subset encode"):
-        request = round_.shared_request()
-        round_.accept_shared({name: _ask(p, request, None) for name, p in by_name.items()})
+        requests = round_.shared_requests()
+        round_.accept_shared({name: _ask(p, requests[name], None) for name, p in by_name.items()})
     round_.plan()
     student = round_.student
     with round_.writing():

@@ -10,12 +10,15 @@ directory, which is removed.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from coopt_flower.atomic import write_text_atomic
+from coopt_flower.atomic import write_bytes_atomic, write_text_atomic
 from coopt_flower.dataset_format import MANIFEST_FILE, verify_dataset
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.json"
 SUMMARY_MD = "summary.md"
@@ -109,4 +112,13 @@ def render_summary(checkpoint: dict[str, Any]) -> str:
 
 
 def write_summary(output_dir: str | Path, checkpoint: dict[str, Any]) -> None:
-    write_text_atomic(Path(output_dir) / SUMMARY_MD, render_summary(checkpoint))
+    """``summary.md`` and, next to it, the plot across rounds it links."""
+    from coopt_flower.plots import ROUNDS_PNG, rounds_plot
+
+    text = render_summary(checkpoint)
+    try:
+        write_bytes_atomic(Path(output_dir) / ROUNDS_PNG, rounds_plot(checkpoint))
+        text += f"\n![Student probe accuracy and reference uniform value per round]({ROUNDS_PNG})\n"
+    except Exception as error:  # pictures are a convenience; the summary must not depend on them
+        log.warning("plot across rounds not drawn (%s)", error)
+    write_text_atomic(Path(output_dir) / SUMMARY_MD, text)

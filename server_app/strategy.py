@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from coopt_flower import protocol
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source
+from coopt_flower.hosting import federation_complete
 from coopt_flower.protocol import Description, EncodeReply, EncodeRequest, ReplyRefused
 from coopt_flower.round import CoOptRound, Participant, Reply, RoundResult, Student
 from coopt_flower.scheduling import RoundFailed
@@ -58,12 +59,16 @@ class CoOptStrategy:
                        message_type=message_type, group_id=f"round-{server_round}")
 
     def _exchange(self, grid: Grid, messages: Mapping[str, Message]) -> dict[str, Message | str]:
-        """Send one message per participant; returns its reply, or why there is none."""
+        """Send one message per participant; returns its reply, or why there is none.
+
+        Replies are matched to their messages by message id: a node hosting several
+        participants gets several messages at once.
+        """
         replies = grid.send_and_receive(list(messages.values()), timeout=self.settings.reply_timeout_s)
-        by_node = {r.metadata.src_node_id: r for r in replies}
+        by_message = {r.metadata.reply_to_message_id: r for r in replies}
         out: dict[str, Message | str] = {}
         for name, msg in messages.items():
-            reply = by_node.get(msg.metadata.dst_node_id)
+            reply = by_message.get(msg.metadata.message_id)
             if reply is None:
                 out[name] = f"no reply within {self.settings.reply_timeout_s:g} s"
             elif reply.has_error():
@@ -84,27 +89,44 @@ class CoOptStrategy:
                 out[name] = str(error)
         return out
 
-    def wait_for_nodes(self, grid: Grid) -> list[int]:
-        """Node ids, once the expected number of participants has connected.
+    def describe_nodes(self, round_: CoOptRound, grid: Grid) -> list[Participant]:
+        """Describe nodes as they connect until every expected participant is known.
 
-        Starts with fewer (but at least ``min-participants``) when ``node-wait-s`` runs out.
+        Starts as soon as the described nodes host ``num-participants`` (default: one per
+        prototype) participants, or a simulated federation's every node has been described
+        (each reports its size, ``num-partitions``); otherwise when ``node-wait-s`` runs out,
+        with those known (at least ``min-participants``).
         """
         s = self.settings
         expected = s.expected_participants
         deadline = time.monotonic() + s.node_wait_s
+        described: dict[str, tuple[int, Description] | str] = {}
+        asked: set[int] = set()
         while True:
             node_ids = sorted(grid.get_node_ids())
-            if len(node_ids) >= expected:
-                return node_ids
+            new = [nid for nid in node_ids if nid not in asked]
+            if new:
+                asked.update(new)
+                described.update(self.read_describe(
+                    self._exchange(grid, self.configure_describe(round_, new))))
+            found = [d for d in described.values() if not isinstance(d, str)]
+            if len(found) >= expected:
+                break
+            if found and federation_complete(len(node_ids), [info.num_partitions for _, info in found]):
+                if len(found) < expected:
+                    log(WARNING, "the simulated federation's %d nodes host %d of %d participants; "
+                        "starting with them", len(node_ids), len(found), expected)
+                break
             if time.monotonic() > deadline:
-                if len(node_ids) >= s.min_participants:
+                if len(found) >= s.min_participants:
                     log(WARNING, "only %d of %d participants connected within %g s; starting "
-                        "with them", len(node_ids), expected, s.node_wait_s)
-                    return node_ids
+                        "with them", len(found), expected, s.node_wait_s)
+                    break
                 raise RoundFailed(
-                    f"only {len(node_ids)} of {expected} participants connected within "
+                    f"only {len(found)} of {expected} participants connected within "
                     f"{s.node_wait_s:g} s; start more SuperNodes or lower min-participants")
             time.sleep(1.0)
+        return round_.accept_descriptions(described)
 
     # ------------------------------------------------------------------ describe
     def configure_describe(self, round_: CoOptRound, node_ids: Iterable[int]) -> dict[str, Message]:
@@ -112,24 +134,31 @@ class CoOptStrategy:
         return {f"node-{nid}": self._message(round_.server_round, nid, protocol.DESCRIBE, content)
                 for nid in node_ids}
 
-    def aggregate_describe(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> list[Participant]:
+    @staticmethod
+    def read_describe(replies: Mapping[str, Message | str]) -> dict[str, tuple[int, Description] | str]:
+        """One entry per participant a node hosts (``node-<id>/<k>`` after its first), or why not."""
         described: dict[str, tuple[int, Description] | str] = {}
         for key, reply in replies.items():
             if isinstance(reply, str):
                 described[key] = reply
                 continue
             try:
-                info = Description.from_config(reply.content[protocol.DESCRIPTION])
-                described[key] = (reply.metadata.src_node_id, info)
+                infos = protocol.read_descriptions(reply.content)
             except (KeyError, TypeError, ValueError) as error:
                 described[key] = f"malformed describe reply ({error!r})"
-        return round_.accept_descriptions(described)
+                continue
+            for index, info in enumerate(infos):
+                described[key if index == 0 else f"{key}/{index}"] = (reply.metadata.src_node_id, info)
+        return described
+
+    def aggregate_describe(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> list[Participant]:
+        return round_.accept_descriptions(self.read_describe(replies))
 
     # ------------------------------------------------------------------ shared subset
     def configure_shared(self, round_: CoOptRound) -> dict[str, Message]:
-        content = round_.shared_request().content()
-        return {p.name: self._message(round_.server_round, p.node_id, protocol.OPTIMIZE, content)
-                for p in round_.participants}
+        node_of = {p.name: p.node_id for p in round_.participants}
+        return {name: self._message(round_.server_round, node_of[name], protocol.OPTIMIZE, request.content())
+                for name, request in round_.shared_requests().items()}
 
     def aggregate_shared(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> None:
         round_.accept_shared(self._encode_replies(replies))
@@ -165,8 +194,7 @@ class CoOptStrategy:
         self.summary()
         round_ = CoOptRound(self.settings, self.source, server_round, student)
         with round_.timed("describe"):
-            node_ids = self.wait_for_nodes(grid)
-            self.aggregate_describe(round_, self._exchange(grid, self.configure_describe(round_, node_ids)))
+            self.describe_nodes(round_, grid)
         with round_.timed("shared subset encode"):
             self.aggregate_shared(round_, self._exchange(grid, self.configure_shared(round_)))
         round_.plan()
