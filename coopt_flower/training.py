@@ -311,7 +311,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         prog="python -m coopt_flower.training",
         description="Train a student on a CoOpt optimized dataset.",
     )
-    p.add_argument("--dataset", required=True, help="optimized dataset directory")
+    p.add_argument("--dataset", required=True,
+                   help="optimized dataset: a round directory or an export (hf / webdataset)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, loss curve)")
     p.add_argument("--arch", default="small-cnn",
                    help="student: small-cnn, resnet18-small, torchvision:<name>, timm:<name>")
@@ -339,9 +340,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.no_progress else logging.INFO,
                         format="%(message)s")
     # Imported here so that this module stays importable (and testable) on its own.
-    from coopt_flower.dataset_format import load_optimized_dataset
+    # open_dataset reads a round directory or an export (`coopt export`: hf / webdataset).
+    from coopt_flower.exported import open_dataset
 
-    dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
+    dataset = open_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
