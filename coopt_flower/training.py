@@ -306,9 +306,9 @@ def train_supervised(
 # ---------------------------------------------------------------------------
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse_args(argv: Optional[Sequence[str]], prog: str = "python -m coopt_flower.training") -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m coopt_flower.training",
+        prog=prog,
         description="Train a student on a CoOpt optimized dataset.",
     )
     p.add_argument("--dataset", required=True,
@@ -333,9 +333,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m coopt_flower.training``."""
-    args = _parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flower.training") -> int:
+    """Entry point of ``python -m coopt_flower.training`` (and ``coopt train``)."""
+    args = _parse_args(argv, prog)
     # One line per epoch on stderr, unless the user asked for quiet.
     logging.basicConfig(level=logging.WARNING if args.no_progress else logging.INFO,
                         format="%(message)s")
