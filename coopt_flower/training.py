@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -340,10 +341,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flow
     logging.basicConfig(level=logging.WARNING if args.no_progress else logging.INFO,
                         format="%(message)s")
     # Imported here so that this module stays importable (and testable) on its own.
-    # open_dataset reads a round directory or an export (`coopt export`: hf / webdataset).
-    from coopt_flower.exported import open_dataset
+    from coopt_flower.dataset_format import load_optimized_dataset
 
-    dataset = open_dataset(args.dataset, source=args.source, verify=not args.no_verify)
+    if os.path.isfile(os.path.join(args.dataset, "coopt_export.json")):
+        # An export (`coopt export`: hf / webdataset) rather than a round directory.
+        from coopt_flower.exported import open_dataset as load_optimized_dataset
+    dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
