@@ -5,10 +5,13 @@ Kept so that ``python -m simulations.local_run`` and existing imports keep worki
 
 import sys
 
-from deploy.local_run import (  # noqa: F401 - re-exported
+from deploy.local_run import (
     LocalRun, _quote, main, run_local_simulation, run_pids, run_succeeded, stop_superlink,
     superlink_pids, toml_value,
 )
+
+__all__ = ["LocalRun", "_quote", "main", "run_local_simulation", "run_pids", "run_succeeded",
+           "stop_superlink", "superlink_pids", "toml_value"]
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m simulations.local_run"))
