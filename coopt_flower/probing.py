@@ -32,6 +32,7 @@ __all__ = [
     "linear_probe",
     "mean_std",
     "probe_backbone",
+    "probe_checkpoint",
 ]
 
 
@@ -311,3 +312,52 @@ def probe_backbone(
     train_feats = extract_features(backbone, train_images, batch_size=feature_batch_size, **extraction)
     test_feats = extract_features(backbone, test_images, batch_size=feature_batch_size, **extraction)
     return linear_probe(train_feats, train_labels, test_feats, test_labels, **kwargs)
+
+
+def probe_checkpoint(
+    checkpoint: str,
+    train_data: str = "fashion-mnist",
+    test_data: str = "fashion-mnist:test",
+    *,
+    train_samples: int = 2000,
+    test_samples: int = 1000,
+    seeds: int = 3,
+    epochs: Optional[int] = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Linear-probe a trained student (``last.pt``) on labeled image sources.
+
+    The backbone is rebuilt with :func:`coopt_flower.checkpoints.load_student` and probed
+    at its training resolution and normalization; ``train_samples`` / ``test_samples`` are
+    drawn with :func:`coopt_flower.data.select_samples` (seed 0; 0 = all).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``accuracy_std`` (over ``seeds`` probe seeds), the per-seed
+        ``accuracies`` and what was probed.
+    """
+    from coopt_flower.checkpoints import load_student
+    from coopt_flower.data import open_source, select_samples
+
+    backbone, _, ckpt = load_student(checkpoint)
+    config = ckpt["config"]
+    splits = []
+    for spec, count in ((train_data, train_samples), (test_data, test_samples)):
+        source = open_source(spec)
+        ids = select_samples(len(source), count, seed=0)
+        labels = source.labels(ids)
+        if labels is None:
+            raise ValueError(f"{spec!r} has no labels; a linear probe needs labeled data")
+        splits.append((source.images(ids), labels))
+    (x_train, y_train), (x_test, y_test) = splits
+    train_feats = extract_features(backbone, x_train, image_size=config["image_size"], device=device,
+                                   mean=config["mean"], std=config["std"])
+    test_feats = extract_features(backbone, x_test, image_size=config["image_size"], device=device,
+                                  mean=config["mean"], std=config["std"])
+    accuracies = [linear_probe(train_feats, y_train, test_feats, y_test, epochs=epochs, seed=s).accuracy
+                  for s in range(seeds)]
+    accuracy, spread = mean_std(accuracies)
+    return {"checkpoint": str(checkpoint), "arch": config["arch"], "train_data": train_data,
+            "test_data": test_data, "train_samples": len(y_train), "test_samples": len(y_test),
+            "accuracy": accuracy, "accuracy_std": spread, "accuracies": accuracies}

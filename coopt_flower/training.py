@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -334,12 +335,13 @@ def train_supervised(
 # ---------------------------------------------------------------------------
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse_args(argv: Optional[Sequence[str]], prog: str = "python -m coopt_flower.training") -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m coopt_flower.training",
+        prog=prog,
         description="Train a student on a CoOpt optimized dataset.",
     )
-    p.add_argument("--dataset", required=True, help="optimized dataset directory")
+    p.add_argument("--dataset", required=True,
+                   help="optimized dataset: a round directory or an export (hf / webdataset)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, loss curve)")
     p.add_argument("--arch", default="small-cnn",
                    help="student: small-cnn, resnet18-small, torchvision:<name>, timm:<name>")
@@ -360,15 +362,18 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m coopt_flower.training``."""
-    args = _parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flower.training") -> int:
+    """Entry point of ``python -m coopt_flower.training`` (and ``coopt train``)."""
+    args = _parse_args(argv, prog)
     # One line per epoch on stderr, unless the user asked for quiet.
     logging.basicConfig(level=logging.WARNING if args.no_progress else logging.INFO,
                         format="%(message)s")
     # Imported here so that this module stays importable (and testable) on its own.
     from coopt_flower.dataset_format import load_optimized_dataset
 
+    if os.path.isfile(os.path.join(args.dataset, "coopt_export.json")):
+        # An export (`coopt export`: hf / webdataset) rather than a round directory.
+        from coopt_flower.exported import open_dataset as load_optimized_dataset
     dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,

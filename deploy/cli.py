@@ -124,9 +124,9 @@ def _workdir_option(parser: argparse.ArgumentParser, default: Path = DEFAULT_WOR
     parser.add_argument("--workdir", type=Path, default=default)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m deploy.cluster`` parser; each subparser's ``func`` runs it."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.cluster",
+def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentParser:
+    """The ``python -m deploy.cluster`` (``coopt deploy``) parser; each subparser's ``func`` runs it."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Flower deployment of coopt-flower (TLS + SuperNode auth).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -190,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m deploy.cluster") -> int:
     """Parse ``argv`` and run its subcommand; errors print one line and exit 1."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command == "supernode" and not args.insecure and not args.ca:
         parser.error("--ca is required (or --insecure)")

@@ -1,7 +1,7 @@
 """What every Flower command we start needs: binaries, environment, ports, TOML, connection.
 
 Shared by the deployment (:mod:`deploy.cluster`) and the local simulation driver
-(:mod:`simulations.local_run`). Every function here is a thin, side-effect-free (or
+(:mod:`deploy.local_run`). Every function here is a thin, side-effect-free (or
 one-file) wrapper around a Flower convention:
 
 - Flower starts ``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp`` and
@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from deploy.app_dir import app_directory
 from deploy.pki import private_dir
 
-APP_DIR = Path(__file__).resolve().parents[1]
+# The repository root in a checkout; a copy staged from the installed wheel otherwise.
+APP_DIR = app_directory()
 BIN_DIR = Path(sys.executable).parent
 CONNECTION = "coopt"
 

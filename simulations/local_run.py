@@ -1,159 +1,17 @@
-"""Run ``flwr run .`` as a local simulation, reproducibly, and clean up after it.
+"""Moved to :mod:`deploy.local_run`, which the wheel packages (``coopt run``).
 
-``flwr run`` against the built-in ``local`` connection starts a detached ``flower-superlink
---simulation`` that outlives the command. This driver gives every run a private
-``FLWR_HOME`` and its own SuperLink ports, disables Flower's per-run dependency install (the
-environment already has everything, and the machines here are offline), and stops that
-SuperLink, its SuperExecs and everything they started, by PID, when the run ends, also on
-failure.
-
-Usage::
-
-    python -m simulations.local_run --num-supernodes 4 --run-config output-dir=/abs/out
+Kept so that ``python -m simulations.local_run`` and existing imports keep working.
 """
 
-from __future__ import annotations
-
-import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
-from deploy.flower import (
-    APP_DIR, flower_bin, flower_env, free_port, stream_output, toml_value, write_run_config,
+from deploy.local_run import (
+    LocalRun, _quote, main, run_local_simulation, run_pids, run_succeeded, stop_superlink,
+    superlink_pids, toml_value,
 )
-from deploy.processes import group_members, pids_with_cmdline, stop_pids
 
-
-def superlink_pids(flwr_home: Path) -> list[int]:
-    """PIDs of ``flower-superlink`` processes started for this ``FLWR_HOME``."""
-    return pids_with_cmdline("flower-superlink", str(Path(flwr_home) / "local-superlink"))
-
-
-def run_pids(flwr_home: Path) -> list[int]:
-    """This run's SuperLink and the ``flower-superexec`` processes it started.
-
-    A SuperExec runs in a session of its own (``--parent-pid`` names the SuperLink), and the
-    ServerApp / simulation runs under it, so stopping the SuperLink's group alone would leave
-    the ServerApp running.
-    """
-    links = superlink_pids(flwr_home)
-    execs = [pid for link in links for pid in pids_with_cmdline("flower-superexec", f"--parent-pid {link}")]
-    return links + list(dict.fromkeys(execs))
-
-
-def stop_superlink(flwr_home: Path, grace_s: float = 10.0) -> list[int]:
-    """Stop this run's SuperLink, its SuperExecs and everything they started.
-
-    Stops their process trees and, for processes already re-parented, every process left in
-    their process groups. Returns :func:`run_pids` as found before stopping.
-    """
-    pids = run_pids(flwr_home)
-    stop_pids(pids + group_members(pids), grace_s)
-    return pids
-
-
-@dataclass
-class LocalRun:
-    returncode: int
-    output: str
-    flwr_home: Path
-
-
-def run_local_simulation(
-    run_config: dict,
-    *,
-    num_supernodes: int,
-    num_cpus_per_client: float = 1,
-    app_dir: Path = APP_DIR,
-    flwr_home: Path | None = None,
-    timeout_s: float | None = None,
-    echo: bool = True,
-) -> LocalRun:
-    """``flwr run <app_dir> --stream`` in simulation with ``num_supernodes`` SuperNodes.
-
-    Parameters
-    ----------
-    run_config : dict
-        Overrides of ``[tool.flwr.app.config]`` (written to a TOML file for ``--run-config``).
-    num_supernodes : int
-        Simulated participants.
-    num_cpus_per_client : float
-        Ray resources per ClientApp; Flower's default of 2 serializes everything on a 2-core
-        machine.
-    flwr_home : Path, optional
-        Private Flower home (a temporary one, removed afterwards, when omitted).
-    """
-    own_home = flwr_home is None
-    flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="coopt-flwr-home-")).resolve()
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    # Own SuperLink ports: runs of other users or other tests may hold Flower's defaults.
-    env = flower_env(flwr_home, FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
-                     FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
-    config_file = write_run_config(flwr_home / "run-config.toml", run_config)
-    command = [
-        flower_bin("flwr"), "run", str(app_dir), "--stream",
-        "--run-config", str(config_file),
-        "--federation-config",
-        f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={num_cpus_per_client}",
-    ]
-    lines: list[str] = []
-    try:
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, cwd=app_dir) as proc:
-            if stream_output(proc, lines, timeout_s=timeout_s, echo=echo):
-                proc.kill()
-                lines.append(f"[local_run] killed after {timeout_s:.0f} s\n")
-            returncode = proc.wait()
-    finally:
-        stop_superlink(flwr_home)
-        if own_home:  # a temporary home holds only this run's SuperLink state and logs
-            shutil.rmtree(flwr_home, ignore_errors=True)
-    output = "".join(lines)
-    return LocalRun(returncode, output, flwr_home)
-
-
-def run_succeeded(run: LocalRun) -> bool:
-    """Whether the run completed.
-
-    ``flwr run --stream`` exits 0 after a failed ServerApp too, so the streamed log is read as
-    well: a ServerApp that stops logs ``CoOpt run stopped`` or a traceback.
-    """
-    failed = ("CoOpt run stopped", "Traceback (most recent call last)", "ServerApp raised an exception")
-    return run.returncode == 0 and not any(marker in run.output for marker in failed)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-supernodes", type=int, default=4)
-    parser.add_argument("--num-cpus-per-client", type=float, default=1)
-    parser.add_argument("--run-config", action="append", default=[],
-                        help="key=value (TOML value), repeatable")
-    args = parser.parse_args(argv)
-    import tomllib
-
-    overrides = {}
-    for item in args.run_config:
-        overrides.update(tomllib.loads(_quote(item)))
-    run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
-                               num_cpus_per_client=args.num_cpus_per_client)
-    return 0 if run_succeeded(run) else 1
-
-
-def _quote(item: str) -> str:
-    """``key=value`` -> TOML, quoting the value when it is not already a TOML literal."""
-    import tomllib
-
-    key, _, value = item.partition("=")
-    try:
-        tomllib.loads(f"x = {value}")
-        return f"{key.strip()} = {value}"
-    except tomllib.TOMLDecodeError:
-        return f"{key.strip()} = {toml_value(value)}"
-
+__all__ = ["LocalRun", "_quote", "main", "run_local_simulation", "run_pids", "run_succeeded",
+           "stop_superlink", "superlink_pids", "toml_value"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m simulations.local_run"))
