@@ -88,6 +88,8 @@ class RunSettings:
     probe_train_samples: int = 2000
     probe_test_samples: int = 1000
     upload_local_images: bool = False
+    on_bad_sample: str = "skip"
+    verify_images: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -132,6 +134,8 @@ class RunSettings:
         _require(self.min_participants <= self.expected_participants,
                  f"min-participants ({self.min_participants}) exceeds the {self.expected_participants} "
                  "participants the run waits for")
+        _require(self.on_bad_sample in ("skip", "fail"),
+                 f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,
                  f"on-failure must be one of {', '.join(ON_FAILURE_POLICIES)}, got {self.on_failure!r}")
         _require(self.node_wait_s > 0 and self.reply_timeout_s > 0,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from coopt_flower.bad_samples import render_bad_samples
+
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s"
@@ -46,6 +48,7 @@ def render_report(summary: dict[str, Any]) -> str:
                   "|---|---|---|---:|---|"]
         lines += [f"| {f['participant']} | {f['step']} | {f['reason']} | {f['samples_affected']} | "
                   f"{f['action'] or '-'} |" for f in failures]
+    lines += render_bad_samples(summary)
     missing = summary.get("missing_samples", 0)
     lines += ["", f"Samples missing from the dataset: {missing}"
               + (f" (ids in report.json `missing_sample_ids`)" if missing else "")]

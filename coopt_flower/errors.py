@@ -1,0 +1,63 @@
+"""Errors a user can fix, and how they are told: one line, no traceback, a known exit code.
+
+Every error here is the user's to act on (a run-config value, a file of the data, the output
+directory), so its message is one line that says what to fix. :func:`one_line` makes any other
+text fit a report cell or a log line (first line, no ANSI colour codes).
+
+Exit codes of a CoOpt ServerApp that stops on purpose (also in ``CoOptStopped.exit_code``):
+
+===== ==============================================================
+210   configuration (run config, prototypes, data spec)
+211   data (an image that cannot be decoded, with ``on-bad-sample=fail``)
+212   output directory (read-only, not writable, not enough free space)
+213   the round failed (too few participants left)
+===== ==============================================================
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+EXIT_CONFIG = 210
+EXIT_DATA = 211
+EXIT_OUTPUT = 212
+EXIT_ROUND_FAILED = 213
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` as one short line: ANSI codes stripped, the first non-empty line, shortened.
+
+    Used for report cells and log lines, where a pasted traceback would break the table.
+    """
+    plain = _ANSI.sub("", str(text)).replace("\r", "\n")
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    # A traceback's useful line is its last one ("ValueError: ..."), not "Traceback (...)".
+    if line.startswith("Traceback (most recent call last)") and len(lines) > 1:
+        line = lines[-1]
+    line = line.replace("|", "/")  # a Markdown table cell must not hold a column separator
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class OutputDirError(OSError):
+    """The output directory cannot take the run's files; the message says what to do."""
+
+
+def describe_os_error(error: OSError, where: object, action: str = "write to") -> str:
+    """One line for an OS error while writing ``where``, naming the fix."""
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC:
+        return f"no space left on the device of {where}: free space there or choose another output-dir"
+    if code == errno.EROFS:
+        return f"cannot {action} {where}: it is on a read-only filesystem; choose another output-dir"
+    if code == errno.EPERM:
+        return (f"cannot {action} {where}: operation not permitted (immutable or append-only, "
+                "see lsattr); choose another output-dir or clear the attribute")
+    if code == errno.EACCES:
+        return f"cannot {action} {where}: permission denied; choose an output-dir this user can write"
+    if code == errno.EDQUOT:
+        return f"cannot {action} {where}: disk quota exceeded; free space or choose another output-dir"
+    return f"cannot {action} {where}: {one_line(error.strerror or error)}"
