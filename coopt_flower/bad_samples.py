@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from coopt_flower.data import BadSample, ImageSource, SampleDecodeError, decode_images, select_shared_subset
+from coopt_flower.data import (BadSample, DataSourceError, ImageSource, SampleDecodeError, decode_images,
+                               select_shared_subset)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class BadSampleLedger:
         """S drawn from the samples not known to be bad (the usual draw when none are)."""
         candidates = self.without_known(sample_ids)
         if len(candidates) < size:
-            raise ValueError(f"only {len(candidates)} samples decode, fewer than shared-size={size}")
+            raise DataSourceError(f"only {len(candidates)} samples decode, fewer than shared-size={size}: "
+                                  "fix the images or lower shared-size")
         return select_shared_subset(candidates, size, seed)
 
     def read_shared(self, sample_ids: np.ndarray, shared_ids: np.ndarray,

@@ -95,6 +95,13 @@ class NodeSettings:
         self.device = self.device or default_device()
 
 
+def _image_bytes(source) -> int:
+    """Bytes of one image of ``source`` (the first that decodes among its first 64), to size
+    upload pages; 0 when none of them decodes."""
+    pixels, _, _ = decode_images(source, np.arange(min(len(source), 64), dtype=np.int64))
+    return int(pixels[0].nbytes) if len(pixels) else 0
+
+
 class PrototypeParticipant:
     """Answers the platform's requests with its own prototype (or the round's student)."""
 
@@ -116,7 +123,7 @@ class PrototypeParticipant:
             native_size=int(prototype.native_size), image_size=int(prototype.image_size),
             device=node.device, precision=node.precision, partition_id=node.partition_id,
             local_data=node.local_data, local_samples=len(local) if local is not None else 0,
-            local_image_bytes=int(local.images(np.zeros(1, np.int64)).nbytes) if local is not None else 0,
+            local_image_bytes=_image_bytes(local) if local is not None else 0,
             torch=torch.__version__, python=platform.python_version())
 
     def encode(self, request: EncodeRequest,
