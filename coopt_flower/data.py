@@ -249,7 +249,7 @@ def decode_reason(error: BaseException) -> str:
     """The decoder's one-line reason, e.g. ``OSError: image file is truncated (...)``."""
     from coopt_flower.errors import one_line
 
-    return one_line(f"{type(error).__name__}: {error}")
+    return one_line(f"{type(error).__name__}: {error}", table=True)
 
 
 def _scaled_to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:

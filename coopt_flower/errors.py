@@ -27,10 +27,11 @@ EXIT_ROUND_FAILED = 213
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-def one_line(text: object, limit: int = 300) -> str:
+def one_line(text: object, limit: int = 300, *, table: bool = False) -> str:
     """``text`` as one short line: ANSI codes stripped, the first non-empty line, shortened.
 
-    Used for report cells and log lines, where a pasted traceback would break the table.
+    Used for report cells and log lines, where a pasted traceback would break the table;
+    ``table`` also replaces ``|`` (a Markdown column separator) with ``/``.
     """
     plain = _ANSI.sub("", str(text)).replace("\r", "\n")
     lines = [line.strip() for line in plain.splitlines() if line.strip()]
@@ -38,7 +39,8 @@ def one_line(text: object, limit: int = 300) -> str:
     # A traceback's useful line is its last one ("ValueError: ..."), not "Traceback (...)".
     if line.startswith("Traceback (most recent call last)") and len(lines) > 1:
         line = lines[-1]
-    line = line.replace("|", "/")  # a Markdown table cell must not hold a column separator
+    if table:
+        line = line.replace("|", "/")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -245,8 +245,8 @@ def check_bad_samples(bad_samples: Any, page: np.ndarray) -> tuple[np.ndarray, n
     if not bad_samples:
         return page, np.empty(0, np.int64), []
     try:
-        entries = [{"id": int(e["id"]), "name": one_line(e.get("name", ""), 200),
-                    "reason": one_line(e.get("reason", ""))} for e in bad_samples]
+        entries = [{"id": int(e["id"]), "name": one_line(e.get("name", ""), 200, table=True),
+                    "reason": one_line(e.get("reason", ""), table=True)} for e in bad_samples]
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ReplyRefused("malformed bad-samples in the reply (expected [{id, name, reason}])") from None
     bad = np.array([e["id"] for e in entries], dtype=np.int64)

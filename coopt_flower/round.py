@@ -174,7 +174,7 @@ class CoOptRound:
 
     def refuse(self, name: str, step: str, reason: str) -> Failure:
         """Record a refused reply: one line in the report, the full text in ``failures.log``."""
-        short = one_line(reason)
+        short = one_line(reason, table=True)
         log.warning("  %s refused at %s: %s", name, step, short)
         if short != str(reason).strip():
             self.failure_details.append(f"== {name} at {step}\n{reason}\n")
