@@ -63,3 +63,33 @@ def describe_os_error(error: OSError, where: object, action: str = "write to") -
     if code == errno.EDQUOT:
         return f"cannot {action} {where}: disk quota exceeded; free space or choose another output-dir"
     return f"cannot {action} {where}: {one_line(error.strerror or error)}"
+
+
+# --------------------------------------------------------------------------- lost replies
+# Flower's Message.error codes (flwr.common.constant.ErrorCode, Flower 1.42).
+_LOAD_CLIENT_APP, _MESSAGE_UNAVAILABLE, _REPLY_UNAVAILABLE, _NODE_UNAVAILABLE, _CLIENT_APP_CRASHED = 1, 3, 4, 5, 8
+
+
+def message_error_reason(code: int, reason: str) -> str:
+    """One line for a reply that carries Flower's error instead of content.
+
+    Code 5 (``NODE_UNAVAILABLE``) is the SuperLink's verdict that the node stopped sending
+    heartbeats: a node offline, not a slow one.
+    """
+    text = one_line(reason)
+    if code == _NODE_UNAVAILABLE:
+        return "node offline (heartbeat): its SuperNode stopped reporting to the SuperLink"
+    if code in (_MESSAGE_UNAVAILABLE, _REPLY_UNAVAILABLE):
+        return f"reply unavailable (expired, or the node was removed): {text}"
+    if code == _LOAD_CLIENT_APP:
+        return f"ClientApp could not be loaded: {text}"
+    if code == _CLIENT_APP_CRASHED:
+        return f"ClientApp crashed: {text}"
+    return f"failed: {text}"
+
+
+def no_reply_reason(node_connected: bool, elapsed_s: float, timeout_s: float) -> str:
+    """One line for a message with no reply at all: the node left, or it is too slow."""
+    if not node_connected:
+        return f"node offline (heartbeat): it left the federation and sent no reply ({elapsed_s:.0f} s)"
+    return f"no reply within reply-timeout-s={timeout_s:g} s"

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from coopt_flower import protocol
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source
+from coopt_flower.errors import message_error_reason, no_reply_reason
 from coopt_flower.protocol import Description, EncodeReply, EncodeRequest, ReplyRefused
 from coopt_flower.round import CoOptRound, Participant, Reply, RoundResult, Student
 from coopt_flower.scheduling import RoundFailed
@@ -59,15 +60,19 @@ class CoOptStrategy:
 
     def _exchange(self, grid: Grid, messages: Mapping[str, Message]) -> dict[str, Message | str]:
         """Send one message per participant; returns its reply, or why there is none."""
+        started = time.monotonic()
         replies = grid.send_and_receive(list(messages.values()), timeout=self.settings.reply_timeout_s)
         by_node = {r.metadata.src_node_id: r for r in replies}
         out: dict[str, Message | str] = {}
+        connected = None
         for name, msg in messages.items():
             reply = by_node.get(msg.metadata.dst_node_id)
-            if reply is None:
-                out[name] = f"no reply within {self.settings.reply_timeout_s:g} s"
+            if reply is None:  # a node found dead by its heartbeat, or one that is too slow
+                connected = set(grid.get_node_ids()) if connected is None else connected
+                out[name] = no_reply_reason(msg.metadata.dst_node_id in connected,
+                                            time.monotonic() - started, self.settings.reply_timeout_s)
             elif reply.has_error():
-                out[name] = f"failed: {reply.error.reason}"
+                out[name] = message_error_reason(reply.error.code, reply.error.reason)
             else:
                 out[name] = reply
         return out

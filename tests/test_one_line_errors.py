@@ -80,3 +80,46 @@ def test_flowers_traceback_and_banner_are_dropped_for_a_stop_only():
     assert not flt.filter(record("ServerApp raised an exception", CoOptStopped("x", 210)))
     assert not flt.filter(record("Exit Code: 210\n\nFor more information, visit: <...>"))
     assert flt.filter(record("another line"))
+
+
+class FakeGrid:
+    """A Grid whose nodes reply with the given error codes, or not at all."""
+
+    def __init__(self, outcome, connected):
+        self.outcome, self.connected = outcome, connected
+
+    def get_node_ids(self):
+        return list(self.connected)
+
+    def send_and_receive(self, messages, timeout=None):
+        from types import SimpleNamespace
+
+        replies = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            if self.outcome.get(node) is None:
+                continue
+            code, reason = self.outcome[node]
+            replies.append(SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: True,
+                                           error=SimpleNamespace(code=code, reason=reason)))
+        return replies
+
+
+def test_a_dead_node_is_offline_not_a_timeout(tmp_path):
+    from coopt_flower.config import RunSettings
+    from coopt_flower.data import open_source
+    from server_app.strategy import CoOptStrategy
+
+    s = RunSettings.from_run_config({"output-dir": str(tmp_path), "reply-timeout-s": 3600})
+    strategy = CoOptStrategy(s, open_source("fashion-mnist"))
+    from types import SimpleNamespace
+
+    messages = {f"p{n}": SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in (1, 2, 3, 4)}
+    grid = FakeGrid({1: (5, "Error: Node Unavailable - heartbeat"),
+                     2: (2, "<class 'RuntimeError'>:<'\x1b[31mboom\x1b[0m\nTraceback...'>")},
+                    connected=[2, 4])
+    out = strategy._exchange(grid, messages)
+    assert out["p1"] == "node offline (heartbeat): its SuperNode stopped reporting to the SuperLink"
+    assert out["p2"] == "failed: <class 'RuntimeError'>:<'boom"
+    assert out["p3"].startswith("node offline (heartbeat): it left the federation")
+    assert out["p4"] == "no reply within reply-timeout-s=3600 s"
