@@ -266,6 +266,13 @@ def reply_nbytes(records: Mapping[str, Mapping[str, Any]]) -> int:
     return total
 
 
+def reply_limit(rows: int, target_dim: int, extra_bytes_per_row: int = 0, *, student: bool = False) -> int:
+    """The most bytes a reply for ``rows`` samples may carry: targets (up to float64, twice
+    with the student's), ids, uploaded pixels, and 64 KiB for array headers."""
+    per_row = target_dim * 8 * (2 if student else 1) + 8 + extra_bytes_per_row
+    return rows * per_row + (64 << 10)
+
+
 def check_reply_size(records: Mapping[str, Mapping[str, Any]], limit_bytes: int) -> None:
     """Refuse a reply whose arrays exceed what its page can hold, before decoding it."""
     size = reply_nbytes(records)

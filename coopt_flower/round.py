@@ -47,7 +47,8 @@ from coopt_flower.data import ImageSource, partition_iid, select_samples
 from coopt_flower.dataset_format import DatasetWriter
 from coopt_flower.errors import one_line
 from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, EncodeRequest, ReplyRefused,
-                                   check_bad_samples, check_pixels, check_targets, pixels_digest)
+                                   check_bad_samples, check_pixels, check_targets, pixels_digest,
+                                   reply_limit)
 from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.refinement import choose_encoders
 from coopt_flower.report import render_report
@@ -363,6 +364,17 @@ class CoOptRound:
                 config.upload_images = self.settings.upload_local_images
             requests[name] = EncodeRequest(config, ids=ids.astype(np.int64))
         return requests
+
+    def reply_limits(self, wave: Mapping[str, np.ndarray] | None = None) -> dict[str, int]:
+        """Bytes each participant's reply may hold (for the shared subset when ``wave`` is None):
+        a larger reply is refused before it is decoded."""
+        s, by_name = self.settings, self._by_name()
+        if wave is None:
+            return {p.name: reply_limit(len(self.shared_ids), s.target_dim, student=self.student is not None)
+                    for p in self.participants}
+        return {name: reply_limit(len(ids), s.target_dim, by_name[name].local_image_bytes
+                                  if by_name[name].is_local(ids) and s.upload_local_images else 0)
+                for name, ids in wave.items()}
 
     def accept_pages(self, wave: Mapping[str, np.ndarray], replies: Mapping[str, Reply]) -> int:
         """Merge the pages that pass the checks; fail the rest. Returns samples merged."""

@@ -78,11 +78,15 @@ class CoOptStrategy:
         return out
 
     @staticmethod
-    def _encode_replies(replies: Mapping[str, Message | str]) -> dict[str, Reply]:
-        """Each reply read as an :class:`EncodeReply`, or the reason it cannot be."""
+    def _encode_replies(replies: Mapping[str, Message | str],
+                        limits: Mapping[str, int] | None = None) -> dict[str, Reply]:
+        """Each reply read as an :class:`EncodeReply`, or the reason it cannot be; a reply
+        larger than ``limits[name]`` bytes is refused before its arrays are decoded."""
         out: dict[str, Reply] = {}
         for name, reply in replies.items():
             try:
+                if limits and not isinstance(reply, str):
+                    protocol.check_reply_size(reply.content, limits[name])
                 out[name] = reply if isinstance(reply, str) else \
                     EncodeReply.from_content(protocol.from_record_dict(reply.content))
             except ReplyRefused as error:
@@ -137,7 +141,7 @@ class CoOptStrategy:
                 for p in round_.participants}
 
     def aggregate_shared(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> None:
-        round_.accept_shared(self._encode_replies(replies))
+        round_.accept_shared(self._encode_replies(replies, round_.reply_limits()))
 
     # ------------------------------------------------------------------ shard pages
     def configure_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray]) -> dict[str, Message]:
@@ -147,7 +151,7 @@ class CoOptStrategy:
 
     def aggregate_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray],
                            replies: Mapping[str, Message | str]) -> int:
-        return round_.accept_pages(wave, self._encode_replies(replies))
+        return round_.accept_pages(wave, self._encode_replies(replies, round_.reply_limits(wave)))
 
     # ------------------------------------------------------------------ the round
     def start(self, grid: Grid, server_round: int = 1, student: Student | None = None) -> RoundResult:
