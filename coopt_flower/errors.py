@@ -25,6 +25,7 @@ EXIT_OUTPUT = 212
 EXIT_ROUND_FAILED = 213
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^:]*: ")
 
 
 def one_line(text: object, limit: int = 300, *, table: bool = False) -> str:
@@ -36,9 +37,14 @@ def one_line(text: object, limit: int = 300, *, table: bool = False) -> str:
     plain = _ANSI.sub("", str(text)).replace("\r", "\n")
     lines = [line.strip() for line in plain.splitlines() if line.strip()]
     line = lines[0] if lines else ""
-    # A traceback's useful line is its last one ("ValueError: ..."), not "Traceback (...)".
-    if line.startswith("Traceback (most recent call last)") and len(lines) > 1:
-        line = lines[-1]
+    if len(lines) > 1:
+        # Multi-line text is a traceback or a wrapped one (Ray, Flower): its useful line is
+        # Flower's "... Message: <reason>", else the last "SomeError: reason", not the first.
+        key = next((l for l in reversed(lines) if "occurred. Message: " in l), None) \
+            or next((l for l in reversed(lines) if _EXCEPTION_LINE.match(l)), None)
+        if key is not None:
+            line = key.split("occurred. Message: ", 1)[-1].rstrip("'>").strip() if "occurred. Message: " in key \
+                else key
     if table:
         line = line.replace("|", "/")
     return line if len(line) <= limit else line[: limit - 3] + "..."

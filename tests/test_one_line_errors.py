@@ -56,6 +56,10 @@ def test_one_line_strips_ansi_and_keeps_the_exception_line():
                       "\x1b[31mRuntimeError: no weights\x1b[0m\n")
     assert one_line(traceback_text) == "RuntimeError: no weights"
     assert one_line("\x1b[1;31mfailed\x1b[0m: a | b\nmore", table=True) == "failed: a / b"
+    ray = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run() (pid=1)\n"
+           "  File \"x\", line 3, in run\nflwr.clientapp.client_app.ClientAppException: \n"
+           "Exception ClientAppException occurred. Message: injected failure on page 2'>")
+    assert one_line(ray) == "injected failure on page 2"
 
 
 @pytest.mark.parametrize("error, code", [(ConfigError("x"), EXIT_CONFIG), (OutputDirError("y"), EXIT_OUTPUT),
