@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
@@ -88,6 +88,8 @@ class RunSettings:
     probe_train_samples: int = 2000
     probe_test_samples: int = 1000
     upload_local_images: bool = False
+    on_bad_sample: str = "skip"
+    verify_images: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -132,6 +134,8 @@ class RunSettings:
         _require(self.min_participants <= self.expected_participants,
                  f"min-participants ({self.min_participants}) exceeds the {self.expected_participants} "
                  "participants the run waits for")
+        _require(self.on_bad_sample in ("skip", "fail"),
+                 f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,
                  f"on-failure must be one of {', '.join(ON_FAILURE_POLICIES)}, got {self.on_failure!r}")
         _require(self.node_wait_s > 0 and self.reply_timeout_s > 0,
@@ -178,3 +182,85 @@ class RunSettings:
     def identity(self) -> dict[str, Any]:
         """The values that make two runs' outputs comparable (see RUN_IDENTITY_KEYS)."""
         return {key: getattr(self, key) for key in RUN_IDENTITY_KEYS}
+
+
+# --------------------------------------------------------------------------- run-config keys
+#: Where ``[tool.flwr.app.config]`` lives: the app's pyproject, next to this package.
+APP_PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def app_run_config(pyproject: str | os.PathLike = APP_PYPROJECT) -> dict[str, Any]:
+    """The run-config keys and defaults an app declares (``[tool.flwr.app.config]``)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read the app's run config from {pyproject}: {error}") from None
+    return dict(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def check_run_config_keys(overrides: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Refuse an unknown run-config key in one line, naming the closest valid key.
+
+    Flower refuses it too, but as "Invalid run configuration" without saying which key.
+    """
+    import difflib
+
+    valid = sorted(valid)
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown run-config key {key!r}: {hint}")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` items as a dict; values are TOML (``3``, ``true``, ``"x"``) or plain text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def check_run_config(overrides: Mapping[str, Any], pyproject: str | os.PathLike = APP_PYPROJECT) -> RunSettings:
+    """Keys and values of a ``flwr run --run-config`` override, checked as the ServerApp would
+    (without touching data or disk); returns the settings."""
+    defaults = app_run_config(pyproject)
+    check_run_config_keys(overrides, defaults)
+    return RunSettings.from_run_config({**defaults, **overrides})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coopt_flower.config check key=value ...``: check a run config before
+    ``flwr run``; exit 0 when it is usable, 2 with one line saying what to fix."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m coopt_flower.config",
+                                     description="Check a run config before `flwr run`.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="check key=value overrides (keys and values)")
+    check.add_argument("overrides", nargs="*", help="key=value, as for flwr run --run-config")
+    check.add_argument("--pyproject", default=str(APP_PYPROJECT), help="the app's pyproject.toml")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+        check_run_config(overrides, args.pyproject)
+    except ConfigError as error:
+        print(f"run config: {error}", file=sys.stderr)
+        return 2
+    print(f"run config ok ({len(overrides)} override(s) checked)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

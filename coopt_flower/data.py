@@ -48,6 +48,36 @@ class DataSourceError(ValueError):
     """A data source spec or the data behind it is unusable; the message says what to fix."""
 
 
+@dataclass(frozen=True)
+class BadSample:
+    """A sample whose image cannot be decoded: the data's fault, never a participant's.
+
+    ``sample_id`` is the id in the source that was read (a node's own index for node-local
+    data until the platform maps it), ``name`` the file (relative to the source's folder),
+    ``reason`` the decoder's one-line message.
+    """
+
+    sample_id: int
+    name: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"id": int(self.sample_id), "name": self.name, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> BadSample:
+        return cls(int(entry["id"]), str(entry.get("name", "")), str(entry.get("reason", "")))
+
+
+class SampleDecodeError(DataSourceError):
+    """One image of a source cannot be decoded (:attr:`bad` says which and why)."""
+
+    def __init__(self, bad: BadSample, spec: str = "") -> None:
+        self.bad = bad
+        where = f" of {spec}" if spec else ""
+        super().__init__(f"sample {bad.sample_id}{where} ({bad.name}) cannot be decoded: {bad.reason}")
+
+
 class ImageSource(Protocol):
     """What the rest of coopt_flower needs from a dataset of images."""
 
@@ -160,32 +190,171 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
+    def name_of(self, sample: int) -> str:
+        """The file of ``sample``, relative to the folder (as reports name it)."""
+        return self.files[int(sample)].relative_to(self.root).as_posix()
+
     def _load(self, path: Path) -> np.ndarray:
         from PIL import Image  # pillow comes with torchvision
 
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = self.image_size / min(image.size)
-            size = (max(self.image_size, round(image.width * scale)),
-                    max(self.image_size, round(image.height * scale)))
-            image = image.resize(size, Image.BILINEAR)
-            left = (image.width - self.image_size) // 2
-            top = (image.height - self.image_size) // 2
-            image = image.crop((left, top, left + self.image_size, top + self.image_size))
-            return np.asarray(image, dtype=np.uint8)
+        image = open_rgb(path)
+        scale = self.image_size / min(image.size)
+        size = (max(self.image_size, round(image.width * scale)),
+                max(self.image_size, round(image.height * scale)))
+        image = image.resize(size, Image.BILINEAR)
+        left = (image.width - self.image_size) // 2
+        top = (image.height - self.image_size) // 2
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return np.asarray(image, dtype=np.uint8)
+
+    def _try_load(self, sample: int) -> np.ndarray | BadSample:
+        try:
+            return self._load(self.files[int(sample)])
+        except Exception as error:  # any decoder failure is this file's, reported as such
+            return BadSample(int(sample), self.name_of(sample), decode_reason(error))
 
     def images(self, ids: np.ndarray) -> np.ndarray:
+        """RGB uint8 images; the first file that cannot be decoded raises
+        :class:`SampleDecodeError` naming it (see :meth:`decode` to skip such files)."""
+        pixels, bad = self.decode(ids)
+        if bad:
+            raise SampleDecodeError(bad[0], self.spec)
+        return pixels
+
+    def decode(self, ids: np.ndarray) -> tuple[np.ndarray, list[BadSample]]:
+        """The images of ``ids`` that decode (in order) and the samples that do not."""
         ids = _check_ids(ids, len(self), self.spec)
         out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
-        for row, sample in enumerate(ids):
-            out[row] = self._load(self.files[sample])
-        return out
+        bad, row = [], 0
+        for sample in ids:
+            image = self._try_load(sample)
+            if isinstance(image, BadSample):
+                bad.append(image)
+            else:
+                out[row] = image
+                row += 1
+        return out[:row], bad
 
     def labels(self, ids: np.ndarray) -> np.ndarray | None:
         if self.class_names is None:
             return None
         ids = _check_ids(ids, len(self), self.spec)
         return np.array([self._class_index[self.files[i].parent.name] for i in ids], np.int64)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode_reason(error: BaseException) -> str:
+    """The decoder's one-line reason, e.g. ``OSError: image file is truncated (...)``."""
+    from coopt_flower.errors import one_line
+
+    return one_line(f"{type(error).__name__}: {error}", table=True)
+
+
+def _scaled_to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:
+    """Intensities in ``[0, full_scale]`` as uint8 ``[0, 255]`` (rounded, clipped)."""
+    scaled = np.asarray(array, dtype=np.float64) * (255.0 / full_scale)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image):
+    """A Pillow image of any mode as 8-bit RGB, the way a viewer shows it.
+
+    - EXIF orientation is applied (phone photos stand upright).
+    - 16-bit (``I;16*``) and 32-bit integer (``I``) grayscale are scaled from the 16-bit range
+      (``v * 255 / 65535``); Pillow's own conversion clips them to white.
+    - 32-bit float (``F``) is read as intensity in ``[0, 1]``; Pillow's own clips it to 0/1.
+    - Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index) is composited
+      over white, so hidden colour under transparent pixels does not leak into the image.
+    - Palette, bilevel, CMYK, YCbCr, LAB and HSV go through Pillow's conversion.
+    """
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I" or mode == "F":
+        full_scale = 1.0 if mode == "F" else 65535.0
+        gray = _scaled_to_uint8(np.asarray(image), full_scale)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike):
+    """Open an image file fully decoded as 8-bit RGB (see :func:`to_rgb`); a truncated or
+    corrupt file raises here, not later."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def decode_images(source: ImageSource, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[BadSample]]:
+    """``(pixels, good ids, bad samples)`` of ``ids``: sources of files skip what does not
+    decode; the others (arrays) always decode."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if hasattr(source, "decode"):
+        pixels, bad = source.decode(ids)
+        if bad:
+            ids = ids[~np.isin(ids, [b.sample_id for b in bad])]
+        return pixels, ids, bad
+    return source.images(ids), ids, []
+
+
+def scan_images(source: ImageSource, ids: np.ndarray, *, workers: int = 0, batch: int = 64,
+                progress: bool = True, stop_at_first: bool = False) -> list[BadSample]:
+    """Decode every image of ``ids`` in parallel (threads: Pillow decodes without the GIL);
+    returns the samples that do not decode, in id order.
+
+    ``stop_at_first`` returns as soon as a bad sample is found (for ``on-bad-sample=fail``).
+    Sources without files (arrays) have nothing to decode: returns ``[]`` at once.
+    """
+    if not hasattr(source, "decode"):
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = np.asarray(ids, dtype=np.int64)
+    chunks = pages(ids, batch) if len(ids) else []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc=f"verify images ({source.spec})", unit="img", leave=False)
+    bad: list[BadSample] = []
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for chunk, found in zip(chunks, pool.map(lambda chunk: source.decode(chunk)[1], chunks)):
+            bad.extend(found)
+            if bar is not None:
+                bar.update(len(chunk))
+            if stop_at_first and bad:
+                pool.shutdown(wait=False, cancel_futures=True)
+                break
+    if bar is not None:
+        bar.close()
+    return sorted(bad, key=lambda b: b.sample_id)
+
+
+class ScreenedSource:
+    """A source whose samples were scanned before the run: :attr:`bad_samples` lists those
+    that do not decode, so a round can leave them out from the start."""
+
+    def __init__(self, source: ImageSource, bad_samples: list[BadSample]) -> None:
+        self.inner, self.bad_samples, self.spec = source, list(bad_samples), source.spec
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getattr__(self, name: str):  # images, labels, decode, name_of, ...
+        if name == "inner":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def open_hf_dataset(name: str, split: str = "train") -> ArraySource:

@@ -15,6 +15,10 @@ A dataset is a directory that anyone can load without Flower::
 :class:`DatasetWriter` streams pages of targets straight into memory-mapped files in a hidden
 temporary directory and only renames it into place once everything is written, checksummed and
 fsynced, so a crash never leaves a half-written dataset where a reader would find it.
+
+Disk space is reserved when a file is created (``posix_fallocate``): a memory-mapped write on a
+full filesystem kills the process with SIGBUS, while a reservation that does not fit raises
+:class:`~coopt_flower.errors.OutputDirError` at once, and the temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from coopt_flower.atomic import fsync_dir, fsync_file, write_text_atomic
+from coopt_flower.errors import OutputDirError, describe_os_error
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -42,6 +47,41 @@ TARGET_DTYPES = ("float16", "float32")
 
 class DatasetIntegrityError(RuntimeError):
     """A dataset on disk is incomplete, corrupted or of an unknown format."""
+
+
+def reserve_space(path: str | os.PathLike) -> None:
+    """Allocate a file's blocks now, so writing it through a memory map cannot hit a full disk.
+
+    Raises
+    ------
+    OutputDirError
+        One line when the filesystem cannot hold the file.
+    """
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if size and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as error:
+                if error.errno not in (95, 22):  # EOPNOTSUPP/EINVAL: filesystem cannot reserve
+                    raise
+    except OSError as error:
+        raise OutputDirError(f"{describe_os_error(error, Path(path).parent.parent)} "
+                             f"({size / 2**20:.1f} MiB needed for {Path(path).name})") from None
+    finally:
+        os.close(fd)
+
+
+def open_reserved_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``open_memmap(mode="w+")`` with its disk space reserved first (see :func:`reserve_space`)."""
+    try:
+        header_only = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    except OSError as error:
+        raise OutputDirError(describe_os_error(error, path.parent.parent)) from None
+    del header_only  # the file has its full size; reserve its blocks before writing any
+    reserve_space(path)
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -94,19 +134,23 @@ class DatasetWriter:
         self.target_dim = int(target_dim)
         self.dtype = dtype
         self.overwrite = overwrite
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{time.time_ns()}"
-        self.tmp.mkdir()
+        self._arrays: dict[str, np.ndarray] = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
+        except OSError as error:
+            raise OutputDirError(describe_os_error(error, self.path.parent)) from None
         n = len(self.sample_ids)
-        self._targets = np.lib.format.open_memmap(
-            self.tmp / TARGETS_FILE, mode="w+", dtype=dtype, shape=(n, self.target_dim)
-        )
-        self._owners = np.lib.format.open_memmap(
-            self.tmp / OWNERS_FILE, mode="w+", dtype=np.int16, shape=(n,)
-        )
+        try:
+            self._targets = open_reserved_memmap(self.tmp / TARGETS_FILE, dtype, (n, self.target_dim))
+            self._owners = open_reserved_memmap(self.tmp / OWNERS_FILE, np.int16, (n,))
+        except BaseException:
+            self.abort()
+            raise
         self._owners[:] = -1
         self._written = np.zeros(n, dtype=bool)
-        self._arrays: dict[str, np.ndarray] = {}
+        self._excluded = np.zeros(n, dtype=bool)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -140,6 +184,12 @@ class DatasetWriter:
         self._owners[rows] = owner
         self._written[rows] = True
 
+    def exclude(self, ids: np.ndarray) -> None:
+        """Leave ``ids`` out of the dataset on purpose (samples whose image cannot be decoded):
+        they are not written and, unlike missing samples, do not block :meth:`commit`."""
+        if len(ids):
+            self._excluded[self.rows_of(ids)] = True
+
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays made with :meth:`create_array`, by file name."""
@@ -150,15 +200,19 @@ class DatasetWriter:
 
         Used for data that arrives page by page besides the targets (uploaded images).
         """
-        if not name.endswith(".npy") or name in DATA_FILES or "/" in name or name in self._arrays:
+        if not safe_file_name(name) or not name.endswith(".npy") or name in DATA_FILES \
+                or name in self._arrays:
             raise ValueError(f"array name must be a new '<name>.npy', got {name!r}")
-        self._arrays[name] = np.lib.format.open_memmap(self.tmp / name, mode="w+", dtype=dtype,
-                                                       shape=tuple(shape))
+        self._arrays[name] = open_reserved_memmap(self.tmp / name, dtype, tuple(shape))
         return self._arrays[name]
 
     def missing_ids(self) -> np.ndarray:
-        """Ids that no page has written yet."""
-        return self.sample_ids[~self._written]
+        """Ids that no page has written yet (excluded ones aside)."""
+        return self.sample_ids[~self._written & ~self._excluded]
+
+    def excluded_ids(self) -> np.ndarray:
+        """Ids left out with :meth:`exclude`."""
+        return self.sample_ids[self._excluded & ~self._written]
 
     def commit(
         self,
@@ -181,17 +235,25 @@ class DatasetWriter:
             Publish even though some samples were never written (they are left out and listed
             in the manifest's ``missing_sample_ids``); otherwise that is an error.
         """
+        try:
+            return self._commit(manifest, extra_files, extra_arrays, allow_missing)
+        except OutputDirError:
+            raise
+        except OSError as error:  # e.g. the disk filled up writing the small files
+            raise OutputDirError(describe_os_error(error, self.path.parent)) from None
+
+    def _commit(self, manifest, extra_files, extra_arrays, allow_missing) -> Path:
         missing = self.missing_ids()
         if missing.size and not allow_missing:
             raise DatasetIntegrityError(
                 f"{missing.size} samples were never written (e.g. {missing[:5]}); refusing "
                 "to publish an incomplete dataset"
             )
-        if missing.size:
+        if not self._written.all():
             self._drop_unwritten_rows()
         np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
         for name, array in (extra_arrays or {}).items():
-            if not name.endswith(".npy") or name in DATA_FILES or "/" in name:
+            if not safe_file_name(name) or not name.endswith(".npy") or name in DATA_FILES:
                 raise ValueError(f"extra array name must be a new '<name>.npy', got {name!r}")
             np.save(self.tmp / name, array)
         for array in (self._targets, self._owners, *self._arrays.values()):
@@ -231,10 +293,8 @@ class DatasetWriter:
         """Compact the memory maps to the written rows, copying in chunks (bounded memory)."""
         keep = np.flatnonzero(self._written)
         n = len(keep)
-        targets = np.lib.format.open_memmap(
-            self.tmp / f"{TARGETS_FILE}.compact", mode="w+", dtype=self.dtype, shape=(n, self.target_dim))
-        owners = np.lib.format.open_memmap(
-            self.tmp / f"{OWNERS_FILE}.compact", mode="w+", dtype=np.int16, shape=(n,))
+        targets = open_reserved_memmap(self.tmp / f"{TARGETS_FILE}.compact", self.dtype, (n, self.target_dim))
+        owners = open_reserved_memmap(self.tmp / f"{OWNERS_FILE}.compact", np.int16, (n,))
         for start in range(0, n, chunk_rows):
             rows = keep[start: start + chunk_rows]
             targets[start: start + len(rows)] = self._targets[rows]
@@ -247,6 +307,7 @@ class DatasetWriter:
         self._owners = np.load(self.tmp / OWNERS_FILE, mmap_mode="r+")
         self.sample_ids = self.sample_ids[keep]
         self._written = np.ones(n, dtype=bool)
+        self._excluded = np.zeros(n, dtype=bool)
 
     def abort(self) -> None:
         """Discard everything written so far."""
@@ -255,6 +316,15 @@ class DatasetWriter:
                 delattr(self, name)
         self._arrays.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def safe_file_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name inside a dataset directory: no separators, no
+    ``..``, not hidden, printable. Names that come from participants (node-local data) must
+    pass this so they cannot escape the output directory."""
+    return (bool(name) and name == os.path.basename(name) and "/" not in name and "\\" not in name
+            and name not in (".", "..") and not name.startswith(".") and name.isprintable()
+            and "\x00" not in name and len(name) <= 200)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from coopt_flower.data import open_source
+from coopt_flower.data import decode_images, open_source
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
 from coopt_flower.targets import compute_targets
 
@@ -102,6 +102,13 @@ class NodeSettings:
         self.device = self.device or default_device()
 
 
+def _image_bytes(source) -> int:
+    """Bytes of one image of ``source`` (the first that decodes among its first 64), to size
+    upload pages; 0 when none of them decodes."""
+    pixels, _, _ = decode_images(source, np.arange(min(len(source), 64), dtype=np.int64))
+    return int(pixels[0].nbytes) if len(pixels) else 0
+
+
 class PrototypeParticipant:
     """Answers the platform's requests with its own prototype (or the round's student)."""
 
@@ -124,7 +131,7 @@ class PrototypeParticipant:
             device=node.device, precision=node.precision, partition_id=node.partition_id,
             slot=node.slot, num_partitions=node.num_partitions,
             local_data=node.local_data, local_samples=len(local) if local is not None else 0,
-            local_image_bytes=int(local.images(np.zeros(1, np.int64)).nbytes) if local is not None else 0,
+            local_image_bytes=_image_bytes(local) if local is not None else 0,
             torch=torch.__version__, python=platform.python_version())
 
     def encode(self, request: EncodeRequest,
@@ -144,7 +151,7 @@ class PrototypeParticipant:
         kwargs = dict(target_dim=config.target_dim, projection_seed=config.projection_seed,
                       batch_size=node.batch_size or config.batch_size)
         extra: dict[str, np.ndarray] = {}
-        digest = ""
+        digest, bad = "", []
         if request.pixels is not None:
             pixels = request.pixels
             digest = pixels_digest(pixels)
@@ -155,14 +162,20 @@ class PrototypeParticipant:
                     load_student(student, node.device), pixels, None,
                     desc="shared subset (student)", **kwargs)
         else:
+            # Images that cannot be decoded are the data's fault: skipped and reported, so
+            # the page (and this participant) does not fail for them.
             ids = request.ids
-            if config.scope == "local":
-                source = self._local_source()
-                if config.upload_images:
-                    extra["pixels"] = source.images(ids)
+            source = self._local_source() if config.scope == "local" else open_source(node.data or config.data)
+            if config.scope == "local" and config.upload_images:
+                pixels, ids, bad = decode_images(source, ids)  # decoded once: uploaded and encoded
+                extra["pixels"] = pixels
+                targets, stats = compute_targets(prototype, pixels, None, desc="shard page", **kwargs)
             else:
-                source = open_source(node.data or config.data)
-            targets, stats = compute_targets(prototype, source, ids, desc="shard page", **kwargs)
+                targets, stats = compute_targets(prototype, source, ids, desc="shard page",
+                                                 bad_samples=bad, **kwargs)
+                if bad:
+                    ids = ids[~np.isin(ids, [b.sample_id for b in bad])]
         return EncodeReply(targets=targets, ids=ids, encode_seconds=stats.seconds,
                            num_images=stats.num_images, prototype=node.prototype,
-                           encoder=prototype.spec, pixels_sha256=digest, extra=extra)
+                           encoder=prototype.spec, pixels_sha256=digest, extra=extra,
+                           bad_samples=[b.as_dict() for b in bad])

@@ -1,16 +1,35 @@
-"""Checks that run before any work starts, so a bad config fails in seconds with one line."""
+"""Checks that run before any work starts, so a bad config fails in seconds with one line.
+
+Order: prototypes, data, output directory (stale temporaries of a crashed run removed, then
+claimed; a read-only, immutable or unwritable one refused), free disk space for the rounds'
+datasets, and, with ``verify-images`` or ``on-bad-sample=fail``, every image decoded once.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
-from coopt_flower.config import ConfigError, RunSettings
-from coopt_flower.data import DataSourceError, ImageSource, open_source
+import numpy as np
+
 from coopt_flower.atomic import write_text_atomic
+from coopt_flower.bad_samples import BadSampleError
+from coopt_flower.config import ConfigError, RunSettings
+from coopt_flower.data import DataSourceError, ImageSource, ScreenedSource, open_source, scan_images, select_samples
+from coopt_flower.errors import OutputDirError, describe_os_error
 from coopt_flower.prototypes import available_prototypes, parse_prototype_spec
 
+log = logging.getLogger(__name__)
+
 RUN_FILE = "run.json"
+# Hidden temporaries this project writes in an output directory (atomic writes and rounds
+# being written); a crashed run leaves them behind, and they may fill the disk.
+STALE_PATTERNS = (".round-*.tmp-*", ".round-*.old-*", ".run.json.tmp-*", ".checkpoint.json.tmp-*",
+                  ".summary.md.tmp-*")
+DISK_MARGIN = 1.10          # free space must exceed the estimate by 10%
+DISK_MARGIN_BYTES = 1 << 20  # ... plus 1 MiB for manifests and reports
 
 
 def check_prototypes(settings: RunSettings) -> None:
@@ -55,6 +74,9 @@ def check_output_dir(settings: RunSettings) -> Path:
     unless ``overwrite`` is set.
     """
     out = Path(settings.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output-dir {out} is a file, not a directory: choose another output-dir")
+    remove_stale_temporaries(out)
     run_file = out / RUN_FILE
     identity = settings.identity()
     if run_file.exists():
@@ -70,14 +92,81 @@ def check_output_dir(settings: RunSettings) -> Path:
     elif out.exists() and any(out.iterdir()) and not settings.overwrite:
         raise ConfigError(f"output-dir {out} is not empty and holds no CoOpt run: choose a new "
                           "output-dir or set overwrite=true")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_file, json.dumps({"identity": identity}, indent=2, sort_keys=True))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_file, json.dumps({"identity": identity}, indent=2, sort_keys=True))
+    except OSError as error:  # read-only, immutable, not ours, or full
+        raise OutputDirError(f"output-dir: {describe_os_error(error, out)}") from None
     return out
 
 
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the hidden temporaries a crashed run left in ``out`` (before anything is written)."""
+    if not out.is_dir():
+        return []
+    stale = sorted({p for pattern in STALE_PATTERNS for p in out.glob(pattern)})
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) of an interrupted run from %s", len(stale), out)
+    return stale
+
+
+def estimate_round_bytes(settings: RunSettings, num_samples: int) -> int:
+    """Bytes one round's dataset takes on disk: targets, owners and ids per sample, and every
+    participant's shared-subset embeddings (uploaded node-local images are not counted)."""
+    per_sample = settings.target_dim * np.dtype(settings.target_dtype).itemsize + 2 + 8
+    shared = settings.expected_participants * settings.shared_size * settings.target_dim * 4
+    return num_samples * per_sample + shared
+
+
+def check_disk_space(settings: RunSettings, num_samples: int) -> int:
+    """Refuse in one line when ``output-dir`` lacks room for the rounds still to write.
+
+    Returns the estimate in bytes.
+    """
+    out = Path(settings.output_dir)
+    todo = sum(not (out / f"round-{r:03d}").exists() for r in range(1, settings.num_server_rounds + 1))
+    needed = todo * estimate_round_bytes(settings, num_samples)
+    free = shutil.disk_usage(out).free
+    if needed and free < needed * DISK_MARGIN + DISK_MARGIN_BYTES:
+        raise OutputDirError(
+            f"output-dir {out} has {free / 2**20:.1f} MiB free, the run's datasets need about "
+            f"{needed * DISK_MARGIN / 2**20 + 1:.1f} MiB: free space, choose another output-dir, "
+            "or lower num-samples / target-dim (target-dtype=float16 halves the targets)")
+    return needed
+
+
+def check_images(settings: RunSettings, source: ImageSource) -> ImageSource:
+    """With ``verify-images`` or ``on-bad-sample=fail``, decode every image of the run first.
+
+    Returns the source, wrapped with the samples that do not decode (the round leaves them
+    out) when there are any; ``fail`` raises at the first one, naming the file.
+    """
+    if not (settings.verify_images or settings.on_bad_sample == "fail"):
+        return source
+    ids = select_samples(len(source), settings.num_samples, settings.seed)
+    fail = settings.on_bad_sample == "fail"
+    bad = scan_images(source, ids, stop_at_first=fail)
+    if bad and fail:
+        raise BadSampleError(bad[0], source.spec)
+    if not bad:
+        return source
+    log.warning("%d of %d images cannot be decoded and are left out (listed in the report)", len(bad), len(ids))
+    if len(ids) - len(bad) < settings.shared_size:
+        raise DataSourceError(f"only {len(ids) - len(bad)} images of {settings.data} decode, fewer "
+                              f"than shared-size={settings.shared_size}: fix the images or lower it")
+    return ScreenedSource(source, bad)
+
+
 def preflight(settings: RunSettings) -> ImageSource:
-    """Validate prototypes, data and output directory; returns the opened data source."""
+    """Validate prototypes, data, output directory and disk space (and, if asked, every image);
+    returns the opened data source."""
     check_prototypes(settings)
     source = check_data(settings)
     check_output_dir(settings)
-    return source
+    check_disk_space(settings, settings.num_samples or len(source))
+    return check_images(settings, source)

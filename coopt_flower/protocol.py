@@ -26,7 +26,10 @@ Message types
     ``ids`` (int64, echoed; ``-1`` s for pixels), optionally ``student-targets`` (the
     student's embeddings of the shared subset) and ``pixels`` (uploaded node-local images);
     record ``metrics`` (``encode-seconds``, ``num-images``); record ``info`` (``prototype``,
-    ``encoder``, and for pixels ``pixels-sha256`` of the pixels as received).
+    ``encoder``, and for pixels ``pixels-sha256`` of the pixels as received). A page with
+    images that cannot be decoded returns targets and ids of the others only, and lists the
+    skipped ones in ``info`` ``bad-samples`` (JSON ``[{"id", "name", "reason"}]``); the key
+    is absent when every image decoded.
 
 :func:`check_targets` and :func:`check_pixels` are the platform's checks of a reply: anything
 that fails them raises :class:`ReplyRefused` with the reason, and nothing of it is merged.
@@ -50,6 +53,8 @@ DESCRIPTION, OUTPUTS, METRICS, INFO = "describe", "outputs", "metrics", "info"
 CONFIG_RECORDS = (CONFIG, STUDENT_CONFIG, DESCRIPTION, INFO)
 ARRAY_RECORDS = (INPUTS, STUDENT, OUTPUTS)
 METRIC_RECORDS = (METRICS,)
+
+BAD_SAMPLES = "bad-samples"  # info key of a page reply: images that could not be decoded
 
 ENCODERS = ("own", "student")
 SCOPES = ("platform", "local")
@@ -184,11 +189,14 @@ class EncodeReply:
     encoder: str = ""
     pixels_sha256: str = ""
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # student-targets, pixels
+    bad_samples: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "reason"}
 
     def content(self) -> dict[str, dict]:
         info = {"prototype": self.prototype, "encoder": self.encoder}
         if self.pixels_sha256:
             info["pixels-sha256"] = self.pixels_sha256
+        if self.bad_samples:
+            info[BAD_SAMPLES] = json.dumps(self.bad_samples)
         return {OUTPUTS: {**self.extra, "targets": self.targets, "ids": self.ids},
                 METRICS: {"encode-seconds": float(self.encode_seconds),
                           "num-images": int(self.num_images)},
@@ -205,7 +213,8 @@ class EncodeReply:
                        num_images=int(metrics["num-images"]),
                        prototype=str(info.get("prototype", "")), encoder=str(info.get("encoder", "")),
                        pixels_sha256=str(info.get("pixels-sha256", "")),
-                       extra={k: v for k, v in outputs.items() if k not in ("targets", "ids")})
+                       extra={k: v for k, v in outputs.items() if k not in ("targets", "ids")},
+                       bad_samples=json.loads(str(info[BAD_SAMPLES])) if BAD_SAMPLES in info else [])
         except (KeyError, TypeError, ValueError) as error:
             raise ReplyRefused(f"reply lacks targets, ids or metrics ({error!r})") from None
 
@@ -244,6 +253,59 @@ def check_targets(targets: Any, returned_ids: Any, ids: np.ndarray, target_dim: 
             f"({len(extra)} outside the page, {len(returned) - len(np.unique(returned))} "
             "duplicated, or out of order)")
     return targets.astype(np.float32, copy=False)
+
+
+def check_bad_samples(bad_samples: Any, page: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The ids of a page that a reply encoded, and the ones it could not decode.
+
+    Returns ``(good ids, bad ids, bad entries)``; the entries' names and reasons are made
+    one-line strings.
+
+    Raises
+    ------
+    ReplyRefused
+        When the reply's bad samples are malformed, outside the page or duplicated.
+    """
+    from coopt_flower.errors import one_line
+
+    page = np.asarray(page, dtype=np.int64)
+    if not bad_samples:
+        return page, np.empty(0, np.int64), []
+    try:
+        entries = [{"id": int(e["id"]), "name": one_line(e.get("name", ""), 200, table=True),
+                    "reason": one_line(e.get("reason", ""), table=True)} for e in bad_samples]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ReplyRefused("malformed bad-samples in the reply (expected [{id, name, reason}])") from None
+    bad = np.array([e["id"] for e in entries], dtype=np.int64)
+    if len(np.unique(bad)) != len(bad) or not np.isin(bad, page).all():
+        raise ReplyRefused("bad-samples lists ids outside the page or twice")
+    return page[~np.isin(page, bad)], bad, entries
+
+
+def reply_nbytes(records: Mapping[str, Mapping[str, Any]]) -> int:
+    """Bytes of a reply's arrays as received, read from their headers: no array is decoded."""
+    total = 0
+    for name in ARRAY_RECORDS:
+        for array in (records[name].values() if name in records else ()):
+            data = getattr(array, "data", None)
+            total += len(data) if isinstance(data, (bytes, bytearray, memoryview)) \
+                else int(np.asarray(array).nbytes)
+    return total
+
+
+def reply_limit(rows: int, target_dim: int, extra_bytes_per_row: int = 0, *, student: bool = False) -> int:
+    """The most bytes a reply for ``rows`` samples may carry: targets (up to float64, twice
+    with the student's), ids, uploaded pixels, and 64 KiB for array headers."""
+    per_row = target_dim * 8 * (2 if student else 1) + 8 + extra_bytes_per_row
+    return rows * per_row + (64 << 10)
+
+
+def check_reply_size(records: Mapping[str, Mapping[str, Any]], limit_bytes: int) -> None:
+    """Refuse a reply whose arrays exceed what its page can hold, before decoding it."""
+    size = reply_nbytes(records)
+    if size > limit_bytes:
+        raise ReplyRefused(f"reply of {size / 2**20:.1f} MiB is larger than its page allows "
+                           f"({limit_bytes / 2**20:.1f} MiB); refused without reading it")
 
 
 def check_pixels(pixels: Any, count: int, earlier_shape: tuple[int, ...] | None) -> np.ndarray:

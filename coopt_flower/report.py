@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coopt_flower.atomic import write_bytes_atomic
+from coopt_flower.bad_samples import render_bad_samples
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def render_report(summary: dict[str, Any]) -> str:
                   "|---|---|---|---:|---|"]
         lines += [f"| {f['participant']} | {f['step']} | {f['reason']} | {f['samples_affected']} | "
                   f"{f['action'] or '-'} |" for f in failures]
+    lines += render_bad_samples(summary)
     missing = summary.get("missing_samples", 0)
     lines += ["", f"Samples missing from the dataset: {missing}"
               + (f" (ids in report.json `missing_sample_ids`)" if missing else "")]

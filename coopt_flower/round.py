@@ -45,10 +45,13 @@ import numpy as np
 from coopt_flower import rounds
 from coopt_flower.alignment import AlignmentPlan, plan_alignment
 from coopt_flower.config import RunSettings
-from coopt_flower.data import ImageSource, partition_iid, select_samples, select_shared_subset
+from coopt_flower.data import ImageSource, partition_iid, select_samples
 from coopt_flower.dataset_format import DatasetWriter
+from coopt_flower.errors import one_line
 from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, EncodeRequest, ReplyRefused,
-                                   check_pixels, check_targets, pixels_digest)
+                                   check_bad_samples, check_pixels, check_targets, pixels_digest,
+                                   reply_limit)
+from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.refinement import choose_encoders
 from coopt_flower.report import render_report, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
+FAILURES_LOG = "failures.log"  # full reasons (tracebacks) of refused replies, beside the report
 SHARED_EMBEDDINGS = "shared_embeddings.npy"
 
 Student = tuple[dict[str, np.ndarray], dict[str, Any]]  # (weights, config) of a refined student
@@ -149,9 +153,12 @@ class CoOptRound:
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.failures: list[Failure] = []
+        self.failure_details: list[str] = []  # full multi-line reasons (tracebacks)
         self.participants: list[Participant] = []
         self.sample_ids = select_samples(len(source), settings.num_samples, settings.seed)
-        self.shared_ids = select_shared_subset(self.sample_ids, settings.shared_size, settings.seed)
+        # Images that cannot be decoded are listed, left out, and never blamed on a node.
+        self.bad = BadSampleLedger(settings.on_bad_sample, source)
+        self.shared_ids = self.bad.draw_shared(self.sample_ids, settings.shared_size, settings.seed)
         self.shared_pixels: np.ndarray | None = None
         self.own_embeddings: dict[str, np.ndarray] = {}
         self.student_embeddings: np.ndarray | None = None
@@ -171,8 +178,12 @@ class CoOptRound:
                             image_size=s.image_size, data=s.data, encoder=encoder, slot=slot)
 
     def refuse(self, name: str, step: str, reason: str) -> Failure:
-        log.warning("  %s refused at %s: %s", name, step, reason)
-        self.failures.append(Failure(name, step, reason))
+        """Record a refused reply: one line in the report, the full text in ``failures.log``."""
+        short = one_line(reason, table=True)
+        log.warning("  %s refused at %s: %s", name, step, short)
+        if short != str(reason).strip():
+            self.failure_details.append(f"== {name} at {step}\n{reason}\n")
+        self.failures.append(Failure(name, step, short))
         return self.failures[-1]
 
     @contextlib.contextmanager
@@ -227,7 +238,8 @@ class CoOptRound:
     # ------------------------------------------------------------------ 2. shared subset
     def shared_request(self) -> EncodeRequest:
         """The request every participant gets: S as pixels (and the student, if any)."""
-        self.shared_pixels = self.source.images(self.shared_ids)
+        self.shared_ids, self.shared_pixels = self.bad.read_shared(self.sample_ids, self.shared_ids,
+                                                                   self.settings.seed)
         log.info("[shared] sending %d shared images to %d participants", len(self.shared_ids),
                  len(self.participants))
         return EncodeRequest(self.encode_config(), pixels=self.shared_pixels, student=self.student)
@@ -309,7 +321,7 @@ class CoOptRound:
                 p.local_base = base
                 local_ids[p.name] = np.arange(base, base + p.local_count, dtype=np.int64)
                 base += p.local_count
-        sample_ids = self.sample_ids
+        sample_ids = self.bad.without_known(self.sample_ids)
         if local_ids and all(p.local_count for p in self.participants):
             log.warning("every participant holds only node-local data: the platform's samples "
                         "(other than the shared subset) are not part of this dataset")
@@ -364,6 +376,17 @@ class CoOptRound:
             requests[name] = EncodeRequest(config, ids=ids.astype(np.int64))
         return requests
 
+    def reply_limits(self, wave: Mapping[str, np.ndarray] | None = None) -> dict[str, int]:
+        """Bytes each participant's reply may hold (for the shared subset when ``wave`` is None):
+        a larger reply is refused before it is decoded."""
+        s, by_name = self.settings, self._by_name()
+        if wave is None:
+            return {p.name: reply_limit(len(self.shared_ids), s.target_dim, student=self.student is not None)
+                    for p in self.participants}
+        return {name: reply_limit(len(ids), s.target_dim, by_name[name].local_image_bytes
+                                  if by_name[name].is_local(ids) and s.upload_local_images else 0)
+                for name, ids in wave.items()}
+
     def accept_pages(self, wave: Mapping[str, np.ndarray], replies: Mapping[str, Reply]) -> int:
         """Merge the pages that pass the checks; fail the rest. Returns samples merged."""
         by_name = self._by_name()
@@ -373,15 +396,17 @@ class CoOptRound:
         for name, ids in wave.items():
             p = by_name[name]
             local = p.is_local(ids)
+            base = p.local_base if local else 0
             try:
                 reply = replies[name]
                 if isinstance(reply, str):
                     raise ReplyRefused(reply)
-                targets = self._checked(p, reply, ids - p.local_base if local else ids)
+                good, bad, entries = check_bad_samples(reply.bad_samples, ids - base)
+                targets = self._checked(p, reply, good)
                 pixels = None
                 if local and self.settings.upload_local_images:
                     earlier = writer.arrays.get(p.local_images_file)
-                    pixels = check_pixels(reply.extra.get("pixels"), len(ids),
+                    pixels = check_pixels(reply.extra.get("pixels"), len(good),
                                           None if earlier is None else earlier.shape[1:])
             except ReplyRefused as error:
                 failure = self.refuse(name, "optimize", str(error))
@@ -389,6 +414,10 @@ class CoOptRound:
                 failure.samples_affected, failure.action = affected, action
                 log.warning("  %s: %d unfinished samples %s", name, affected, action)
                 continue
+            if len(bad):  # raises under on-bad-sample=fail
+                self.bad.record(entries, base=base, reported_by=name, local=local)
+                writer.exclude(bad + base)
+                ids = good + base
             writer.write(ids, self.alignment.maps[name].apply(targets), owner=owner_index[name])
             if pixels is not None:
                 self._store_local_images(p, ids - p.local_base, pixels)
@@ -414,6 +443,9 @@ class CoOptRound:
         missing = self._scheduler.missing_ids()
         self.timings["total"] = time.perf_counter() - self.started
         summary = self.summary(missing)
+        if self.bad:
+            summary.update(self.bad.summary())
+            summary["num_samples"] -= len(writer.excluded_ids())
         manifest = {k: v for k, v in summary.items() if k != "dataset_path"}
         manifest["shared_ids"] = self.shared_ids.tolist()
         manifest["local_sources"] = [
@@ -425,7 +457,8 @@ class CoOptRound:
         report = render_report(summary)
         writer.commit(
             manifest,
-            extra_files={REPORT_MD: report, REPORT_JSON: json.dumps(summary, indent=2)},
+            extra_files={REPORT_MD: report, REPORT_JSON: json.dumps(summary, indent=2),
+                         **({FAILURES_LOG: "\n".join(self.failure_details)} if self.failure_details else {})},
             extra_arrays={SHARED_EMBEDDINGS: np.stack([self.shared[p.name] for p in self.participants])},
             allow_missing=s.on_failure == "drop",
         )

@@ -26,10 +26,12 @@ class EncodeStats:
         return self.num_images / self.seconds if self.seconds > 0 else float("inf")
 
 
-def encode_batches(prototype, batches, total: int, *, desc: str = "encode", progress: bool = True):
+def encode_batches(prototype, batches, total: int, *, desc: str = "encode", progress: bool = True,
+                   at_most: bool = False):
     """Encode an iterable of uint8 image batches; returns ``(features, stats)``.
 
-    ``features`` is float32 ``(total, d_k)``.
+    ``features`` is float32 ``(total, d_k)``; with ``at_most``, ``total`` is an upper bound
+    (batches may come short of images that did not decode) and the rows encoded are returned.
     """
     features = np.empty((total, prototype.output_dim), dtype=np.float32)
     bar = None
@@ -47,9 +49,9 @@ def encode_batches(prototype, batches, total: int, *, desc: str = "encode", prog
             bar.update(len(out))
     if bar is not None:
         bar.close()
-    if row != total:
+    if row != total and not (at_most and row < total):
         raise RuntimeError(f"expected {total} images, encoded {row}")
-    return features, EncodeStats(total, time.perf_counter() - start)
+    return features[:row], EncodeStats(row, time.perf_counter() - start)
 
 
 def encode_features(
@@ -60,6 +62,7 @@ def encode_features(
     batch_size: int = 128,
     progress: bool = True,
     desc: str = "encode",
+    bad_samples: list | None = None,
 ) -> tuple[np.ndarray, EncodeStats]:
     """The prototype's own features ``psi_k(x)`` for a set of images, batch by batch.
 
@@ -72,6 +75,10 @@ def encode_features(
         that the ``ids`` are read from batch by batch.
     ids : np.ndarray or None
         Sample ids to read from the source; None when images are given.
+    bad_samples : list, optional
+        When given, images that cannot be decoded are skipped and appended here
+        (:class:`coopt_flower.data.BadSample`); the features then hold the other ids' rows,
+        in order. Without it, such an image raises.
 
     Returns
     -------
@@ -90,8 +97,23 @@ def encode_features(
     else:
         source, ids = images_or_source, np.asarray(ids, dtype=np.int64)
         total = len(ids)
-        batches = (source.images(ids[i: i + batch_size]) for i in range(0, total, batch_size))
-    return encode_batches(prototype, batches, total, desc=desc, progress=progress)
+        if bad_samples is None:
+            batches = (source.images(ids[i: i + batch_size]) for i in range(0, total, batch_size))
+        else:
+            batches = _decoded_batches(source, ids, batch_size, bad_samples)
+    return encode_batches(prototype, batches, total, desc=desc, progress=progress,
+                          at_most=bad_samples is not None)
+
+
+def _decoded_batches(source, ids: np.ndarray, batch_size: int, bad_samples: list):
+    """Batches of the images that decode; the others are appended to ``bad_samples``."""
+    from coopt_flower.data import decode_images
+
+    for i in range(0, len(ids), batch_size):
+        pixels, _, bad = decode_images(source, ids[i: i + batch_size])
+        bad_samples.extend(bad)
+        if len(pixels):
+            yield pixels
 
 
 def compute_targets(
@@ -104,6 +126,7 @@ def compute_targets(
     batch_size: int = 128,
     progress: bool = True,
     desc: str = "encode",
+    bad_samples: list | None = None,
 ) -> tuple[np.ndarray, EncodeStats]:
     """Targets ``y = W_k psi_k(x)`` for a set of images (see :func:`encode_features`).
 
@@ -111,6 +134,6 @@ def compute_targets(
     these and the prototype's dim). Returns float32 ``(m, target_dim)`` and the encode stats.
     """
     features, stats = encode_features(prototype, images_or_source, ids, batch_size=batch_size,
-                                      progress=progress, desc=desc)
+                                      progress=progress, desc=desc, bad_samples=bad_samples)
     matrix = projection_matrix(prototype.output_dim, target_dim, projection_seed)
     return project(features, matrix), stats

@@ -94,8 +94,14 @@ def cmd_supernode(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``flwr run . --stream`` against the cluster; exit 0 only for a completed run."""
-    result = cluster.run_app(args.workdir, parse_run_config(args.run_config),
-                             timeout_s=args.timeout, echo=True)
+    from coopt_flower.config import ConfigError
+
+    try:
+        result = cluster.run_app(args.workdir, parse_run_config(args.run_config),
+                                 timeout_s=args.timeout, echo=True)
+    except ConfigError as error:
+        print(f"run config: {error}", file=sys.stderr)
+        return 2
     print(f"[deploy] run {result.run_id}: {result.status or 'unknown status'}")
     return result.returncode
 

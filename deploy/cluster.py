@@ -66,13 +66,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import psutil
+
 from coopt_flower.config import DEFAULT_PROTOTYPES
+from coopt_flower.errors import one_line
 from deploy.flower import (
     APP_DIR, BIN_DIR, CONNECTION, flower_bin, free_port, node_config_arg,
     parse_node_config, port_open, toml_value, write_connection,
 )
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
-from deploy.processes import alive, descendants, stop_pids
+from deploy.processes import alive, descendants, listening_pids, listens, stop_pids
 from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status
 from deploy.workdir import (
     MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids,
@@ -244,15 +247,22 @@ class LocalCluster:
             command += ["--insecure"]
         if self.auth:
             command += ["--enable-supernode-auth"]
+        port_in_use(connect_host, port)
         superlink_dir = private_dir(self.workdir / "superlink")
-        self._spawn("superlink", command, flwr_home=superlink_dir, cwd=superlink_dir)
+        pid = self._spawn("superlink", command, flwr_home=superlink_dir, cwd=superlink_dir)
         write_connection(self.flwr_home, self.state.address,
                          self.tls_files.ca_cert if self.tls else None)
         self.state.save()
+        # Success means *our* SuperLink is alive and listening: something else answering on
+        # the port (another SuperLink) is not success.
         deadline = time.monotonic() + self.start_timeout_s
-        while not port_open(connect_host, port):
-            if not alive(self._read_pid("superlink")) or time.monotonic() > deadline:
-                raise ClusterError("the SuperLink did not start:\n" + self.log_tail("superlink"))
+        while not (port_open(connect_host, port) and listens(pid, port) is not False):
+            if not alive(pid) or time.monotonic() > deadline:
+                lines = self.log_tail("superlink", 2000).strip().splitlines()
+                tail = one_line(lines[-1]) if lines else "no output"
+                state = "exited" if not alive(pid) else f"is not listening on port {port}"
+                raise ClusterError(f"the SuperLink (pid {pid}) {state}: {tail} "
+                                   f"(log: {self.log_dir / 'superlink.log'})")
             time.sleep(0.2)
 
     def add_node(self, node_config: Mapping[str, Any] | None = None, *, name: str | None = None,
@@ -356,6 +366,20 @@ class LocalCluster:
     def _read_pid(self, name: str) -> int:
         pid = read_pid(self.pid_dir / f"{name}.pid")
         return -1 if pid is None else pid
+
+
+def port_in_use(host: str, port: int) -> None:
+    """Refuse a port that something already listens on, in one line naming it and ``--port``."""
+    owners = listening_pids(port)
+    if port_open(host, port) or owners:
+        names = []
+        for pid in sorted(owners or ()):
+            try:
+                names.append(f"{psutil.Process(pid).name()} pid {pid}")
+            except psutil.Error:
+                names.append(f"pid {pid}")
+        by = f" by {', '.join(names)}" if names else ""
+        raise ClusterError(f"port {port} is already in use{by}: stop it or choose another port with --port")
 
 
 # ---------------------------------------------------------------------------- a lone SuperNode

@@ -10,6 +10,8 @@ failure.
 Usage (``python -m simulations.local_run`` and ``python -m deploy.local_run`` are the same)::
 
     coopt run --num-supernodes 4 --run-config output-dir=/abs/out
+
+An unknown run-config key is refused before anything starts (exit 2), naming the closest key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from coopt_flower.config import ConfigError, app_run_config, check_run_config_keys
 from deploy.flower import (
     APP_DIR, flower_bin, flower_env, free_port, stream_output, toml_value, write_run_config,
 )
@@ -87,6 +90,8 @@ def run_local_simulation(
     flwr_home : Path, optional
         Private Flower home (a temporary one, removed afterwards, when omitted).
     """
+    # Flower refuses an unknown key without naming it: name it, and the closest valid one.
+    check_run_config_keys(run_config, app_run_config(Path(app_dir) / "pyproject.toml"))
     own_home = flwr_home is None
     flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="coopt-flwr-home-")).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
@@ -144,8 +149,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     overrides = {}
     for item in args.run_config:
         overrides.update(tomllib.loads(_quote(item)))
-    run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
-                               num_cpus_per_client=args.num_cpus_per_client)
+    try:
+        run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
+                                   num_cpus_per_client=args.num_cpus_per_client)
+    except ConfigError as error:
+        print(f"run config: {error}", file=sys.stderr)
+        return 2
     return 0 if run_succeeded(run) else 1
 
 

@@ -144,3 +144,22 @@ def stop_pids(pids: Iterable[int], grace_s: float = 10.0, kill_wait_s: float = 5
     send_signal(left, signal.SIGKILL)
     _wait_gone(left, kill_wait_s)
     return targets
+
+
+def listening_pids(port: int) -> set[int] | None:
+    """PIDs with a TCP socket listening on ``port`` (any address); None when the system does
+    not let this user see other processes' sockets."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, PermissionError):
+        return None
+    return {c.pid for c in connections
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+
+
+def listens(pid: int, port: int) -> bool | None:
+    """Whether ``pid`` (or one of its descendants) listens on ``port``; None when unknown."""
+    pids = listening_pids(port)
+    if pids is None:
+        return None
+    return bool(pids & {pid, *descendants(pid)})

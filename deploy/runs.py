@@ -58,6 +58,10 @@ def with_participants(config: Mapping[str, Any], connected: int, app_keys: set[s
 def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeout_s: float = 900.0,
             echo: bool = False, app_dir: Path = APP_DIR) -> RunResult:
     """``flwr run`` against the cluster started in ``workdir`` (see :meth:`LocalCluster.run_app`)."""
+    from coopt_flower.config import app_run_config, check_run_config_keys
+
+    # Flower refuses an unknown key without naming it: name it (ConfigError) before starting.
+    check_run_config_keys(run_config or {}, app_run_config(Path(app_dir) / "pyproject.toml"))
     state = ClusterState.load(workdir)
     workdir = Path(state.workdir)
     flwr_home = workdir / "flwr-home"

@@ -10,17 +10,17 @@ same run config and output directory continues where it stopped.
 from __future__ import annotations
 
 import logging
-from logging import ERROR, INFO
+from logging import INFO
 
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from coopt_flower import rounds
-from coopt_flower.config import ConfigError, RunSettings
+from coopt_flower.config import RunSettings
 from coopt_flower.preflight import preflight
 from coopt_flower.refinement import student_payload, train_round_student
-from coopt_flower.scheduling import RoundFailed
+from server_app.stopping import install_one_line_errors, resume_hint, stop
 from server_app.strategy import CoOptStrategy
 
 app = ServerApp()
@@ -83,13 +83,30 @@ def run_rounds(grid: Grid, settings: RunSettings, strategy: CoOptStrategy) -> di
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Validate the run config before any work, then run the rounds."""
+    """Validate the run config before any work, then run the rounds.
+
+    Errors the user can fix end the run with one line and a known exit code
+    (:mod:`server_app.stopping`); a run that is stopped or killed says how to resume.
+    """
     route_core_logs_to_flower()
+    install_one_line_errors()
     try:
         settings = RunSettings.from_run_config(context.run_config)
         source = preflight(settings)
+        hint = resume_hint(settings.output_dir)
+        _add_exit_handler(hint)
         run_rounds(grid, settings, CoOptStrategy(settings, source))
-    except (ConfigError, RoundFailed) as error:
-        # One line that says what to fix; Flower marks the run as failed.
-        log(ERROR, "CoOpt run stopped: %s", error)
-        raise
+        hint.finished["finished"] = True
+    except Exception as error:
+        stopped = stop(error)
+        if stopped is None:
+            raise  # a bug: keep the traceback
+        raise stopped from None
+
+
+def _add_exit_handler(handler) -> None:
+    try:
+        from flwr.supercore.exit import add_exit_handler
+    except ImportError:  # pragma: no cover - other Flower versions
+        return
+    add_exit_handler(handler)

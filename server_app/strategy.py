@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from coopt_flower import protocol
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source
+from coopt_flower.errors import message_error_reason, no_reply_reason
 from coopt_flower.hosting import federation_complete
 from coopt_flower.protocol import Description, EncodeReply, EncodeRequest, ReplyRefused
 from coopt_flower.round import CoOptRound, Participant, Reply, RoundResult, Student
@@ -64,25 +65,33 @@ class CoOptStrategy:
         Replies are matched to their messages by message id: a node hosting several
         participants gets several messages at once.
         """
+        started = time.monotonic()
         replies = grid.send_and_receive(list(messages.values()), timeout=self.settings.reply_timeout_s)
         by_message = {r.metadata.reply_to_message_id: r for r in replies}
         out: dict[str, Message | str] = {}
+        connected = None
         for name, msg in messages.items():
             reply = by_message.get(msg.metadata.message_id)
-            if reply is None:
-                out[name] = f"no reply within {self.settings.reply_timeout_s:g} s"
+            if reply is None:  # a node found dead by its heartbeat, or one that is too slow
+                connected = set(grid.get_node_ids()) if connected is None else connected
+                out[name] = no_reply_reason(msg.metadata.dst_node_id in connected,
+                                            time.monotonic() - started, self.settings.reply_timeout_s)
             elif reply.has_error():
-                out[name] = f"failed: {reply.error.reason}"
+                out[name] = message_error_reason(reply.error.code, reply.error.reason)
             else:
                 out[name] = reply
         return out
 
     @staticmethod
-    def _encode_replies(replies: Mapping[str, Message | str]) -> dict[str, Reply]:
-        """Each reply read as an :class:`EncodeReply`, or the reason it cannot be."""
+    def _encode_replies(replies: Mapping[str, Message | str],
+                        limits: Mapping[str, int] | None = None) -> dict[str, Reply]:
+        """Each reply read as an :class:`EncodeReply`, or the reason it cannot be; a reply
+        larger than ``limits[name]`` bytes is refused before its arrays are decoded."""
         out: dict[str, Reply] = {}
         for name, reply in replies.items():
             try:
+                if limits and not isinstance(reply, str):
+                    protocol.check_reply_size(reply.content, limits[name])
                 out[name] = reply if isinstance(reply, str) else \
                     EncodeReply.from_content(protocol.from_record_dict(reply.content))
             except ReplyRefused as error:
@@ -161,7 +170,7 @@ class CoOptStrategy:
                 for name, request in round_.shared_requests().items()}
 
     def aggregate_shared(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> None:
-        round_.accept_shared(self._encode_replies(replies))
+        round_.accept_shared(self._encode_replies(replies, round_.reply_limits()))
 
     # ------------------------------------------------------------------ shard pages
     def configure_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray]) -> dict[str, Message]:
@@ -171,7 +180,7 @@ class CoOptStrategy:
 
     def aggregate_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray],
                            replies: Mapping[str, Message | str]) -> int:
-        return round_.accept_pages(wave, self._encode_replies(replies))
+        return round_.accept_pages(wave, self._encode_replies(replies, round_.reply_limits(wave)))
 
     # ------------------------------------------------------------------ the round
     def start(self, grid: Grid, server_round: int = 1, student: Student | None = None) -> RoundResult:
