@@ -104,7 +104,8 @@ class FakeGrid:
             if self.outcome.get(node) is None:
                 continue
             code, reason = self.outcome[node]
-            replies.append(SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: True,
+            meta = SimpleNamespace(src_node_id=node, reply_to_message_id=msg.metadata.message_id)
+            replies.append(SimpleNamespace(metadata=meta, has_error=lambda: True,
                                            error=SimpleNamespace(code=code, reason=reason)))
         return replies
 
@@ -118,7 +119,8 @@ def test_a_dead_node_is_offline_not_a_timeout(tmp_path):
     strategy = CoOptStrategy(s, open_source("fashion-mnist"))
     from types import SimpleNamespace
 
-    messages = {f"p{n}": SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in (1, 2, 3, 4)}
+    messages = {f"p{n}": SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n, message_id=f"m{n}"))
+                for n in (1, 2, 3, 4)}
     grid = FakeGrid({1: (5, "Error: Node Unavailable - heartbeat"),
                      2: (2, "<class 'RuntimeError'>:<'\x1b[31mboom\x1b[0m\nTraceback...'>")},
                     connected=[2, 4])
