@@ -90,6 +90,7 @@ class RunSettings:
     upload_local_images: bool = False
     on_bad_sample: str = "skip"
     verify_images: bool = False
+    device: str = "auto"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -134,6 +135,8 @@ class RunSettings:
         _require(self.min_participants <= self.expected_participants,
                  f"min-participants ({self.min_participants}) exceeds the {self.expected_participants} "
                  "participants the run waits for")
+        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+                 f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _require(self.on_bad_sample in ("skip", "fail"),
                  f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,
@@ -158,6 +161,18 @@ class RunSettings:
         if self.num_samples:
             _require(self.shared_size <= self.num_samples,
                      f"shared-size ({self.shared_size}) exceeds num-samples ({self.num_samples})")
+
+    def resolved_device(self) -> str:
+        """Where the platform trains and probes its student: ``auto`` is CUDA when this
+        machine has a GPU, else the CPU. A GPU asked for where there is none is refused."""
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={self.device} but this platform has no CUDA GPU: use "
+                              "device=auto or device=cpu")
+        return self.device
 
     @property
     def expected_participants(self) -> int:

@@ -166,6 +166,8 @@ def preflight(settings: RunSettings) -> ImageSource:
     """Validate prototypes, data, output directory and disk space (and, if asked, every image);
     returns the opened data source."""
     check_prototypes(settings)
+    if settings.train_epochs:
+        settings.resolved_device()  # a GPU asked for where there is none: one line, now
     source = check_data(settings)
     check_output_dir(settings)
     check_disk_space(settings, settings.num_samples or len(source))

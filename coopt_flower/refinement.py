@@ -95,6 +95,7 @@ def train_round_student(
     probe_data: str = "",
     probe_train_samples: int = 2000,
     probe_test_samples: int = 1000,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train a student on one round's optimized dataset and probe it.
 
@@ -103,7 +104,8 @@ def train_round_student(
 
     The probe trains a linear classifier on the labels of up to ``probe_train_samples`` of the
     dataset's own samples and tests on ``probe_test_samples`` of ``probe_data`` (e.g.
-    ``fashion-mnist:test``); it is skipped when ``probe_data`` is empty or unlabeled.
+    ``fashion-mnist:test``); it is skipped when ``probe_data`` is empty or unlabeled. Training
+    and feature extraction run on ``device``.
     """
     from coopt_flower.data import open_source, select_samples
     from coopt_flower.atomic import write_text_atomic
@@ -116,7 +118,7 @@ def train_round_student(
     dataset = load_optimized_dataset(dataset_path)
     start = time.perf_counter()
     config = TrainConfig(arch=arch, epochs=epochs, image_size=image_size, batch_size=batch_size,
-                         seed=seed, checkpoint_dir=out, progress=False)
+                         seed=seed, device=device, checkpoint_dir=out, progress=False)
     trained = train_on_optimized(dataset, config)
     result: dict[str, Any] = {
         "dataset": str(dataset_path), "arch": arch, "epochs": epochs, "seed": seed,
@@ -134,7 +136,7 @@ def train_round_student(
             probe = probe_backbone(
                 trained.backbone, dataset.source.images(ids), train_labels[rows],
                 test.images(test_ids), test_labels, image_size=trained.config["image_size"],
-                mean=trained.config["mean"], std=trained.config["std"], seed=seed)
+                mean=trained.config["mean"], std=trained.config["std"], seed=seed, device=device)
             result["probe_accuracy"] = float(probe.accuracy)
             result["probe_data"] = probe_data
     write_text_atomic(out / "student.json", json.dumps(result, indent=2))

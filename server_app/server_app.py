@@ -69,7 +69,7 @@ def run_rounds(grid: Grid, settings: RunSettings, strategy: CoOptStrategy) -> di
                 epochs=settings.train_epochs, image_size=settings.student_image_size or None,
                 batch_size=256, seed=settings.seed + server_round, probe_data=settings.probe_data,
                 probe_train_samples=settings.probe_train_samples,
-                probe_test_samples=settings.probe_test_samples)
+                probe_test_samples=settings.probe_test_samples, device=settings.resolved_device())
             rounds.save_checkpoint(out, checkpoint)
             log(INFO, "[student] round %d: probe accuracy %s, %.1f s", server_round,
                 entry["student"]["probe_accuracy"], entry["student"]["train_seconds"])

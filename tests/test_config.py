@@ -67,3 +67,17 @@ def test_defaults_equal_the_apps_run_config():
             value = [s.strip() for s in value.split(",")]
             assert tuple(value) == DEFAULT_PROTOTYPES
         assert value == expected, key
+
+
+def test_device_auto_is_the_cpu_here_and_a_missing_gpu_is_one_line():
+    import torch
+
+    s = RunSettings.from_run_config({"output-dir": "/tmp/x"})
+    assert s.device == "auto"
+    assert s.resolved_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+        RunSettings.from_run_config({"output-dir": "/tmp/x", "device": "gpu"})
+    if not torch.cuda.is_available():
+        wanted = RunSettings.from_run_config({"output-dir": "/tmp/x", "device": "cuda"})
+        with pytest.raises(ConfigError, match="device=cuda but this platform has no CUDA GPU"):
+            wanted.resolved_device()
