@@ -19,6 +19,7 @@ import numpy as np
 
 from coopt_flower.data import decode_images, open_source
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
+from coopt_flower.refinement import payload_digest
 from coopt_flower.targets import compute_targets
 
 
@@ -151,7 +152,7 @@ class PrototypeParticipant:
         kwargs = dict(target_dim=config.target_dim, projection_seed=config.projection_seed,
                       batch_size=node.batch_size or config.batch_size)
         extra: dict[str, np.ndarray] = {}
-        digest, bad = "", []
+        digest, bad, student_digest = "", [], ""
         if request.pixels is not None:
             pixels = request.pixels
             digest = pixels_digest(pixels)
@@ -161,6 +162,7 @@ class PrototypeParticipant:
                 extra["student-targets"], _ = compute_targets(
                     load_student(student, node.device), pixels, None,
                     desc="shared subset (student)", **kwargs)
+                student_digest = payload_digest(request.student[0])  # of what arrived
         else:
             # Images that cannot be decoded are the data's fault: skipped and reported, so
             # the page (and this participant) does not fail for them.
@@ -177,5 +179,6 @@ class PrototypeParticipant:
                     ids = ids[~np.isin(ids, [b.sample_id for b in bad])]
         return EncodeReply(targets=targets, ids=ids, encode_seconds=stats.seconds,
                            num_images=stats.num_images, prototype=node.prototype,
-                           encoder=prototype.spec, pixels_sha256=digest, extra=extra,
+                           encoder=prototype.spec, pixels_sha256=digest,
+                           student_digest=student_digest, extra=extra,
                            bad_samples=[b.as_dict() for b in bad])

@@ -188,6 +188,7 @@ class EncodeReply:
     prototype: str = ""
     encoder: str = ""
     pixels_sha256: str = ""
+    student_digest: str = ""  # fingerprint of the student weights the node received
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # student-targets, pixels
     bad_samples: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "reason"}
 
@@ -195,6 +196,8 @@ class EncodeReply:
         info = {"prototype": self.prototype, "encoder": self.encoder}
         if self.pixels_sha256:
             info["pixels-sha256"] = self.pixels_sha256
+        if self.student_digest:
+            info["student-digest"] = self.student_digest
         if self.bad_samples:
             info[BAD_SAMPLES] = json.dumps(self.bad_samples)
         return {OUTPUTS: {**self.extra, "targets": self.targets, "ids": self.ids},
@@ -213,6 +216,7 @@ class EncodeReply:
                        num_images=int(metrics["num-images"]),
                        prototype=str(info.get("prototype", "")), encoder=str(info.get("encoder", "")),
                        pixels_sha256=str(info.get("pixels-sha256", "")),
+                       student_digest=str(info.get("student-digest", "")),
                        extra={k: v for k, v in outputs.items() if k not in ("targets", "ids")},
                        bad_samples=json.loads(str(info[BAD_SAMPLES])) if BAD_SAMPLES in info else [])
         except (KeyError, TypeError, ValueError) as error:

@@ -67,6 +67,26 @@ def payload_digest(state: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+# How far two nodes' embeddings of S by the same student may differ, as the relative Frobenius
+# norm of the difference, by the least precise arithmetic either used: float32 on a CPU is
+# reproducible to rounding; CUDA float32 may use TF32 matmuls (10-bit mantissa) in cuDNN; bf16
+# / fp16 autocast keep 8 / 11 bits. A corrupted student differs by tens of percent.
+EMBEDDING_TOLERANCES = {"cpu-fp32": 1e-3, "gpu-fp32": 1e-2, "fp16": 3e-2, "bf16": 5e-2}
+
+
+def embedding_tolerance(precision: str, device: str) -> float:
+    """The relative tolerance for one node's arithmetic (see :data:`EMBEDDING_TOLERANCES`)."""
+    if precision in ("bf16", "fp16") and not str(device).startswith("cpu"):
+        return EMBEDDING_TOLERANCES[precision]
+    return EMBEDDING_TOLERANCES["cpu-fp32" if str(device).startswith("cpu") else "gpu-fp32"]
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """``||a - b|| / ||b||`` (Frobenius), the measure the tolerances above bound."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
 def student_from_payload(state: dict[str, np.ndarray], config: dict[str, Any], *, device: str = "cpu",
                          image_size: int | None = None):
     """Rebuild the student prototype (backbone + head) on a participant from transported weights."""

@@ -52,7 +52,7 @@ from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, Encod
                                    check_bad_samples, check_pixels, check_targets, pixels_digest,
                                    reply_limit)
 from coopt_flower.bad_samples import BadSampleLedger
-from coopt_flower.refinement import choose_encoders
+from coopt_flower.refinement import choose_encoders, embedding_tolerance, relative_difference
 from coopt_flower.report import render_report, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 from coopt_flower.uniformity import uniform_value
@@ -77,6 +77,7 @@ class Participant:
     output_dim: int = 0
     image_size: int = 0
     device: str = "?"
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast on a GPU
     partition_id: int = -1
     slot: int = -1           # which participant of its node (-1: the node's own prototype)
     num_samples: int = 0
@@ -92,8 +93,8 @@ class Participant:
     @classmethod
     def from_description(cls, node_id: int, info: Description) -> Participant:
         return cls(name="", node_id=node_id, prototype=info.prototype, output_dim=info.output_dim,
-                   image_size=info.image_size, device=info.device, partition_id=info.partition_id,
-                   slot=info.slot,
+                   image_size=info.image_size, device=info.device, precision=info.precision,
+                   partition_id=info.partition_id, slot=info.slot,
                    local_data=info.local_data, local_count=info.local_samples,
                    local_image_bytes=info.local_image_bytes)
 
@@ -162,6 +163,7 @@ class CoOptRound:
         self.shared_pixels: np.ndarray | None = None
         self.own_embeddings: dict[str, np.ndarray] = {}
         self.student_embeddings: np.ndarray | None = None
+        self._student_tolerance = 0.0
         self.own_values: dict[str, float] = {}
         self.shared: dict[str, np.ndarray] = {}
         self.alignment: AlignmentPlan | None = None
@@ -268,11 +270,7 @@ class CoOptRound:
                     raise ReplyRefused("encoded other shared images than were sent (pixel checksum mismatch)")
                 own = self._checked(p, reply, no_ids)
                 if self.student is not None:
-                    theirs = self._checked(p, reply, no_ids, student=True)
-                    agreed = self.student_embeddings
-                    if agreed is not None and not np.allclose(theirs, agreed, rtol=1e-3, atol=1e-3):
-                        raise ReplyRefused("its student embeddings of S disagree with the other participants'")
-                    self.student_embeddings = theirs if agreed is None else agreed
+                    self._check_student(p, reply, self._checked(p, reply, no_ids, student=True))
                 self.own_embeddings[p.name] = own
                 p.shared_sha256 = reply.pixels_sha256
                 survivors.append(p)
@@ -280,6 +278,23 @@ class CoOptRound:
                 self.refuse(p.name, "shared subset", str(error))
         self.participants = survivors
         self._check_survivors("the shared subset")
+
+    def _check_student(self, p: Participant, reply: EncodeReply, theirs: np.ndarray) -> None:
+        """The student a participant ran must be the platform's (weights digest), and its
+        embeddings of S must agree with the first participant's within the tolerance of the
+        less precise arithmetic of the two (CPU float32, GPU TF32, bf16 / fp16 autocast)."""
+        sent = str(self.student[1].get("digest", ""))
+        if reply.student_digest and reply.student_digest != sent:
+            raise ReplyRefused(f"it ran other student weights than were sent (digest "
+                               f"{reply.student_digest} instead of {sent})")
+        if self.student_embeddings is None:
+            self.student_embeddings, self._student_tolerance = theirs, embedding_tolerance(p.precision, p.device)
+            return
+        tolerance = max(self._student_tolerance, embedding_tolerance(p.precision, p.device))
+        difference = relative_difference(theirs, self.student_embeddings)
+        if difference > tolerance:
+            raise ReplyRefused(f"its student embeddings of S differ from the other participants' by "
+                               f"{difference:.1%} (tolerance {tolerance:.1%} for {p.precision} on {p.device})")
 
     # ------------------------------------------------------------------ 3. plan
     def plan(self) -> AlignmentPlan:

@@ -142,3 +142,52 @@ def test_an_existing_round_is_not_overwritten_unless_asked(tmp_path, fashion):
     run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
     with pytest.raises(FileExistsError, match="overwrite=true"):
         CoOptRound(s, fashion)
+
+
+class StudentEchoParticipant(LinearParticipant):
+    """Returns the student's embeddings of S as 'computed' with its precision (noise), or
+    claims other student weights."""
+
+    def __init__(self, source, index, precision="fp32", device="cpu", noise=0.0, digest=None):
+        super().__init__(source, index)
+        self.precision, self.device, self.noise, self.digest = precision, device, noise, digest
+
+    def describe(self, config):
+        info = super().describe(config)
+        info.precision, info.device = self.precision, self.device
+        return info
+
+    def encode(self, request, student=None):
+        reply = super().encode(request, student)
+        if request.pixels is not None and request.student is not None:
+            clean = LinearParticipant(self.source, 99).encode(request).targets  # the "student"
+            noise = np.random.default_rng(self.index).normal(size=clean.shape).astype(np.float32)
+            scale = self.noise * np.linalg.norm(clean) / np.linalg.norm(noise)
+            reply.extra["student-targets"] = clean + scale * noise
+            reply.student_digest = self.digest or request.student[1]["digest"]
+        return reply
+
+
+def _student_round(tmp_path, fashion, participants):
+    s = settings(tmp_path, **{"refinement": "join", "num-server-rounds": 2, "train-epochs": 1})
+    student = ({"w": np.ones(3, np.float32)}, {"digest": "abc123", "arch": "small-cnn"})
+    return run_in_process(CoOptRound(s, fashion, student=student), participants)
+
+
+def test_a_bf16_node_agrees_with_a_cpu_node_on_the_students_embeddings(tmp_path, fashion):
+    result = _student_round(tmp_path, fashion, [
+        StudentEchoParticipant(fashion, 0),
+        StudentEchoParticipant(fashion, 1, precision="bf16", device="cuda", noise=0.01),
+        StudentEchoParticipant(fashion, 2, device="cuda", noise=0.004)])  # TF32-like
+    assert not result.failures and "student" in result.plan.uniform_values
+
+
+def test_a_corrupted_student_is_still_refused(tmp_path, fashion):
+    result = _student_round(tmp_path, fashion, [
+        StudentEchoParticipant(fashion, 0),
+        StudentEchoParticipant(fashion, 1, precision="bf16", device="cuda", noise=0.3),
+        StudentEchoParticipant(fashion, 2, digest="ffff000011112222")])
+    reasons = {f.participant: f.reason for f in result.failures}
+    assert set(reasons) == {"p1", "p2"}
+    assert "differ from the other participants' by 30.0% (tolerance 5.0% for bf16 on cuda)" in reasons["p1"]
+    assert "other student weights than were sent (digest ffff000011112222 instead of abc123)" in reasons["p2"]
