@@ -66,11 +66,20 @@ class LocalRun:
     flwr_home: Path
 
 
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def run_local_simulation(
     run_config: dict,
     *,
     num_supernodes: int,
     num_cpus_per_client: float = 1,
+    num_gpus_per_client: float | None = None,
     app_dir: Path = APP_DIR,
     flwr_home: Path | None = None,
     timeout_s: float | None = None,
@@ -87,6 +96,10 @@ def run_local_simulation(
     num_cpus_per_client : float
         Ray resources per ClientApp; Flower's default of 2 serializes everything on a 2-core
         machine.
+    num_gpus_per_client : float, optional
+        GPU share Ray reserves per ClientApp. By default the simulated nodes share this
+        machine's GPU (``1 / num_supernodes`` each) when it has one, else 0: a ClientApp
+        encodes on CUDA when it sees one, and Ray must know it uses it.
     flwr_home : Path, optional
         Private Flower home (a temporary one, removed afterwards, when omitted).
     """
@@ -99,11 +112,14 @@ def run_local_simulation(
     env = flower_env(flwr_home, FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
                      FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
     config_file = write_run_config(flwr_home / "run-config.toml", run_config)
+    if num_gpus_per_client is None:
+        num_gpus_per_client = round(1.0 / num_supernodes, 4) if _has_cuda() else 0.0
+    federation = f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={num_cpus_per_client}"
+    if num_gpus_per_client:
+        federation += f" client-resources-num-gpus={num_gpus_per_client}"
     command = [
         flower_bin("flwr"), "run", str(app_dir), "--stream",
-        "--run-config", str(config_file),
-        "--federation-config",
-        f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={num_cpus_per_client}",
+        "--run-config", str(config_file), "--federation-config", federation,
     ]
     lines: list[str] = []
     try:
@@ -140,6 +156,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="simulated participants (default 4: one per default prototype)")
     parser.add_argument("--num-cpus-per-client", type=float, default=1,
                         help="CPUs Ray reserves per ClientApp (default 1)")
+    parser.add_argument("--num-gpus-per-client", type=float, default=None,
+                        help="GPU share Ray reserves per ClientApp (default: the nodes share this "
+                        "machine's GPU when it has one, else 0)")
     parser.add_argument("--run-config", action="append", default=[],
                         help="key=value (TOML value) overriding pyproject.toml's "
                         "[tool.flwr.app.config], e.g. output-dir=/abs/out; repeatable")
@@ -151,7 +170,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         overrides.update(tomllib.loads(_quote(item)))
     try:
         run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
-                                   num_cpus_per_client=args.num_cpus_per_client)
+                                   num_cpus_per_client=args.num_cpus_per_client,
+                                   num_gpus_per_client=args.num_gpus_per_client)
     except ConfigError as error:
         print(f"run config: {error}", file=sys.stderr)
         return 2
