@@ -24,6 +24,7 @@ full filesystem kills the process with SIGBUS, while a reservation that does not
 from __future__ import annotations
 
 import hashlib
+import mmap
 import json
 import os
 import shutil
@@ -82,6 +83,27 @@ def open_reserved_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarra
     del header_only  # the file has its full size; reserve its blocks before writing any
     reserve_space(path)
     return np.lib.format.open_memmap(path, mode="r+")
+
+
+#: Memory a writer may dirty through its memory maps before it writes the pages back and lets
+#: go of them. The rows of a page are scattered over the whole file (shards are random
+#: samples), so every row dirties a whole memory page: without this the entire file would end
+#: up resident and memory would grow with N.
+RELEASE_EVERY_BYTES = 64 << 20
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Write a memory map's dirty pages to its file and drop them from this process's memory.
+
+    The data stays in the file (and the page cache); the mapping faults pages back in if they
+    are touched again.
+    """
+    mapped = getattr(array, "_mmap", None)
+    if mapped is None:
+        return
+    array.flush()
+    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -149,6 +171,7 @@ class DatasetWriter:
             self.abort()
             raise
         self._owners[:] = -1
+        self._unreleased = 0
         self._written = np.zeros(n, dtype=bool)
         self._excluded = np.zeros(n, dtype=bool)
 
@@ -183,6 +206,18 @@ class DatasetWriter:
         self._targets[rows] = targets.astype(self.dtype)
         self._owners[rows] = owner
         self._written[rows] = True
+        row_bytes = self._targets.itemsize * self.target_dim
+        touched = np.unique(rows * row_bytes // mmap.PAGESIZE).size + len(rows) * row_bytes // mmap.PAGESIZE
+        self._unreleased += touched * mmap.PAGESIZE
+        if self._unreleased >= RELEASE_EVERY_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        """Write what the memory maps hold back to disk and drop their pages from memory
+        (see :data:`RELEASE_EVERY_BYTES`); called every so many bytes written."""
+        for array in (self._targets, self._owners, *self._arrays.values()):
+            release_pages(array)
+        self._unreleased = 0
 
     def exclude(self, ids: np.ndarray) -> None:
         """Leave ``ids`` out of the dataset on purpose (samples whose image cannot be decoded):

@@ -135,3 +135,23 @@ def test_unknown_format_version_is_refused(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetIntegrityError, match="format version 99"):
         read_manifest(path)
+
+
+def test_writer_memory_stays_flat_while_pages_land_all_over_the_file(tmp_path):
+    """Rows of a page are scattered over the file; written-back pages must leave memory."""
+    import psutil
+
+    n, dim = 200_000, 512  # a 200 MB float16 target file
+    ids = np.arange(n, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(n)
+    process = psutil.Process()
+    with DatasetWriter(tmp_path / "big", ids, dim, "float16") as writer:
+        before = process.memory_full_info().uss
+        peak = before
+        page = np.ones((8192, dim), np.float32)
+        for start in range(0, n, 8192):
+            rows = np.sort(order[start:start + 8192])
+            writer.write(ids[rows], page[: len(rows)], owner=0)
+            peak = max(peak, process.memory_full_info().uss)
+        writer.abort()
+    assert (peak - before) / 2**20 < 120, f"grew by {(peak - before) / 2**20:.0f} MB"
