@@ -13,29 +13,10 @@ from coopt_flower.data import open_source
 from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.export import ExportError, ExportOptions, export_dataset, push_to_hub
 from coopt_flower.exported import open_dataset
-from coopt_flower.protocol import Description, EncodeReply, pixels_digest
 from coopt_flower.round import CoOptRound, run_in_process
+from tests.test_round import LinearParticipant
 
 PROTOTYPES = ["fake-linear-0", "fake-linear-1", "fake-linear-2"]
-
-
-class LinearParticipant:
-    """Targets = a fixed random linear map of the pixels (a prototype without weights)."""
-
-    def __init__(self, source, index):
-        self.source, self.index = source, index
-
-    def describe(self, config):
-        return Description(prototype=PROTOTYPES[self.index], output_dim=16, partition_id=self.index)
-
-    def encode(self, request, student=None):
-        images = request.pixels if request.pixels is not None else self.source.images(request.ids)
-        weight = np.random.default_rng(self.index).normal(size=(images[0].size, request.config.target_dim))
-        targets = (images.reshape(len(images), -1) / 255.0) @ weight
-        ids = np.full(len(images), -1) if request.ids is None else request.ids.copy()
-        digest = pixels_digest(request.pixels) if request.pixels is not None else ""
-        return EncodeReply(targets=targets.astype(np.float32), ids=ids, encode_seconds=0.1,
-                           num_images=len(images), prototype=PROTOTYPES[self.index], pixels_sha256=digest)
 
 
 def make_round(out, num_samples=120):
@@ -44,7 +25,7 @@ def make_round(out, num_samples=120):
     settings = RunSettings.from_run_config({
         "prototypes": ",".join(PROTOTYPES), "num-samples": num_samples, "shared-size": 32,
         "target-dim": 16, "page-size": 50, "seed": 3, "output-dir": str(out)})
-    participants = [LinearParticipant(source, i) for i in range(3)]
+    participants = [LinearParticipant(source, i, name_prefix="fake-linear") for i in range(3)]
     return run_in_process(CoOptRound(settings, source), participants).dataset_path
 
 

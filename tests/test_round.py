@@ -24,12 +24,13 @@ def fashion():
 class LinearParticipant:
     """Targets = a fixed random linear map of the pixels; misbehaves on request."""
 
-    def __init__(self, source, index, fault=None, fault_page=1):
+    def __init__(self, source, index, fault=None, fault_page=1, name_prefix="linear"):
         self.source, self.index, self.fault, self.fault_page = source, index, fault, fault_page
+        self.name = f"{name_prefix}-{index}"
         self.pages = 0
 
     def describe(self, config):
-        return Description(prototype=f"linear-{self.index}", output_dim=16, partition_id=self.index)
+        return Description(prototype=self.name, output_dim=16, partition_id=self.index)
 
     def encode(self, request, student=None):
         images = request.pixels if request.pixels is not None else self.source.images(request.ids)
@@ -47,7 +48,7 @@ class LinearParticipant:
         if request.pixels is not None and self.fault == "shared":
             digest = "0" * 64
         return EncodeReply(targets=targets.astype(np.float32), ids=ids, encode_seconds=0.1,
-                           num_images=len(images), prototype=f"linear-{self.index}", pixels_sha256=digest)
+                           num_images=len(images), prototype=self.name, pixels_sha256=digest)
 
 
 def settings(tmp_path, **overrides):
