@@ -164,7 +164,72 @@ def open_fashion_mnist(split: str = "train", root: str | None = None) -> ArraySo
     return ArraySource(spec, read_idx(image_file), read_idx(label_file))
 
 
-class FolderSource:
+def fit_square(image, size: int):
+    """Resize the shorter side to ``size`` (bilinear) and center-crop to ``size x size``:
+    sources whose images differ in size hand out one shape per batch."""
+    from PIL import Image  # pillow comes with torchvision
+
+    scale = size / min(image.size)
+    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                           Image.BILINEAR)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+class DecodedSource:
+    """A source whose images are decoded one by one (files, Hugging Face rows): batches of
+    one square size, and a sample that cannot be decoded is reported, not raised, by
+    :meth:`decode`. Subclasses give ``spec``, ``image_size``, ``__len__``, ``open_image``
+    (one sample as an 8-bit RGB Pillow image, see :func:`to_rgb`) and ``name_of``."""
+
+    spec: str
+    image_size: int
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def open_image(self, sample: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def name_of(self, sample: int) -> str:
+        return f"sample {int(sample)}"
+
+    def _load(self, sample: int) -> np.ndarray:
+        image = self.open_image(sample)
+        if image.size != (self.image_size, self.image_size):
+            image = fit_square(image, self.image_size)
+        return np.asarray(image, dtype=np.uint8)
+
+    def _try_load(self, sample: int) -> np.ndarray | BadSample:
+        try:
+            return self._load(int(sample))
+        except Exception as error:  # any decoder failure is this sample's, reported as such
+            return BadSample(int(sample), self.name_of(sample), decode_reason(error))
+
+    def images(self, ids: np.ndarray) -> np.ndarray:
+        """RGB uint8 images; the first sample that cannot be decoded raises
+        :class:`SampleDecodeError` naming it (see :meth:`decode` to skip such samples)."""
+        pixels, bad = self.decode(ids)
+        if bad:
+            raise SampleDecodeError(bad[0], self.spec)
+        return pixels
+
+    def decode(self, ids: np.ndarray) -> tuple[np.ndarray, list[BadSample]]:
+        """The images of ``ids`` that decode (in order) and the samples that do not."""
+        ids = _check_ids(ids, len(self), self.spec)
+        out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
+        bad, row = [], 0
+        for sample in ids:
+            image = self._try_load(sample)
+            if isinstance(image, BadSample):
+                bad.append(image)
+            else:
+                out[row] = image
+                row += 1
+        return out[:row], bad
+
+
+class FolderSource(DecodedSource):
     """A folder of images: flat, or ImageFolder layout with one sub-folder per class."""
 
     def __init__(self, root: str | os.PathLike, image_size: int | None = None) -> None:
@@ -194,46 +259,8 @@ class FolderSource:
         """The file of ``sample``, relative to the folder (as reports name it)."""
         return self.files[int(sample)].relative_to(self.root).as_posix()
 
-    def _load(self, path: Path) -> np.ndarray:
-        from PIL import Image  # pillow comes with torchvision
-
-        image = open_rgb(path)
-        scale = self.image_size / min(image.size)
-        size = (max(self.image_size, round(image.width * scale)),
-                max(self.image_size, round(image.height * scale)))
-        image = image.resize(size, Image.BILINEAR)
-        left = (image.width - self.image_size) // 2
-        top = (image.height - self.image_size) // 2
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        return np.asarray(image, dtype=np.uint8)
-
-    def _try_load(self, sample: int) -> np.ndarray | BadSample:
-        try:
-            return self._load(self.files[int(sample)])
-        except Exception as error:  # any decoder failure is this file's, reported as such
-            return BadSample(int(sample), self.name_of(sample), decode_reason(error))
-
-    def images(self, ids: np.ndarray) -> np.ndarray:
-        """RGB uint8 images; the first file that cannot be decoded raises
-        :class:`SampleDecodeError` naming it (see :meth:`decode` to skip such files)."""
-        pixels, bad = self.decode(ids)
-        if bad:
-            raise SampleDecodeError(bad[0], self.spec)
-        return pixels
-
-    def decode(self, ids: np.ndarray) -> tuple[np.ndarray, list[BadSample]]:
-        """The images of ``ids`` that decode (in order) and the samples that do not."""
-        ids = _check_ids(ids, len(self), self.spec)
-        out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
-        bad, row = [], 0
-        for sample in ids:
-            image = self._try_load(sample)
-            if isinstance(image, BadSample):
-                bad.append(image)
-            else:
-                out[row] = image
-                row += 1
-        return out[:row], bad
+    def open_image(self, sample: int):
+        return open_rgb(self.files[int(sample)])
 
     def labels(self, ids: np.ndarray) -> np.ndarray | None:
         if self.class_names is None:
@@ -357,8 +384,48 @@ class ScreenedSource:
         return getattr(self.inner, name)
 
 
-def open_hf_dataset(name: str, split: str = "train") -> ArraySource:
-    """A Hugging Face image dataset through flwr-datasets (needs the network once)."""
+class HFSource(DecodedSource):
+    """A Hugging Face image dataset read lazily by row: nothing is decoded until asked for,
+    so a split of any size (ImageNet-1K) stays on disk in its Arrow files.
+
+    Parameters
+    ----------
+    dataset : datasets.Dataset
+        With an image column (``img``, ``image`` or ``pixel_values``) and optionally a label
+        column (``label``, ``fine_label`` or ``labels``).
+    spec : str
+    image_size : int, optional
+        Side of the square images handed out; default: the first image's side when it is
+        square (CIFAR: 32), else 224. Other sizes are resized and center-cropped to it.
+    """
+
+    def __init__(self, dataset, spec: str, image_size: int | None = None) -> None:
+        self.dataset, self.spec = dataset, spec
+        columns = dataset.column_names
+        self.image_key = next((k for k in ("img", "image", "pixel_values") if k in columns), None)
+        if self.image_key is None:
+            raise DataSourceError(f"{spec} has no image column (columns: {columns})")
+        self.label_key = next((k for k in ("label", "fine_label", "labels") if k in columns), None)
+        if image_size is None and len(dataset):
+            width, height = self.open_image(0).size
+            image_size = width if width == height else 224
+        self.image_size = int(image_size or 224)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def open_image(self, sample: int):
+        return to_rgb(self.dataset[int(sample)][self.image_key])
+
+    def labels(self, ids: np.ndarray) -> np.ndarray | None:
+        if self.label_key is None:
+            return None
+        ids = _check_ids(ids, len(self), self.spec)
+        return np.asarray(self.dataset.select_columns([self.label_key])[ids][self.label_key], np.int64)
+
+
+def open_hf_dataset(name: str, split: str = "train") -> HFSource:
+    """A Hugging Face image dataset through flwr-datasets (needs the network once), read lazily."""
     try:
         from flwr_datasets import FederatedDataset
         from flwr_datasets.partitioner import IidPartitioner
@@ -367,14 +434,7 @@ def open_hf_dataset(name: str, split: str = "train") -> ArraySource:
     # One partition = the whole split; CoOpt shards by sample id itself so that the platform
     # controls which participant holds what.
     fds = FederatedDataset(dataset=name, partitioners={split: IidPartitioner(num_partitions=1)})
-    table = fds.load_partition(0, split)
-    image_key = next((k for k in ("img", "image", "pixel_values") if k in table.column_names), None)
-    if image_key is None:
-        raise DataSourceError(f"{name} has no image column (columns: {table.column_names})")
-    label_key = next((k for k in ("label", "fine_label", "labels") if k in table.column_names), None)
-    pixels = np.stack([np.asarray(img.convert("RGB"), dtype=np.uint8) for img in table[image_key]])
-    labels = np.asarray(table[label_key], dtype=np.int64) if label_key else None
-    return ArraySource(f"hf:{name}:{split}", pixels, labels)
+    return HFSource(fds.load_partition(0, split), f"hf:{name}:{split}")
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -394,7 +454,7 @@ DATA_SOURCES.add("folder", FolderSource, prefix=True, forms=("folder:/absolute/p
 
 
 @DATA_SOURCES.register("hf", prefix=True, forms=("hf:<dataset-name>[:split]",))
-def _open_hf_spec(body: str) -> ArraySource:
+def _open_hf_spec(body: str) -> HFSource:
     name, _, split = body.partition(":")
     return open_hf_dataset(name, split or "train")
 

@@ -102,3 +102,31 @@ def test_select_samples_and_shared_subset_are_seeded():
 def test_pages_cover_in_order():
     ids = np.arange(10)
     assert [p.tolist() for p in pages(ids, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_hf_source_reads_rows_lazily_and_hands_out_one_size():
+    """An hf: split is read by row (nothing decoded up front); mixed sizes come out square."""
+    import datasets
+    from PIL import Image
+
+    from coopt_flower.data import HFSource
+
+    sizes = [(32, 32), (40, 24), (24, 48), (32, 32)]
+    images = [Image.fromarray(np.full((h, w, 3), 10 * i, np.uint8)) for i, (w, h) in enumerate(sizes)]
+    table = datasets.Dataset.from_dict({"img": images, "label": [3, 1, 4, 1]},
+                                       features=datasets.Features({"img": datasets.Image(),
+                                                                   "label": datasets.Value("int64")}))
+    opened = []
+    original = HFSource.open_image
+
+    class Counting(HFSource):
+        def open_image(self, sample):
+            opened.append(int(sample))
+            return original(self, sample)
+
+    source = Counting(table, "hf:toy:train")
+    assert source.image_size == 32 and len(source) == 4 and opened == [0]  # only the first, for its size
+    batch = source.images(np.array([2, 1]))
+    assert batch.shape == (2, 32, 32, 3) and batch.dtype == np.uint8
+    assert (batch[0] == 20).all() and (batch[1] == 10).all() and opened == [0, 2, 1]
+    assert source.labels(np.array([3, 0])).tolist() == [1, 3]
