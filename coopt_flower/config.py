@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scheduling import ON_FAILURE_POLICIES
@@ -20,7 +21,7 @@ from coopt_flower.scheduling import ON_FAILURE_POLICIES
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size")
+                     "student_image_size", "merge")
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -90,6 +91,7 @@ class RunSettings:
     upload_local_images: bool = False
     on_bad_sample: str = "skip"
     verify_images: bool = False
+    merge: str = "align-ridge"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -134,6 +136,8 @@ class RunSettings:
         _require(self.min_participants <= self.expected_participants,
                  f"min-participants ({self.min_participants}) exceeds the {self.expected_participants} "
                  "participants the run waits for")
+        _require(self.merge in MERGE_STRATEGIES,
+                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
         _require(self.on_bad_sample in ("skip", "fail"),
                  f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,

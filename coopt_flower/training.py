@@ -219,7 +219,14 @@ def train_on_optimized(
     TrainResult
         With the z-score statistics in ``target_stats`` (also in the checkpoint as
         ``target_mean`` and ``target_std``).
+
+    A dataset whose manifest says ``merge: heads`` is trained with one head per participant
+    (:func:`coopt_flower.heads.train_on_heads`).
     """
+    from coopt_flower.heads import is_heads_dataset, train_on_heads
+
+    if is_heads_dataset(dataset):  # targets in per-participant spaces: one head per participant
+        return train_on_heads(dataset, config, on_epoch_end=on_epoch_end)
     config = config or TrainConfig()
     if len(dataset) < 2:
         raise ValueError("need at least 2 samples to train")
