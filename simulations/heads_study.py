@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key in ("num_train", "num_test", "epochs", "proto_image_size", "probe_epochs", "full_probe_steps"):
         p.add_argument("--" + key.replace("_", "-"), type=int)
     p.add_argument("--seeds", help="comma-separated seeds")
+    p.add_argument("--rows", help="comma-separated rows to train (default: every single prototype, "
+                                  "CoOpt (no alignment), CoOpt (aligned), CoOpt (heads))")
     p.add_argument("--cache-dir", default="/tmp/coopt-heads-study-cache")
     p.add_argument("--out", required=True, help="directory for heads_study.json / .md")
     return p.parse_args(argv)
@@ -62,6 +64,12 @@ def main(argv=None) -> int:
     test_ids = select_samples(len(test), cfg.num_test, cfg.test_seed)
     x_test, y_test = test.images(test_ids), test.labels(test_ids)
     rows = [SINGLE + s for s in cfg.prototypes] + [UNALIGNED, ALIGNED, HEADS]
+    if args.rows:
+        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        unknown = sorted(set(wanted) - set(rows))
+        if unknown:
+            raise SystemExit(f"--rows: unknown row(s) {unknown}; choose from {rows}")
+        rows = wanted
     runs: dict[str, dict[str, dict]] = {}
     for seed in cfg.seeds:
         ids = select_samples(len(train), cfg.num_train, seed)
