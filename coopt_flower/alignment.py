@@ -20,6 +20,12 @@ from coopt_flower.uniformity import select_reference, uniform_value
 DEFAULT_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_HOLDOUT_FRACTION = 0.2
 
+#: Values of the run-config key ``merge``: how participants' targets become one dataset.
+#: ``align-ridge`` maps every participant into the reference's space with a ridge map fitted
+#: on S; ``heads`` writes every participant's targets in its own space (identity maps) and the
+#: student learns one head per participant (:mod:`coopt_flower.heads`).
+MERGE_STRATEGIES = ("align-ridge", "heads")
+
 
 @dataclass(frozen=True)
 class AlignmentMap:

@@ -12,7 +12,9 @@ with
     Progress so far (a run resumes from here).
 ``model``, ``optimizer``
     State dicts; the student's weights are the ``backbone.`` entries of ``model`` and a
-    linear head, if any, the ``head.`` entries.
+    linear head, if any, the ``head.`` entries (``heads.<k>.`` for a ``merge=heads`` student,
+    one per participant; ``config["exposed_head_index"]`` says which one :func:`load_student`
+    returns).
 anything else
     Method-specific state (CoOpt adds ``target_mean`` and ``target_std``).
 
@@ -124,7 +126,9 @@ def load_student(
     backbone : nn.Module
         In eval mode, with ``feature_dim``.
     head : nn.Module or None
-        The linear head (None for BYOL).
+        The linear head (None for BYOL); of a ``merge=heads`` student, the exposed head
+        (``config["exposed_head"]``, the reference participant's). Every head is in
+        ``checkpoint["model"]`` as ``heads.<k>.``.
     checkpoint : dict
         The whole checkpoint (``config`` has ``arch``, ``image_size``, ``mean``, ``std``).
     """
@@ -134,6 +138,8 @@ def load_student(
     backbone.load_state_dict(_sub_state(ckpt["model"], "backbone."))
     head = None
     head_state = _sub_state(ckpt["model"], "head.")
+    if not head_state and "exposed_head_index" in cfg:  # merge=heads: the exposed head
+        head_state = _sub_state(ckpt["model"], f"heads.{int(cfg['exposed_head_index'])}.")
     if head_state and "weight" in head_state:
         out_dim, in_dim = head_state["weight"].shape
         head = nn.Linear(in_dim, out_dim)

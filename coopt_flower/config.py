@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scheduling import ON_FAILURE_POLICIES
@@ -20,7 +21,7 @@ from coopt_flower.scheduling import ON_FAILURE_POLICIES
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size")
+                     "student_image_size", "merge")
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -91,6 +92,7 @@ class RunSettings:
     on_bad_sample: str = "skip"
     verify_images: bool = False
     device: str = "auto"
+    merge: str = "align-ridge"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -137,6 +139,8 @@ class RunSettings:
                  "participants the run waits for")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                  f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _require(self.merge in MERGE_STRATEGIES,
+                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
         _require(self.on_bad_sample in ("skip", "fail"),
                  f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,

@@ -8,6 +8,7 @@ A dataset is a directory that anyone can load without Flower::
     targets.npy       (N, n) float16/float32, memory-mappable, rows sorted by sample id
     sample_ids.npy    (N,) int64, sorted: row i holds the target of sample sample_ids[i]
     owners.npy        (N,) int16, index into manifest["participants"] of who encoded row i
+                      (under ``merge: heads`` also the space row i's target lives in)
     shared_embeddings.npy  (optional) (K, |S|, n) float32: every participant's projected,
                       unaligned embeddings of the shared subset, so later participants can be
                       scored and aligned against this dataset without re-encoding S
@@ -431,6 +432,13 @@ class OptimizedDataset:
 
     def __len__(self) -> int:
         return len(self.sample_ids)
+
+    @property
+    def merge(self) -> str:
+        """How the targets were merged (manifest ``merge``): ``align-ridge`` (one space, the
+        reference's), ``heads`` (row ``i`` lives in the space of participant ``owners[i]``) or
+        ``none`` (the no-alignment ablation). Datasets written before the key: ``align-ridge``."""
+        return self.manifest.get("merge", "align-ridge")
 
     def image(self, sample_id: int) -> np.ndarray:
         """uint8 ``(H, W, 3)`` of one sample: from the source, or from node-local data

@@ -4,6 +4,9 @@
     CoOpt's student objective (from ReLA): for an image ``x`` with target ``y``,
     ``1 - cos(head(backbone(aug(x))), z(y))`` averaged over the augmented views, where
     ``z`` is the per-dimension z-score of the targets over the whole dataset.
+:class:`HeadsLoss`
+    The same objective under ``merge = "heads"``: every participant's targets are z-scored
+    with that participant's own statistics (its targets live in its own space).
 :class:`BYOLLoss`
     BYOL's symmetric negative cosine similarity between the online prediction of one
     view and the target projection of the other (lightly's
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
 from torch import nn
 
-__all__ = ["BYOLLoss", "CoOptLoss"]
+__all__ = ["BYOLLoss", "CoOptLoss", "HeadsLoss"]
 
 
 class CoOptLoss(nn.Module):
@@ -83,6 +86,63 @@ class CoOptLoss(nn.Module):
                 f"{len(targets)} targets"
             )
         z = self.zscore(targets)
+        return (1.0 - F.cosine_similarity(predictions, torch.cat([z] * views), dim=1)).mean()
+
+
+class HeadsLoss(nn.Module):
+    """``1 - cos(prediction, z_k(target))`` with ``z_k`` the z-score of owner ``k``'s targets.
+
+    Parameters
+    ----------
+    mean, std : Tensor
+        ``(K, n)``: per-owner, per-dimension statistics of the targets (``std`` floored away
+        from zero). Buffers, like :class:`CoOptLoss`'s.
+
+    Examples
+    --------
+    >>> loss_fn = HeadsLoss(torch.zeros(2, 3), torch.ones(2, 3))
+    >>> targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    >>> float(loss_fn(torch.cat([targets, targets]), targets, torch.tensor([0, 1])))
+    0.0
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        if mean.ndim != 2 or mean.shape != std.shape:
+            raise ValueError(f"mean and std must both be (owners, n), got {tuple(mean.shape)} "
+                             f"and {tuple(std.shape)}")
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def zscore(self, targets: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """Each row z-scored with its owner's statistics (float32, on the statistics' device)."""
+        targets = targets.detach().to(self.mean.device, torch.float32)
+        owners = owners.to(self.mean.device, torch.long)
+        return (targets - self.mean[owners]) / self.std[owners]
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor,
+                owners: torch.Tensor) -> torch.Tensor:
+        """Mean of ``1 - cos`` over all ``(view, sample)`` pairs.
+
+        Parameters
+        ----------
+        predictions : Tensor
+            ``(V * B, n)``: each view's output of its sample's owner's head, view after view.
+        targets : Tensor
+            ``(B, n)`` raw targets.
+        owners : Tensor
+            ``(B,)`` owner index of every sample.
+        """
+        views, rest = divmod(len(predictions), len(targets))
+        if rest or views < 1 or len(owners) != len(targets):
+            raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and "
+                             f"{len(owners)} owners do not make whole views of one batch")
+        z = self.zscore(targets, owners)
         return (1.0 - F.cosine_similarity(predictions, torch.cat([z] * views), dim=1)).mean()
 
 

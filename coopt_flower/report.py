@@ -67,6 +67,9 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- dataset: `{summary['dataset_path']}`",
         "",
     ]
+    if summary.get("merge") == "heads":
+        lines[-1:-1] = [f"- merge `heads`: targets stay in each participant's own space (no "
+                        f"alignment, residuals 0); a student exposes {summary['exposed_head']}'s head"]
     student = summary.get("student")
     if student:
         lines[-1:-1] = [f"- refined student `{student['digest']}` ({student['arch']}), uniform value "

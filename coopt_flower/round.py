@@ -174,6 +174,12 @@ class CoOptRound:
         self._optimize_started = 0.0
 
     # ------------------------------------------------------------------ bookkeeping
+    @property
+    def merge(self) -> str:
+        """How the targets were merged, as the manifest records it: the ``merge`` setting, or
+        ``none`` for the no-alignment ablation (``align=False``) of ``align-ridge``."""
+        return self.settings.merge if self.align or self.settings.merge == "heads" else "none"
+
     def encode_config(self, encoder: str = "own", slot: int = -1) -> EncodeConfig:
         s = self.settings
         return EncodeConfig(target_dim=s.target_dim, projection_seed=s.seed, batch_size=s.batch_size,
@@ -311,8 +317,10 @@ class CoOptRound:
             self.shared = {name: student_emb if switch[name] else emb
                            for name, emb in self.own_embeddings.items()}
             candidates = {"student": student_emb} if student_emb is not None else None
+            # merge=heads: no maps at all; every participant keeps its own space (the student
+            # learns a head per participant). Scores and the reference are computed all the same.
             plan = self.alignment = plan_alignment(self.shared, seed=s.seed, candidates=candidates,
-                                                   align=self.align)
+                                                   align=self.align and s.merge != "heads")
         if student_value is not None:
             log.info("  student (%s): uniform value %.4f%s", self.student[1].get("digest"), student_value,
                      "  <- reference" if plan.reference == "student" else "")
@@ -502,6 +510,9 @@ class CoOptRound:
             "seed": s.seed,
             "reference": plan.reference,
             "reference_prototype": reference_prototype,
+            "merge": self.merge,
+            **({"exposed_head": exposed_head(plan, [p.name for p in self.participants])}
+               if self.merge == "heads" else {}),
             "refinement": s.refinement,
             "student": None if student is None else {
                 "digest": student[1].get("digest"), "arch": student[1].get("arch"),
@@ -532,6 +543,19 @@ class CoOptRound:
                 for p in self.participants
             ],
         }
+
+
+def exposed_head(plan: AlignmentPlan, names: list[str]) -> str:
+    """Under ``merge=heads``: the participant whose head a student trained on the dataset
+    exposes as a prototype (next rounds).
+
+    The reference when it is a participant. When the refined student is the reference, the
+    most uniform participant: participants that encode with the student score exactly the
+    student's value, so that is one of them whenever anyone switched.
+    """
+    if plan.reference in names:
+        return plan.reference
+    return min(names, key=lambda name: (plan.uniform_values[name], names.index(name)))
 
 
 # --------------------------------------------------------------------------- in process

@@ -41,6 +41,7 @@ from coopt_flower.registry import Registry
 __all__ = [
     "STUDENTS",
     "StudentWithHead",
+    "StudentWithHeads",
     "SmallCNN",
     "create_student",
     "list_students",
@@ -311,3 +312,58 @@ class StudentWithHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+class StudentWithHeads(nn.Module):
+    """One shared backbone, one linear target head per participant (``merge = "heads"``).
+
+    Every participant's targets live in its own space; sample ``i`` owned by ``k`` trains
+    ``heads[k](backbone(x_i))`` only. The heads are linear, like :class:`StudentWithHead`'s,
+    so the heads row differs from the aligned row in the merge alone, and so any head
+    alone is a ``StudentWithHead`` head (a student prototype exposes one, see
+    :mod:`coopt_flower.refinement`). A linear head also keeps every participant's space a
+    linear read-out of the backbone's features, which is what a linear probe later uses.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A student from :func:`create_student` (must have ``feature_dim``).
+    target_dim : int
+        Output dimension of every head.
+    num_heads : int
+        One per participant (``owners`` index them).
+    exposed_head : int
+        The head :meth:`forward` uses when no owners are given and that :attr:`head` returns.
+    """
+
+    def __init__(self, backbone: nn.Module, target_dim: int, num_heads: int, exposed_head: int = 0):
+        super().__init__()
+        if num_heads < 1 or not 0 <= exposed_head < num_heads:
+            raise ValueError(f"need num_heads >= 1 and 0 <= exposed_head < num_heads, got "
+                             f"{num_heads} and {exposed_head}")
+        self.backbone = backbone
+        self.heads = nn.ModuleList(nn.Linear(int(backbone.feature_dim), int(target_dim))
+                                   for _ in range(int(num_heads)))
+        self.feature_dim = int(backbone.feature_dim)
+        self.target_dim = int(target_dim)
+        self.exposed_head = int(exposed_head)
+
+    @property
+    def head(self) -> nn.Module:
+        """The exposed head (the reference participant's)."""
+        return self.heads[self.exposed_head]
+
+    def forward(self, x: torch.Tensor, owners: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, target_dim)``: row ``i`` through ``heads[owners[i]]`` (the exposed head when
+        ``owners`` is None)."""
+        features = self.backbone(x)
+        if owners is None:
+            return self.head(features)
+        owners = owners.to(features.device, torch.long)
+        out = features.new_zeros(len(features), self.target_dim)
+        # Only the heads of owners in the batch run: the others get no gradient at all (None,
+        # so AdamW leaves them alone: no weight decay or stale momentum from this step).
+        for k in torch.unique(owners).tolist():
+            rows = owners == k
+            out[rows] = self.heads[k](features[rows]).to(out.dtype)
+        return out

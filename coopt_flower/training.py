@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -219,7 +220,14 @@ def train_on_optimized(
     TrainResult
         With the z-score statistics in ``target_stats`` (also in the checkpoint as
         ``target_mean`` and ``target_std``).
+
+    A dataset whose manifest says ``merge: heads`` is trained with one head per participant
+    (:func:`coopt_flower.heads.train_on_heads`).
     """
+    from coopt_flower.heads import is_heads_dataset, train_on_heads
+
+    if is_heads_dataset(dataset):  # targets in per-participant spaces: one head per participant
+        return train_on_heads(dataset, config, on_epoch_end=on_epoch_end)
     config = config or TrainConfig()
     if len(dataset) < 2:
         raise ValueError("need at least 2 samples to train")
@@ -374,6 +382,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flow
     if os.path.isfile(os.path.join(args.dataset, "coopt_export.json")):
         # An export (`coopt export`: hf / webdataset) rather than a round directory.
         from coopt_flower.exported import open_dataset as load_optimized_dataset
+
+        from pathlib import Path
+
+        copy = Path(args.dataset) / "coopt_manifest.json"  # the round's manifest, as exported
+        if copy.is_file() and json.loads(copy.read_text(encoding="utf-8")).get("merge") == "heads":
+            # One head on targets that live in several spaces would train silently wrong.
+            print(f"{args.dataset}: a merge=heads export cannot be trained yet (its targets live in "
+                  "one space per participant); train its round directory instead", file=sys.stderr)
+            return 2
     dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,

@@ -62,7 +62,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert cfg["tiny"] and len(cfg["seeds"]) == 1 and cfg["epochs"] == 1
     summary = results["summary"]
     expected = {(B.RANDOM, cfg["arch"]), (B.SUPERVISED, cfg["arch"]), (B.BYOL, cfg["arch"]),
-                (B.UNALIGNED, cfg["arch"]), (B.ALIGNED, cfg["arch"]),
+                (B.UNALIGNED, cfg["arch"]), (B.ALIGNED, cfg["arch"]), (B.HEADS, cfg["arch"]),
                 (B.RANDOM, cfg["arch2"]), (B.ALIGNED, cfg["arch2"]), (B.BYOL, cfg["arch2"])}
     expected |= {(B.SINGLE + spec, cfg["arch"]) for spec in cfg["prototypes"]}
     assert cfg["byol_long_epochs"] > cfg["epochs"]
@@ -109,6 +109,12 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                                   np.asarray(unaligned.targets)[rows])
     assert not np.array_equal(np.asarray(aligned.targets)[~rows],
                               np.asarray(unaligned.targets)[~rows])
+    # The heads row: the same shards, nobody aligned, trained with one head per participant.
+    heads = load_optimized_dataset(B.dataset_dir(work, seed, B.HEADS))
+    assert heads.merge == "heads" and heads.manifest["exposed_head"] == reference
+    np.testing.assert_array_equal(np.asarray(heads.owners), np.asarray(aligned.owners))
+    np.testing.assert_array_equal(np.asarray(heads.targets), np.asarray(unaligned.targets))
+    assert any(c["target"].endswith("heads >= unaligned + 2 points") for c in summary["targets"])
 
 
 def test_the_default_config_file_is_the_config_default_and_names_bad_keys(tmp_path):

@@ -11,6 +11,8 @@ optimizer and epoch budget for every trained row:
 - CoOpt without alignment (K IID shards, each participant's projected targets merged as is);
 - CoOpt with alignment (same shards; shared subset S, reference = lowest uniform value,
   ridge maps applied: :func:`coopt_flower.alignment.plan_alignment`);
+- CoOpt (heads) (same shards, ``merge = "heads"``: no alignment, the student trains one
+  head per participant, :mod:`coopt_flower.heads`), first student only;
 - CoOpt with alignment and BYOL again for a second student architecture.
 
 The CoOpt datasets are built by the product's own round engine
@@ -53,7 +55,7 @@ wall clock, mean over seeds).
 """
 
 from simulations.benchmark.config import (  # noqa: F401  (the package's public names)
-    ALIGNED, BYOL, BYOL_LONG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE, SUPERVISED, UNALIGNED,
+    ALIGNED, BYOL, BYOL_LONG, HEADS, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE, SUPERVISED, UNALIGNED,
     Config, load_config)
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup, time_to_reach  # noqa: F401
 from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401

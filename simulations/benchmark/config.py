@@ -28,6 +28,7 @@ PLOT_NAME = "benchmark_probe_curves.png"
 # Row names. Single-prototype rows are "single:<spec>".
 RANDOM, SUPERVISED, BYOL = "random init", "supervised", "BYOL"
 UNALIGNED, ALIGNED = "CoOpt (no alignment)", "CoOpt (aligned)"
+HEADS = "CoOpt (heads)"  # merge=heads: no alignment, one student head per participant
 BYOL_LONG = "BYOL, longer budget"  # supplementary: more epochs than everyone else
 SINGLE = "single:"
 

@@ -11,7 +11,9 @@ Rows built per seed:
 - ``single:<spec>``: a round with that one prototype (it encodes every sample);
 - ``CoOpt (no alignment)``: all prototypes, IID shards, targets merged as they are
   (``align=False``, the ablation);
-- ``CoOpt (aligned)``: the same round as the product runs it.
+- ``CoOpt (aligned)``: the same round as the product runs it;
+- ``CoOpt (heads)``: the same shards under ``merge = "heads"`` (every participant's own
+  space; the student trains one head per participant).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
 from coopt_flower.round import CoOptRound, run_in_process
-from simulations.benchmark.config import ALIGNED, SINGLE, UNALIGNED, Config
+from simulations.benchmark.config import ALIGNED, HEADS, SINGLE, UNALIGNED, Config
 from simulations.benchmark.features import slug
 
 
@@ -89,14 +91,15 @@ class CachedParticipant:
                            pixels_sha256=digest)
 
 
-def round_settings(cfg: Config, seed: int, prototypes: list[str], output_dir: Path) -> RunSettings:
+def round_settings(cfg: Config, seed: int, prototypes: list[str], output_dir: Path,
+                   merge: str = "align-ridge") -> RunSettings:
     """The run config of one benchmark round (every shard in one page, as one encode pass)."""
     settings = RunSettings(
         prototypes=list(prototypes), data=cfg.data, num_samples=cfg.num_train,
         shared_size=cfg.shared_size, target_dim=cfg.target_dim, seed=seed,
         output_dir=str(Path(output_dir).resolve()), overwrite=True, image_size=cfg.proto_image_size,
         batch_size=cfg.encode_batch_size, target_dtype=cfg.target_dtype, page_size=cfg.num_train,
-        refinement="static")
+        refinement="static", merge=merge)
     settings.validate()
     return settings
 
@@ -109,13 +112,13 @@ def dataset_dir(work_dir: Path, seed: int, row: str) -> Path:
 
 def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats: dict[str, np.ndarray],
                    metas: dict[str, dict], work_dir: Path) -> dict[str, Any]:
-    """The seed's single-prototype, unaligned and aligned datasets, built by the round engine.
+    """The seed's single-prototype, unaligned, aligned and heads datasets, built by the round engine.
 
     ``feats[spec]`` holds the prototype's raw features of ``sample_ids`` (same order).
     """
-    def run(row: str, specs: list[str], *, align: bool = True):
+    def run(row: str, specs: list[str], *, align: bool = True, merge: str = "align-ridge"):
         out = dataset_dir(work_dir, seed, row).parent
-        round_ = CoOptRound(round_settings(cfg, seed, specs, out), source, align=align)
+        round_ = CoOptRound(round_settings(cfg, seed, specs, out, merge), source, align=align)
         if not np.array_equal(round_.sample_ids, sample_ids):
             raise ValueError("the round selected other samples than the benchmark encoded")
         participants = [CachedParticipant(spec, feats[spec], sample_ids, round_.shared_ids,
@@ -131,6 +134,8 @@ def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats
     out["datasets"][UNALIGNED] = load_optimized_dataset(unaligned.dataset_path)
     aligned = run(ALIGNED, list(cfg.prototypes))
     out["datasets"][ALIGNED] = load_optimized_dataset(aligned.dataset_path)
+    heads = run(HEADS, list(cfg.prototypes), merge="heads")
+    out["datasets"][HEADS] = load_optimized_dataset(heads.dataset_path)
 
     summary = aligned.summary
     spec_of = {p["name"]: p["prototype"] for p in summary["participants"]}

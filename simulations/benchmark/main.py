@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples
-from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME,
+from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_LONG, DEFAULT_CONFIG, HEADS, JSON_NAME, MD_NAME,
                                           PLOT_NAME, RANDOM, RESULTS_DIR, SINGLE, SUPERVISED, TINY_CONFIG,
                                           UNALIGNED, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
@@ -168,7 +168,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
             del init
             if arch == cfg.arch:
                 rows_to_run = [SUPERVISED, BYOL] + [SINGLE + s for s in cfg.prototypes] + [
-                    UNALIGNED, ALIGNED]
+                    UNALIGNED, ALIGNED, HEADS]
             else:
                 rows_to_run = [ALIGNED, BYOL]
             if arch == cfg.arch and cfg.byol_long_epochs > 0:
