@@ -12,15 +12,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scheduling import ON_FAILURE_POLICIES
+from coopt_flower.scores import REFERENCE_SCORES
 
 # Run-config keys that define what a run's datasets contain: an output directory holding a run
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size")
+                     "student_image_size", "merge", "reference_score")
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -90,6 +92,8 @@ class RunSettings:
     upload_local_images: bool = False
     on_bad_sample: str = "skip"
     verify_images: bool = False
+    merge: str = "align-ridge"
+    reference_score: str = "uniform"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -151,6 +155,10 @@ class RunSettings:
         _require(self.num_server_rounds == 1 or self.refinement == "static" or self.train_epochs > 0,
                  f"refinement={self.refinement} over {self.num_server_rounds} rounds needs a student: "
                  "set train-epochs > 0 (or refinement=static)")
+        _require(self.merge in MERGE_STRATEGIES,
+                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
+        _require(self.reference_score in REFERENCE_SCORES,
+                 f"reference-score must be one of {', '.join(REFERENCE_SCORES)}, got {self.reference_score!r}")
         _require(self.student_image_size >= 0, "student-image-size must be >= 0 (0 = the data's size)")
         _require(os.path.isabs(self.output_dir),
                  f"output-dir must be an absolute path (the SuperLink's working directory is not "

@@ -297,7 +297,8 @@ class CoOptRound:
                            for name, emb in self.own_embeddings.items()}
             candidates = {"student": student_emb} if student_emb is not None else None
             plan = self.alignment = plan_alignment(self.shared, seed=s.seed, candidates=candidates,
-                                                   align=self.align)
+                                                   align=self.align, method=s.merge,
+                                                   reference_score=s.reference_score)
         if student_value is not None:
             log.info("  student (%s): uniform value %.4f%s", self.student[1].get("digest"), student_value,
                      "  <- reference" if plan.reference == "student" else "")
@@ -487,6 +488,9 @@ class CoOptRound:
             "seed": s.seed,
             "reference": plan.reference,
             "reference_prototype": reference_prototype,
+            "merge": plan.merge,
+            "reference_score": plan.reference_score,
+            "scores": plan.scores,
             "refinement": s.refinement,
             "student": None if student is None else {
                 "digest": student[1].get("digest"), "arch": student[1].get("arch"),
@@ -509,6 +513,7 @@ class CoOptRound:
                     "fit_residual": plan.maps[p.name].fit_residual,
                     "holdout_residual": plan.maps[p.name].holdout_residual,
                     "alpha": plan.maps[p.name].alpha,
+                    "rank": plan.maps[p.name].rank,
                     "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
                     "shared_pixels_sha256": p.shared_sha256,
                     "local_data": p.local_data, "local_samples": p.local_count,
