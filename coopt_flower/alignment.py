@@ -5,6 +5,20 @@ k has embeddings ``X_k = W_k psi_k(S)`` and the reference k* has ``Y = W_k* psi_
 least-squares map with bias, ``T_k = argmin ||X_k A + b - Y||^2 + lam ||A||^2``, carries k's
 targets into k*'s space. |S| may be smaller than the common dimension n, so the regularizer is
 what makes the problem well posed; its strength is chosen on a held-out part of S.
+
+That ridge map is the default merge, ``align-ridge``. Two better-posed alternatives fit the
+same affine :class:`AlignmentMap`, so the round applies them unchanged:
+
+- ``align-procrustes``: whiten both sides (covariances shrunk towards a multiple of the
+  identity, which keeps ``|S| < n`` invertible), rotate with orthogonal Procrustes (SVD of
+  ``Xw^T Yw``), un-whiten into the reference's space. It keeps the reference's spread: a
+  rotation cannot shrink targets towards the mean as a ridge map does when the two spaces
+  share little.
+- ``align-cca``: the same whitening, then only the top-``k`` canonical directions, each scaled
+  by its canonical correlation (reduced-rank regression in whitened coordinates): directions
+  that S cannot pair up are dropped instead of shrunk.
+
+Each method picks its strength (ridge alpha, whitening shrinkage, rank) on a held-out 20% of S.
 """
 
 from __future__ import annotations
@@ -13,18 +27,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coopt_flower.uniformity import select_reference, uniform_value
 
 # Ridge strengths, relative to the mean eigenvalue of the centered Gram matrix, so the same
 # grid suits prototypes whose features live on very different scales.
 DEFAULT_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_HOLDOUT_FRACTION = 0.2
+# Whitening shrinkage towards (mean eigenvalue) * I: 0 = plain whitening, 1 = no whitening.
+DEFAULT_SHRINKAGES = (0.001, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)
+# Canonical directions kept by align-cca (capped by |S| and n).
+DEFAULT_RANKS = (4, 8, 16, 32, 64, 128, 256, 512)
+
+#: The ``merge`` values that fit an affine map into the reference's space on S.
+ALIGN_METHODS = ("align-ridge", "align-procrustes", "align-cca")
 
 #: Values of the run-config key ``merge``: how participants' targets become one dataset.
-#: ``align-ridge`` maps every participant into the reference's space with a ridge map fitted
+#: The ``align-*`` values map every participant into the reference's space with a map fitted
 #: on S; ``heads`` writes every participant's targets in its own space (identity maps) and the
 #: student learns one head per participant (:mod:`coopt_flower.heads`).
-MERGE_STRATEGIES = ("align-ridge", "heads")
+MERGE_STRATEGIES = (*ALIGN_METHODS, "heads")
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,10 @@ class AlignmentMap:
     holdout_residual : float
         Same fraction on a held-out part of S, for a map fitted without it: the honest
         estimate of how well the alignment generalizes to the rest of the shard.
+    method : str
+        The ``merge`` value that fitted it (one of :data:`MERGE_STRATEGIES`).
+    rank : int
+        Canonical directions kept (``align-cca``); 0 for the other methods.
     """
 
     weight: np.ndarray
@@ -50,6 +74,8 @@ class AlignmentMap:
     alpha: float
     fit_residual: float
     holdout_residual: float
+    method: str = "align-ridge"
+    rank: int = 0  # canonical directions kept (align-cca), 0 otherwise
 
     @classmethod
     def identity(cls, dim: int) -> AlignmentMap:
@@ -102,52 +128,183 @@ def unexplained_variance(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((np.asarray(pred, np.float64) - y) ** 2) / max(total, 1e-12))
 
 
+class _Spectrum:
+    """Eigendecomposition of a centered sample's covariance: its whitener at any shrinkage.
+
+    Shrinking the covariance towards ``mean eigenvalue * I`` keeps it invertible when the
+    sample has fewer rows than columns (|S| < n); one ``eigh`` serves every shrinkage.
+    """
+
+    def __init__(self, centered: np.ndarray) -> None:
+        evals, self.evecs = np.linalg.eigh(centered.T @ centered / centered.shape[0])
+        self.evals = np.clip(evals, 0.0, None)
+        self.mean_eval = max(float(self.evals.mean()), 1e-12)
+
+    def power(self, shrinkage: float, exponent: float) -> np.ndarray:
+        """``C_s ** exponent`` for ``C_s = (1 - shrinkage) C + shrinkage * mean_eval * I``."""
+        lam = (1.0 - shrinkage) * self.evals + shrinkage * self.mean_eval
+        return (self.evecs * lam**exponent) @ self.evecs.T
+
+
+def _whitened_svd(xc: np.ndarray, yc: np.ndarray, shrinkage: float,
+                  spectra: tuple[_Spectrum, _Spectrum] | None = None):
+    """SVD of the cross-covariance of the shrink-whitened pair.
+
+    Returns ``(whiten_x, u, s, vt, unwhiten_y)``: in whitened coordinates
+    ``u @ diag(s) @ vt`` is the least-squares map (``s`` are the canonical correlations)
+    and ``u @ vt`` the nearest rotation (orthogonal Procrustes).
+    """
+    sx, sy = spectra or (_Spectrum(xc), _Spectrum(yc))
+    whiten_x, whiten_y = sx.power(shrinkage, -0.5), sy.power(shrinkage, -0.5)
+    cross = whiten_x @ (xc.T @ yc / xc.shape[0]) @ whiten_y
+    u, s, vt = np.linalg.svd(cross, full_matrices=False)
+    return whiten_x, u, s, vt, sy.power(shrinkage, 0.5)
+
+
+def fit_procrustes(x: np.ndarray, y: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Whiten both sides, rotate (orthogonal Procrustes), un-whiten into ``y``'s space.
+
+    Parameters
+    ----------
+    x, y : np.ndarray
+        ``(m, n_in)`` and ``(m, n_out)`` paired embeddings.
+    shrinkage : float
+        In ``(0, 1]``: how far each covariance is pulled towards a multiple of the identity
+        before whitening (1 = no whitening: a plain rotation between centered spaces).
+
+    Returns
+    -------
+    weight, bias : np.ndarray
+        float64, with ``y ~ x @ weight + bias``.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    whiten_x, u, _, vt, unwhiten_y = _whitened_svd(x - x_mean, y - y_mean, shrinkage)
+    weight = whiten_x @ (u @ vt) @ unwhiten_y
+    return weight, y_mean - x_mean @ weight
+
+
+def fit_cca(x: np.ndarray, y: np.ndarray, shrinkage: float, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced-rank map through the top-``rank`` canonical directions of ``x`` and ``y``.
+
+    In shrink-whitened coordinates the map keeps the ``rank`` leading singular directions of
+    the cross-covariance, each scaled by its canonical correlation, then un-whitens into
+    ``y``'s space. Same parameters and returns as :func:`fit_procrustes`, plus ``rank``.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    whiten_x, u, s, vt, unwhiten_y = _whitened_svd(x - x_mean, y - y_mean, shrinkage)
+    k = max(1, min(int(rank), len(s)))
+    weight = whiten_x @ (u[:, :k] * s[:k]) @ vt[:k] @ unwhiten_y
+    return weight, y_mean - x_mean @ weight
+
+
+def _holdout_split(m: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (held-out, fit) rows of S that choose a map's regularizer."""
+    n_holdout = int(round(m * holdout_fraction))
+    if m < 4 or n_holdout < 1 or m - n_holdout < 2:
+        raise ValueError(f"the shared subset is too small to fit and check an alignment: {m}")
+    order = np.random.default_rng([int(seed), 0xA11]).permutation(m)
+    return order[:n_holdout], order[n_holdout:]
+
+
+def _whitened_grid_scores(x: np.ndarray, y: np.ndarray, hold: np.ndarray, fit: np.ndarray,
+                          method: str, shrinkages: tuple[float, ...],
+                          ranks: tuple[int, ...]) -> dict[tuple[float, int], float]:
+    """Held-out residual of every (shrinkage, rank) a whitened method may use.
+
+    Eigendecompositions are shared across shrinkages and truncations across ranks, so the
+    whole grid costs about one SVD per shrinkage.
+    """
+    x_mean, y_mean = x[fit].mean(axis=0), y[fit].mean(axis=0)
+    xc, yc = x[fit] - x_mean, y[fit] - y_mean
+    spectra = (_Spectrum(xc), _Spectrum(yc))
+    scores: dict[tuple[float, int], float] = {}
+    for shrinkage in shrinkages:
+        whiten_x, u, s, vt, unwhiten_y = _whitened_svd(xc, yc, shrinkage, spectra)
+        held = (x[hold] - x_mean) @ whiten_x @ u          # held-out rows in canonical coordinates
+        back = vt @ unwhiten_y                             # canonical -> y's space
+        if method == "align-procrustes":
+            scores[(shrinkage, 0)] = unexplained_variance(held @ back + y_mean, y[hold])
+            continue
+        for rank in sorted({min(r, len(s)) for r in ranks}):
+            pred = (held[:, :rank] * s[:rank]) @ back[:rank] + y_mean
+            scores[(shrinkage, rank)] = unexplained_variance(pred, y[hold])
+    return scores
+
+
 def fit_alignment(
     x: np.ndarray,
     y: np.ndarray,
     *,
+    method: str = "align-ridge",
     alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    shrinkages: tuple[float, ...] = DEFAULT_SHRINKAGES,
+    ranks: tuple[int, ...] = DEFAULT_RANKS,
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     seed: int = 0,
 ) -> AlignmentMap:
     """Fit the map from a participant's shared-subset embeddings ``x`` to the reference's ``y``.
 
-    The ridge strength is picked by the held-out residual; the returned map is then refitted
-    on all of S with that strength.
+    The regularizer (ridge ``alphas``; whitening ``shrinkages`` and, for ``align-cca``,
+    ``ranks``) is picked by the held-out residual; the returned map is then refitted on all
+    of S with it.
+
+    Parameters
+    ----------
+    method : str
+        One of the ``align-*`` values of :data:`MERGE_STRATEGIES`.
     """
+    if method not in ALIGN_METHODS:
+        raise ValueError(f"unknown alignment method {method!r}: use align-ridge, align-procrustes "
+                         "or align-cca")
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if x.shape[0] != y.shape[0] or x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"alignment needs paired (m, n) arrays, got {x.shape} and {y.shape}")
-    m = x.shape[0]
-    n_holdout = int(round(m * holdout_fraction))
-    if m < 4 or n_holdout < 1 or m - n_holdout < 2:
-        raise ValueError(f"the shared subset is too small to fit and check an alignment: {m}")
-    order = np.random.default_rng([int(seed), 0xA11]).permutation(m)
-    hold, fit = order[:n_holdout], order[n_holdout:]
+    hold, fit = _holdout_split(x.shape[0], holdout_fraction, seed)
 
-    scores = []
-    for alpha in alphas:
-        weight, bias = fit_ridge(x[fit], y[fit], alpha)
-        scores.append(unexplained_variance(x[hold] @ weight + bias, y[hold]))
-    best = int(np.argmin(scores))
-    weight, bias = fit_ridge(x, y, alphas[best])
+    rank = 0
+    if method == "align-ridge":
+        scores = []
+        for alpha in alphas:
+            weight, bias = fit_ridge(x[fit], y[fit], alpha)
+            scores.append(unexplained_variance(x[hold] @ weight + bias, y[hold]))
+        best = int(np.argmin(scores))
+        strength, holdout = float(alphas[best]), float(scores[best])
+        weight, bias = fit_ridge(x, y, strength)
+    else:
+        grid = _whitened_grid_scores(x, y, hold, fit, method, shrinkages, ranks)
+        (strength, rank), holdout = min(grid.items(), key=lambda item: item[1])
+        # The rank was capped by the fit part of S; all of S may hold a few more directions.
+        weight, bias = (fit_procrustes(x, y, strength) if method == "align-procrustes"
+                        else fit_cca(x, y, strength, rank))
     return AlignmentMap(
         weight=weight.astype(np.float32),
         bias=bias.astype(np.float32),
-        alpha=float(alphas[best]),
+        alpha=float(strength),
         fit_residual=unexplained_variance(x @ weight + bias, y),
-        holdout_residual=float(scores[best]),
+        holdout_residual=float(holdout),
+        method=method,
+        rank=int(rank),
     )
 
 
 @dataclass
 class AlignmentPlan:
-    """Uniform value per participant, the reference, and each participant's map to it."""
+    """Scores per participant, the reference, and each participant's map to it.
+
+    ``scores`` holds every reference score (:data:`coopt_flower.scores.REFERENCE_SCORES`) of
+    every participant and candidate; ``reference_score`` is the one that chose the reference
+    and ``merge`` the method that fitted the maps.
+    """
 
     uniform_values: dict[str, float]
     reference: str
     maps: dict[str, AlignmentMap] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    merge: str = "align-ridge"
+    reference_score: str = "uniform"
 
 
 def plan_alignment(
@@ -156,8 +313,10 @@ def plan_alignment(
     seed: int = 0,
     candidates: dict[str, np.ndarray] | None = None,
     align: bool = True,
+    method: str = "align-ridge",
+    reference_score: str = "uniform",
 ) -> AlignmentPlan:
-    """Score prototypes on the shared subset S and fit every map to the most uniform one.
+    """Score prototypes on the shared subset S and fit every map to the best-scoring one.
 
     Parameters
     ----------
@@ -165,29 +324,39 @@ def plan_alignment(
         Participant name -> ``(|S|, n)`` projected embeddings of S, rows in the same order
         (the shared ids) for everyone.
     seed : int
-        Seeds the held-out split of S used to pick each ridge strength.
+        Seeds the held-out split of S used to pick each map's regularizer.
     candidates : dict, optional
         Extra reference candidates that encode no shard themselves (multi-round: the
         platform's refined student). They are scored, may become the reference, get no map.
     align : bool
         ``False`` gives every participant the identity map (the "no alignment" ablation:
         targets are merged as they are); scores and the reference are computed all the same.
+    method : str
+        The ``align-*`` merge (:data:`MERGE_STRATEGIES`) that fits the maps.
+    reference_score : str
+        The score that picks the reference (:data:`coopt_flower.scores.REFERENCE_SCORES`);
+        every score is computed and reported either way.
 
     A participant whose embeddings are the reference's (it runs the reference's encoder)
     gets the identity map.
     """
+    from coopt_flower.scores import HIGHER_IS_BETTER, score_prototypes, select_reference
+
     if not shared_embeddings:
         raise ValueError("no participant returned shared-subset embeddings")
+    if reference_score not in HIGHER_IS_BETTER:
+        raise ValueError(f"unknown reference score {reference_score!r}: use one of "
+                         f"{', '.join(HIGHER_IS_BETTER)}")
     pool = {**shared_embeddings, **(candidates or {})}
     shapes = {name: emb.shape for name, emb in pool.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
-    values = {name: uniform_value(emb) for name, emb in pool.items()}
-    reference = select_reference(values)
+    scores = score_prototypes(pool, seed=seed)
+    reference = select_reference(scores[reference_score], HIGHER_IS_BETTER[reference_score])
     target = pool[reference]
     maps = {
         name: AlignmentMap.identity(emb.shape[1]) if not align or np.array_equal(emb, target)
-        else fit_alignment(emb, target, seed=seed)
+        else fit_alignment(emb, target, method=method, seed=seed)
         for name, emb in shared_embeddings.items()
     }
-    return AlignmentPlan(values, reference, maps)
+    return AlignmentPlan(scores["uniform"], reference, maps, scores, method, reference_score)

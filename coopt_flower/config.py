@@ -16,12 +16,13 @@ from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scheduling import ON_FAILURE_POLICIES
+from coopt_flower.scores import REFERENCE_SCORES
 
 # Run-config keys that define what a run's datasets contain: an output directory holding a run
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size", "merge")
+                     "student_image_size", "merge", "reference_score")
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -93,6 +94,7 @@ class RunSettings:
     verify_images: bool = False
     device: str = "auto"
     merge: str = "align-ridge"
+    reference_score: str = "uniform"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -139,8 +141,6 @@ class RunSettings:
                  "participants the run waits for")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                  f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _require(self.merge in MERGE_STRATEGIES,
-                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
         _require(self.on_bad_sample in ("skip", "fail"),
                  f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,
@@ -158,6 +158,10 @@ class RunSettings:
         _require(self.num_server_rounds == 1 or self.refinement == "static" or self.train_epochs > 0,
                  f"refinement={self.refinement} over {self.num_server_rounds} rounds needs a student: "
                  "set train-epochs > 0 (or refinement=static)")
+        _require(self.merge in MERGE_STRATEGIES,
+                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
+        _require(self.reference_score in REFERENCE_SCORES,
+                 f"reference-score must be one of {', '.join(REFERENCE_SCORES)}, got {self.reference_score!r}")
         _require(self.student_image_size >= 0, "student-image-size must be >= 0 (0 = the data's size)")
         _require(os.path.isabs(self.output_dir),
                  f"output-dir must be an absolute path (the SuperLink's working directory is not "

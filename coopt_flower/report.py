@@ -53,6 +53,36 @@ def _plot_links(names: list[str]) -> list[str]:
     return ["", *(f"![{ROUND_PLOTS[name][0]}]({name})" for name in names if name in ROUND_PLOTS)]
 
 
+def _rank(participant: dict[str, Any]) -> str:
+    return f", rank {participant['rank']}" if participant.get("rank") else ""
+
+
+def _score_phrase(score: str) -> str:
+    from coopt_flower.scores import HIGHER_IS_BETTER
+
+    return f"{'highest' if HIGHER_IS_BETTER.get(score, False) else 'lowest'} {score} score" \
+        if score != "uniform" else "lowest uniform value"
+
+
+def _score_table(summary: dict[str, Any]) -> list[str]:
+    """Every reference score of every prototype (and candidate), the deciding one marked."""
+    scores = summary.get("scores") or {}
+    if not scores:
+        return []
+    from coopt_flower.scores import HIGHER_IS_BETTER
+
+    names = sorted(next(iter(scores.values())))
+    chosen = summary.get("reference_score", "uniform")
+    header = [f"{s}{' (picks)' if s == chosen else ''} {'↑' if HIGHER_IS_BETTER.get(s) else '↓'}"
+              for s in scores]
+    lines = ["", "Reference scores on S (↑ higher is better, ↓ lower is better):", "",
+             "| prototype | " + " | ".join(header) + " |", "|---|" + "---:|" * len(scores)]
+    for name in names:
+        ref = " (reference)" if name == summary["reference"] else ""
+        lines.append(f"| {name}{ref} | " + " | ".join(f"{scores[s][name]:.4f}" for s in scores) + " |")
+    return lines
+
+
 def render_report(summary: dict[str, Any]) -> str:
     """A short Markdown report of one round (the summary is also stored as JSON)."""
     lines = [
@@ -62,8 +92,9 @@ def render_report(summary: dict[str, Any]) -> str:
         f"target dim {summary['target_dim']} ({summary['target_dtype']})",
         f"- shared subset: {summary['shared_size']} images "
         f"({100.0 * summary['shared_size'] / max(summary['num_samples'], 1):.2f}% of the data)",
-        f"- reference prototype (lowest uniform value): **{summary['reference']}** "
-        f"(`{summary['reference_prototype']}`)",
+        f"- reference prototype ({_score_phrase(summary.get('reference_score', 'uniform'))}): "
+        f"**{summary['reference']}** (`{summary['reference_prototype']}`)",
+        f"- merge: `{summary.get('merge', 'align-ridge')}`",
         f"- dataset: `{summary['dataset_path']}`",
         "",
     ]
@@ -76,7 +107,7 @@ def render_report(summary: dict[str, Any]) -> str:
                         f"{student['uniform_value']:.4f}, policy `{summary.get('refinement')}`"]
     lines += [
         "| participant | node | prototype | encodes with | dim | samples | uniform value | residual on S | "
-        "held-out residual | ridge alpha | encode img/s |",
+        "held-out residual | alpha / shrinkage | encode img/s |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary["participants"]:
@@ -84,8 +115,9 @@ def render_report(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {p['name']}{ref} | {p.get('node_id', '?')} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p['output_dim']} | "
             f"{p['num_samples']} | {p['uniform_value']:.4f} | {p['fit_residual']:.3f} | "
-            f"{p['holdout_residual']:.3f} | {p['alpha']:g} | {p['images_per_second']:.1f} |"
+            f"{p['holdout_residual']:.3f} | {p['alpha']:g}{_rank(p)} | {p['images_per_second']:.1f} |"
         )
+    lines += _score_table(summary)
     lines += _hosting(summary["participants"])
     lines += _plot_links(summary.get("plots", []))
     failures = summary.get("failures", [])

@@ -320,7 +320,8 @@ class CoOptRound:
             # merge=heads: no maps at all; every participant keeps its own space (the student
             # learns a head per participant). Scores and the reference are computed all the same.
             plan = self.alignment = plan_alignment(self.shared, seed=s.seed, candidates=candidates,
-                                                   align=self.align and s.merge != "heads")
+                                                   align=self.align and s.merge != "heads",
+                                                   method=s.merge, reference_score=s.reference_score)
         if student_value is not None:
             log.info("  student (%s): uniform value %.4f%s", self.student[1].get("digest"), student_value,
                      "  <- reference" if plan.reference == "student" else "")
@@ -513,6 +514,8 @@ class CoOptRound:
             "merge": self.merge,
             **({"exposed_head": exposed_head(plan, [p.name for p in self.participants])}
                if self.merge == "heads" else {}),
+            "reference_score": plan.reference_score,
+            "scores": plan.scores,
             "refinement": s.refinement,
             "student": None if student is None else {
                 "digest": student[1].get("digest"), "arch": student[1].get("arch"),
@@ -535,6 +538,7 @@ class CoOptRound:
                     "fit_residual": plan.maps[p.name].fit_residual,
                     "holdout_residual": plan.maps[p.name].holdout_residual,
                     "alpha": plan.maps[p.name].alpha,
+                    "rank": plan.maps[p.name].rank,
                     "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
                     "shared_pixels_sha256": p.shared_sha256,
                     "local_data": p.local_data, "local_samples": p.local_count,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from coopt_flower.alignment import (AlignmentMap, fit_alignment, fit_ridge, plan_alignment,
+from coopt_flower.alignment import (ALIGN_METHODS, AlignmentMap, fit_alignment, fit_ridge, plan_alignment,
                                     unexplained_variance)
 from coopt_flower.uniformity import uniform_value
 
@@ -89,3 +89,56 @@ def test_plan_without_alignment_scores_all_but_maps_nothing():
     plan = plan_alignment({"a": squashed, "b": good}, seed=0, align=False)
     assert plan.reference == "b" and set(plan.uniform_values) == {"a", "b"}
     assert plan.maps["a"].is_identity and plan.maps["b"].is_identity
+
+
+def _rotated_scaled_pairs(seed: int, m: int = 2000, n: int = 16, noise: float = 0.01):
+    """Anisotropic Gaussian x and y = x @ (random rotation * per-axis scaling) + b + noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(m, n)) * np.linspace(0.5, 3.0, n)
+    rotation, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    true_w, true_b = rotation * rng.uniform(0.5, 2.0, size=n), rng.normal(size=n)
+    return x, x @ true_w + true_b + noise * rng.normal(size=(m, n)), true_w, true_b
+
+
+@pytest.mark.parametrize("method", ALIGN_METHODS)
+def test_every_alignment_recovers_a_known_rotation_and_scaling(method):
+    x, y, true_w, true_b = _rotated_scaled_pairs(5)
+    m = fit_alignment(x, y, method=method, seed=0)
+    assert m.method == method
+    assert m.holdout_residual < 1e-3 and m.fit_residual < 1e-3
+    assert np.allclose(m.weight, true_w, atol=0.02)
+    assert np.allclose(m.bias, true_b, atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["align-procrustes", "align-cca"])
+def test_whitened_alignments_stay_finite_and_honest_with_fewer_pairs_than_dims(method):
+    rng = np.random.default_rng(6)
+    latent = rng.normal(size=(60, 8))
+    x = latent @ rng.normal(size=(8, 64)) + 0.1 * rng.normal(size=(60, 64))
+    y = latent @ rng.normal(size=(8, 64)) + 0.1 * rng.normal(size=(60, 64))
+    m = fit_alignment(x, y, method=method, seed=0)
+    assert np.all(np.isfinite(m.weight)) and 0 < m.alpha <= 1
+    assert m.holdout_residual < 0.3            # the shared 8-d latent is found from 48 pairs
+    if method == "align-cca":
+        assert 1 <= m.rank < 64                # fewer directions than dims are kept
+    unrelated = fit_alignment(x, rng.normal(size=(60, 64)), method=method, seed=0)
+    assert unrelated.holdout_residual > 0.9
+
+
+def test_unknown_alignment_method_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="unknown alignment method 'align-magic'"):
+        fit_alignment(np.ones((10, 3)), np.ones((10, 3)), method="align-magic")
+
+
+def test_plan_uses_the_requested_method_and_reference_score():
+    rng = np.random.default_rng(7)
+    good = rng.normal(size=(300, 16))
+    squashed = good @ (0.1 * rng.normal(size=(16, 16))) + 5.0
+    plan = plan_alignment({"a": squashed, "b": good}, seed=0, method="align-procrustes",
+                          reference_score="rankme")
+    assert plan.merge == "align-procrustes" and plan.reference_score == "rankme"
+    assert plan.reference == "b" and plan.maps["a"].method == "align-procrustes"
+    assert set(plan.scores) == {"uniform", "rankme", "consensus", "knn"}
+    assert plan.scores["uniform"] == plan.uniform_values
+    with pytest.raises(ValueError, match="unknown reference score"):
+        plan_alignment({"a": good}, reference_score="vibes")

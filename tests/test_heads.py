@@ -31,7 +31,7 @@ def heads_round(tmp_path_factory, fashion):
     """The same three participants merged with alignment and with heads."""
     out = tmp_path_factory.mktemp("heads")
     results = {}
-    for merge in MERGE_STRATEGIES:
+    for merge in ("align-ridge", "heads"):
         s = settings(out / merge, merge=merge)
         results[merge] = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
     return results
@@ -40,7 +40,7 @@ def heads_round(tmp_path_factory, fashion):
 def test_merge_is_one_run_config_key_with_listed_values(tmp_path):
     assert MERGE_STRATEGIES[0] == "align-ridge" and "heads" in MERGE_STRATEGIES
     assert settings(tmp_path).merge == "align-ridge"
-    with pytest.raises(ConfigError, match="merge must be one of align-ridge, heads.*'ridge'"):
+    with pytest.raises(ConfigError, match="merge must be one of align-ridge, align-procrustes, align-cca, heads.*'ridge'"):
         settings(tmp_path, merge="ridge")
 
 

@@ -192,3 +192,27 @@ def test_a_corrupted_student_is_still_refused(tmp_path, fashion):
     assert set(reasons) == {"p1", "p2"}
     assert "differ from the other participants' by 30.0% (tolerance 5.0% for bf16 on cuda)" in reasons["p1"]
     assert "other student weights than were sent (digest ffff000011112222 instead of abc123)" in reasons["p2"]
+
+
+@pytest.mark.parametrize("merge, score", [("align-procrustes", "rankme"), ("align-cca", "consensus")])
+def test_merge_and_reference_score_reach_the_plan_and_the_report(tmp_path, fashion, merge, score):
+    s = settings(tmp_path, merge=merge, **{"reference-score": score})
+    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    plan = result.plan
+    assert plan.merge == merge and plan.reference_score == score
+    best = max(sorted(plan.scores[score]), key=lambda name: plan.scores[score][name])
+    assert plan.reference == best
+    assert {m.method for n, m in plan.maps.items() if n != plan.reference} == {merge}
+    summary = json.loads((result.dataset_path / "report.json").read_text())
+    assert summary["merge"] == merge and summary["reference_score"] == score
+    assert set(summary["scores"]) == {"uniform", "rankme", "consensus", "knn"}
+    report = (result.dataset_path / "report.md").read_text()
+    assert f"merge: `{merge}`" in report and f"highest {score} score" in report
+    assert f"{score} (picks)" in report
+
+
+def test_an_unknown_merge_or_score_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="merge must be one of align-ridge, align-procrustes"):
+        settings(tmp_path, merge="average")
+    with pytest.raises(ValueError, match="reference-score must be one of uniform, rankme"):
+        settings(tmp_path, **{"reference-score": "vibes"})
