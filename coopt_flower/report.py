@@ -1,15 +1,91 @@
-"""The Markdown report of one round (its summary is also stored as ``report.json``)."""
+"""One round's report: its summary (``report.json``, the manifest's body), the Markdown
+(``report.md``) and its plots."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coopt_flower.atomic import write_bytes_atomic
 from coopt_flower.bad_samples import render_bad_samples
 
+if TYPE_CHECKING:
+    from coopt_flower.alignment import AlignmentPlan
+
 log = logging.getLogger(__name__)
+
+
+def round_summary(round_, *, num_samples: int, missing) -> dict[str, Any]:
+    """The summary of a finished :class:`~coopt_flower.round.CoOptRound`: what ``report.md``
+    renders, ``report.json`` stores and the manifest records (besides ids and checksums)."""
+    s, plan, student = round_.settings, round_.alignment, round_.student
+    if plan.reference == "student":
+        reference_prototype = f"student:{student[1].get('digest')}"
+    else:
+        ref = next(p for p in round_.participants if p.name == plan.reference)
+        reference_prototype = f"student:{student[1].get('digest')}" if ref.encoder == "student" \
+            else ref.prototype
+    failed = {f.participant for f in round_.failures}
+    return {
+        "round": round_.server_round,
+        "source": round_.source.spec,
+        "num_samples": num_samples,
+        "target_dim": s.target_dim,
+        "target_dtype": s.target_dtype,
+        "shared_size": int(len(round_.shared_ids)),
+        "seed": s.seed,
+        "reference": plan.reference,
+        "reference_prototype": reference_prototype,
+        "merge": round_.merge,
+        **({"exposed_head": exposed_head(plan, [p.name for p in round_.participants])}
+           if round_.merge == "heads" else {}),
+        "reference_score": plan.reference_score,
+        "scores": plan.scores,
+        "refinement": s.refinement,
+        "student": None if student is None else {
+            "digest": student[1].get("digest"), "arch": student[1].get("arch"),
+            "uniform_value": plan.uniform_values.get("student"),
+        },
+        "dataset_path": str(round_.round_dir),
+        "settings": s.as_dict(),
+        "failures": [f.as_dict() for f in round_.failures],
+        "missing_samples": int(len(missing)),
+        "missing_sample_ids": missing.tolist(),
+        "timings": dict(round_.timings),
+        "participants": [
+            {
+                "name": p.name, "node_id": p.node_id, "slot": p.slot,
+                "partition_id": p.partition_id, "prototype": p.prototype,
+                "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
+                "num_samples": int(p.num_samples),
+                "uniform_value": round_.own_values[p.name],
+                "encoder": p.encoder,
+                "fit_residual": plan.maps[p.name].fit_residual,
+                "holdout_residual": plan.maps[p.name].holdout_residual,
+                "alpha": plan.maps[p.name].alpha,
+                "rank": plan.maps[p.name].rank,
+                "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
+                "shared_pixels_sha256": p.shared_sha256,
+                "local_data": p.local_data, "local_samples": p.local_count,
+                "failed": p.name in failed,
+            }
+            for p in round_.participants
+        ],
+    }
+
+
+def exposed_head(plan: AlignmentPlan, names: list[str]) -> str:
+    """Under ``merge=heads``: the participant whose head a student trained on the dataset
+    exposes as a prototype (next rounds).
+
+    The reference when it is a participant. When the refined student is the reference, the
+    most uniform participant: participants that encode with the student score exactly the
+    student's value, so that is one of them whenever anyone switched.
+    """
+    if plan.reference in names:
+        return plan.reference
+    return min(names, key=lambda name: (plan.uniform_values[name], names.index(name)))
 
 
 def _fmt_seconds(seconds: float) -> str:

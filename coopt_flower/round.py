@@ -53,7 +53,7 @@ from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, Encod
                                    reply_limit)
 from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.refinement import choose_encoders, embedding_tolerance, relative_difference
-from coopt_flower.report import render_report, write_round_plots
+from coopt_flower.report import render_report, round_summary, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
 from coopt_flower.uniformity import uniform_value
 
@@ -493,73 +493,7 @@ class CoOptRound:
 
     def summary(self, missing: np.ndarray) -> dict[str, Any]:
         """The round's report as a dict (also the manifest's body and ``report.json``)."""
-        s, plan, student = self.settings, self.alignment, self.student
-        if plan.reference == "student":
-            reference_prototype = f"student:{student[1].get('digest')}"
-        else:
-            ref = next(p for p in self.participants if p.name == plan.reference)
-            reference_prototype = f"student:{student[1].get('digest')}" if ref.encoder == "student" \
-                else ref.prototype
-        failed = {f.participant for f in self.failures}
-        return {
-            "round": self.server_round,
-            "source": self.source.spec,
-            "num_samples": int(len(self._all_ids) - len(missing)),
-            "target_dim": s.target_dim,
-            "target_dtype": s.target_dtype,
-            "shared_size": int(len(self.shared_ids)),
-            "seed": s.seed,
-            "reference": plan.reference,
-            "reference_prototype": reference_prototype,
-            "merge": self.merge,
-            **({"exposed_head": exposed_head(plan, [p.name for p in self.participants])}
-               if self.merge == "heads" else {}),
-            "reference_score": plan.reference_score,
-            "scores": plan.scores,
-            "refinement": s.refinement,
-            "student": None if student is None else {
-                "digest": student[1].get("digest"), "arch": student[1].get("arch"),
-                "uniform_value": plan.uniform_values.get("student"),
-            },
-            "dataset_path": str(self.round_dir),
-            "settings": s.as_dict(),
-            "failures": [f.as_dict() for f in self.failures],
-            "missing_samples": int(len(missing)),
-            "missing_sample_ids": missing.tolist(),
-            "timings": dict(self.timings),
-            "participants": [
-                {
-                    "name": p.name, "node_id": p.node_id, "slot": p.slot,
-                    "partition_id": p.partition_id, "prototype": p.prototype,
-                    "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
-                    "num_samples": int(p.num_samples),
-                    "uniform_value": self.own_values[p.name],
-                    "encoder": p.encoder,
-                    "fit_residual": plan.maps[p.name].fit_residual,
-                    "holdout_residual": plan.maps[p.name].holdout_residual,
-                    "alpha": plan.maps[p.name].alpha,
-                    "rank": plan.maps[p.name].rank,
-                    "images_per_second": p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
-                    "shared_pixels_sha256": p.shared_sha256,
-                    "local_data": p.local_data, "local_samples": p.local_count,
-                    "failed": p.name in failed,
-                }
-                for p in self.participants
-            ],
-        }
-
-
-def exposed_head(plan: AlignmentPlan, names: list[str]) -> str:
-    """Under ``merge=heads``: the participant whose head a student trained on the dataset
-    exposes as a prototype (next rounds).
-
-    The reference when it is a participant. When the refined student is the reference, the
-    most uniform participant: participants that encode with the student score exactly the
-    student's value, so that is one of them whenever anyone switched.
-    """
-    if plan.reference in names:
-        return plan.reference
-    return min(names, key=lambda name: (plan.uniform_values[name], names.index(name)))
+        return round_summary(self, num_samples=int(len(self._all_ids) - len(missing)), missing=missing)
 
 
 # --------------------------------------------------------------------------- in process
