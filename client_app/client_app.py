@@ -94,7 +94,8 @@ def optimize(msg: Message, context: Context) -> Message:
         state.config_records[protocol.STUDENT_CONFIG] = msg.content[protocol.STUDENT_CONFIG]
     student = None
     if request.config.encoder == "student" and protocol.STUDENT in state.array_records:
-        student = ({k: v.numpy() for k, v in state.array_records[protocol.STUDENT].items()},
+        weights = state.array_records[protocol.STUDENT]
+        student = (lambda: {k: v.numpy() for k, v in weights.items()},
                    json.loads(str(state.config_records[protocol.STUDENT_CONFIG]["config-json"])))
     reply = participant_for(request, context).encode(request, student)
     return _reply(reply.content(), msg)

@@ -47,8 +47,13 @@ def load_prototype(spec: str, image_size: int, device: str, precision: str = "fp
 _STUDENTS: dict[tuple[str, str], Any] = {}
 
 
-def load_student(student: tuple[dict[str, np.ndarray], dict[str, Any]] | None, device: str):
-    """The round's student as a prototype (built once per process and digest)."""
+def load_student(student: tuple[Any, dict[str, Any]] | None, device: str):
+    """The round's student as a prototype (built once per process and digest).
+
+    ``student`` is ``(weights, config)``; ``weights`` may be a callable returning the weights,
+    so that a caller holding them serialized (the ClientApp's node state) deserializes them
+    only when this process has not built the student yet, not for every page.
+    """
     from coopt_flower.refinement import student_from_payload
 
     if student is None:
@@ -58,7 +63,7 @@ def load_student(student: tuple[dict[str, np.ndarray], dict[str, Any]] | None, d
     key = (str(config.get("digest")), device)
     if key not in _STUDENTS:
         _STUDENTS.clear()  # one student per round: drop the previous round's
-        _STUDENTS[key] = student_from_payload(state, config, device=device)
+        _STUDENTS[key] = student_from_payload(state() if callable(state) else state, config, device=device)
     return _STUDENTS[key]
 
 
