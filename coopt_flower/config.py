@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.refinement import REFINEMENT_POLICIES
-from coopt_flower.scheduling import ON_FAILURE_POLICIES
+from coopt_flower.scheduling import ON_FAILURE_POLICIES, PAGE_ASSIGNMENTS
 from coopt_flower.scores import REFERENCE_SCORES
 
 # Run-config keys that define what a run's datasets contain: an output directory holding a run
@@ -79,6 +79,8 @@ class RunSettings:
     num_participants: int = 0
     min_participants: int = 1
     on_failure: str = "reassign"
+    page_assignment: str = "waves"
+    pages_in_flight: int = 2
     node_wait_s: float = 120.0
     reply_timeout_s: float = 3600.0
     num_server_rounds: int = 1
@@ -107,7 +109,7 @@ class RunSettings:
         if "prototypes" in values:
             values["prototypes"] = split_specs(values["prototypes"])
         for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
-                     "batch_size", "page_size", "num_participants", "min_participants",
+                     "batch_size", "page_size", "num_participants", "min_participants", "pages_in_flight",
                      "num_server_rounds", "train_epochs", "student_image_size",
                      "probe_train_samples", "probe_test_samples"):
             if attr in values:
@@ -145,6 +147,9 @@ class RunSettings:
                  f"on-bad-sample must be skip or fail, got {self.on_bad_sample!r}")
         _require(self.on_failure in ON_FAILURE_POLICIES,
                  f"on-failure must be one of {', '.join(ON_FAILURE_POLICIES)}, got {self.on_failure!r}")
+        _require(self.page_assignment in PAGE_ASSIGNMENTS,
+                 f"page-assignment must be one of {', '.join(PAGE_ASSIGNMENTS)}, got {self.page_assignment!r}")
+        _require(self.pages_in_flight >= 1, f"pages-in-flight must be >= 1, got {self.pages_in_flight}")
         _require(self.node_wait_s > 0 and self.reply_timeout_s > 0,
                  "node-wait-s and reply-timeout-s must be > 0")
         min_shared = min_shared_size(self.target_dim)

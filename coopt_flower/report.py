@@ -43,6 +43,7 @@ def round_summary(round_, *, num_samples: int, missing) -> dict[str, Any]:
         "reference_score": plan.reference_score,
         "scores": plan.scores,
         "refinement": s.refinement,
+        "page_assignment": s.page_assignment,
         "student": None if student is None else {
             "digest": student[1].get("digest"), "arch": student[1].get("arch"),
             "uniform_value": plan.uniform_values.get("student"),
@@ -59,6 +60,7 @@ def round_summary(round_, *, num_samples: int, missing) -> dict[str, Any]:
                 "partition_id": p.partition_id, "prototype": p.prototype,
                 "output_dim": p.output_dim, "image_size": p.image_size, "device": p.device,
                 "num_samples": int(p.num_samples),
+                "pages_stolen": round_.pages_stolen(p.name),
                 "uniform_value": round_.own_values[p.name],
                 "encoder": p.encoder,
                 "fit_residual": plan.maps[p.name].fit_residual,
@@ -177,6 +179,10 @@ def render_report(summary: dict[str, Any]) -> str:
     if summary.get("merge") == "heads":
         lines[-1:-1] = [f"- merge `heads`: targets stay in each participant's own space (no "
                         f"alignment, residuals 0); a student exposes {summary['exposed_head']}'s head"]
+    if summary.get("page_assignment") == "steal":
+        stolen = ", ".join(f"{p['name']} {p.get('pages_stolen', 0)}" for p in summary["participants"])
+        lines[-1:-1] = [f"- pages: work stealing (`page-assignment=steal`), so who encoded a sample "
+                        f"depends on timing; pages taken from others' queues: {stolen}"]
     student = summary.get("student")
     if student:
         lines[-1:-1] = [f"- refined student `{student['digest']}` ({student['arch']}), uniform value "

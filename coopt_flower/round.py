@@ -52,6 +52,7 @@ from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, Encod
                                    check_bad_samples, check_pixels, check_targets, pixels_digest,
                                    reply_limit)
 from coopt_flower.bad_samples import BadSampleLedger
+from coopt_flower.paging import InProcessPages, steal_pages
 from coopt_flower.refinement import choose_encoders, embedding_tolerance, relative_difference
 from coopt_flower.report import render_report, round_summary, write_round_plots
 from coopt_flower.scheduling import Failure, PageScheduler, RoundFailed
@@ -412,46 +413,98 @@ class CoOptRound:
                 for name, ids in wave.items()}
 
     def accept_pages(self, wave: Mapping[str, np.ndarray], replies: Mapping[str, Reply]) -> int:
-        """Merge the pages that pass the checks; fail the rest. Returns samples merged."""
-        by_name = self._by_name()
-        owner_index = {p.name: i for i, p in enumerate(self.participants)}
-        writer, scheduler = self._writer, self._scheduler
-        merged = 0
-        for name, ids in wave.items():
-            p = by_name[name]
-            local = p.is_local(ids)
-            base = p.local_base if local else 0
-            try:
-                reply = replies[name]
-                if isinstance(reply, str):
-                    raise ReplyRefused(reply)
-                good, bad, entries = check_bad_samples(reply.bad_samples, ids - base)
-                targets = self._checked(p, reply, good)
-                pixels = None
-                if local and self.settings.upload_local_images:
-                    earlier = writer.arrays.get(p.local_images_file)
-                    pixels = check_pixels(reply.extra.get("pixels"), len(good),
-                                          None if earlier is None else earlier.shape[1:])
-            except ReplyRefused as error:
-                failure = self.refuse(name, "optimize", str(error))
-                action, affected = scheduler.fail(name, ids)  # raises RoundFailed below the minimum
-                failure.samples_affected, failure.action = affected, action
-                log.warning("  %s: %d unfinished samples %s", name, affected, action)
-                continue
-            if len(bad):  # raises under on-bad-sample=fail
-                self.bad.record(entries, base=base, reported_by=name, local=local)
-                writer.exclude(bad + base)
-                ids = good + base
-            writer.write(ids, self.alignment.maps[name].apply(targets), owner=owner_index[name])
-            if pixels is not None:
-                self._store_local_images(p, ids - p.local_base, pixels)
-            p.num_samples += len(ids)
-            merged += len(ids)
-        self._merged += merged
+        """Merge the pages of a wave that pass the checks; fail the rest. Returns samples merged."""
+        merged = sum(self._accept_page(name, ids, replies[name]) for name, ids in wave.items())
         self._waves += 1
         log.info("[optimize] wave %d: %d/%d samples merged, %d pending", self._waves, self._merged,
-                 len(self._all_ids), scheduler.pending_samples())
+                 len(self._all_ids), self._scheduler.pending_samples())
         return merged
+
+    # ------------------------------------------------------------------ work stealing
+    def next_page(self, name: str) -> np.ndarray | None:
+        """The next page (global ids) for ``name``, which is free now (``page-assignment =
+        steal``), or ``None`` when there is nothing it may take."""
+        return self._scheduler.next_for(name)
+
+    def page_request(self, name: str, ids: np.ndarray) -> EncodeRequest:
+        """The ``train.optimize`` request for one page."""
+        return self.page_requests({name: ids})[name]
+
+    def page_reply_limit(self, name: str, ids: np.ndarray) -> int:
+        return self.reply_limits({name: ids})[name]
+
+    def accept_page(self, name: str, ids: np.ndarray, reply: Reply) -> int:
+        """Merge one page if it passes the checks, else fail its participant. Returns samples
+        merged. Progress is logged every 10% of the samples."""
+        merged = self._accept_page(name, ids, reply)
+        total = max(len(self._all_ids), 1)
+        if merged and (self._merged * 10) // total != ((self._merged - merged) * 10) // total:
+            log.info("[optimize] %d/%d samples merged, %d pending", self._merged, total,
+                     self._scheduler.pending_samples())
+        return merged
+
+    def pages_stolen(self, name: str) -> int:
+        """Pages ``name`` took from others' queues (``page-assignment = steal``)."""
+        return 0 if self._scheduler is None else self._scheduler.stolen.get(name, 0)
+
+    def has_failed(self, name: str) -> bool:
+        return name in self._scheduler.failed
+
+    def release_pages(self, name: str, pages: list[np.ndarray]) -> None:
+        """Hand on the pages a failed participant still had in flight (as ``on-failure`` says)."""
+        action, affected = self._scheduler.fail(name, pages)
+        if affected:
+            log.warning("  %s: %d more in-flight samples %s", name, affected, action)
+            for failure in reversed(self.failures):
+                if failure.participant == name:
+                    failure.samples_affected += affected
+                    break
+
+    def in_flight_target(self, depth: int) -> int:
+        """Pages to keep in flight per participant: ``depth`` while there is plenty of work,
+        one near the end, so no page waits behind another on a slow node when the round could
+        otherwise finish."""
+        scheduler = self._scheduler
+        return depth if scheduler.pending_pages() >= depth * max(len(scheduler.live), 1) else 1
+
+    @property
+    def live_participants(self) -> list[str]:
+        return self._scheduler.live
+
+    def _accept_page(self, name: str, ids: np.ndarray, reply: Reply) -> int:
+        p = self._by_name()[name]
+        writer, scheduler = self._writer, self._scheduler
+        local = p.is_local(ids)
+        base = p.local_base if local else 0
+        try:
+            if isinstance(reply, str):
+                raise ReplyRefused(reply)
+            good, bad, entries = check_bad_samples(reply.bad_samples, ids - base)
+            targets = self._checked(p, reply, good)
+            pixels = None
+            if local and self.settings.upload_local_images:
+                earlier = writer.arrays.get(p.local_images_file)
+                pixels = check_pixels(reply.extra.get("pixels"), len(good),
+                                      None if earlier is None else earlier.shape[1:])
+        except ReplyRefused as error:
+            failure = self.refuse(name, "optimize", str(error))
+            action, affected = scheduler.fail(name, ids)  # raises RoundFailed below the minimum
+            failure.samples_affected, failure.action = affected, action
+            log.warning("  %s: %d unfinished samples %s", name, affected, action)
+            return 0
+        if len(bad):  # raises under on-bad-sample=fail
+            self.bad.record(entries, base=base, reported_by=name, local=local)
+            writer.exclude(bad + base)
+            ids = good + base
+        writer.write(ids, self.alignment.maps[name].apply(targets), owner=self._owner_index()[name])
+        if pixels is not None:
+            self._store_local_images(p, ids - p.local_base, pixels)
+        p.num_samples += len(ids)
+        self._merged += len(ids)
+        return len(ids)
+
+    def _owner_index(self) -> dict[str, int]:
+        return {p.name: i for i, p in enumerate(self.participants)}
 
     def _store_local_images(self, p: Participant, rows: np.ndarray, pixels: np.ndarray) -> None:
         name = p.local_images_file
@@ -530,7 +583,10 @@ def run_in_process(round_: CoOptRound, participants: list[LocalParticipant]) -> 
     round_.plan()
     student = round_.student
     with round_.writing():
-        while wave := round_.next_wave():
+        if round_.settings.page_assignment == "steal":
+            pages = InProcessPages(lambda name, request: _ask(by_name[name], request, student))
+            steal_pages(round_, pages, pages_in_flight=round_.settings.pages_in_flight)
+        while wave := round_.next_wave():  # nothing left after stealing
             requests = round_.page_requests(wave)
             round_.accept_pages(wave, {name: _ask(by_name[name], r, student) for name, r in requests.items()})
         return round_.publish()

@@ -2,9 +2,18 @@
 
 Pages are stateless requests (a list of sample ids), so a failed participant's unfinished
 work can be handed to the others. :class:`PageScheduler` keeps one queue of pages per live
-participant and hands out one page per participant per wave; when a participant fails, its
-in-flight page and its queue are either reassigned to the survivors (round robin, in page
-sized pieces) or recorded as missing, as the user chose.
+participant and hands them out in one of two ways (the run config's ``page-assignment``):
+
+- ``waves`` (default): one page per participant per wave, every wave waits for its slowest
+  page. Who encodes which sample depends only on the seed, so runs are reproducible byte for
+  byte.
+- ``steal``: a participant that is free takes its next page, and once its own queue is empty,
+  the last page of whoever has the most left (:meth:`PageScheduler.next_for`). Fast nodes do
+  more of the work; which prototype encoded a sample then depends on timing.
+
+When a participant fails, its in-flight pages and its queue are either reassigned to the
+survivors (round robin, in page sized pieces) or recorded as missing, as the user chose.
+Node-local pages (``pinned``) never move: only their owner can read them.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import numpy as np
 from coopt_flower.data import pages
 
 ON_FAILURE_POLICIES = ("reassign", "drop")
+PAGE_ASSIGNMENTS = ("waves", "steal")
 
 
 class RoundFailed(RuntimeError):
@@ -74,6 +84,7 @@ class PageScheduler:
     pinned_queues: dict[str, deque] = field(init=False)
     missing: list[np.ndarray] = field(init=False, default_factory=list)
     failed: set[str] = field(init=False, default_factory=set)
+    stolen: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_failure not in ON_FAILURE_POLICIES:
@@ -94,6 +105,13 @@ class PageScheduler:
         return sum(len(page) for name in self.live
                    for page in (*self.queues[name], *self.pinned_queues[name]))
 
+    def pending_pages(self) -> int:
+        return sum(len(self.queues[name]) + len(self.pinned_queues[name]) for name in self.live)
+
+    def may_take_others(self, name: str) -> bool:
+        """Whether ``name`` holds the platform's data, so it can encode others' shard pages."""
+        return self.reassign_to is None or name in self.reassign_to
+
     def next_wave(self) -> dict[str, np.ndarray]:
         """One page for every live participant that has work left (empty when done)."""
         wave = {}
@@ -103,21 +121,52 @@ class PageScheduler:
                 wave[name] = queue.popleft()
         return wave
 
-    def fail(self, name: str, in_flight: np.ndarray | None = None) -> tuple[str, int]:
+    def next_for(self, name: str) -> np.ndarray | None:
+        """The next page for ``name``, which is free now (``page-assignment = steal``).
+
+        Its own shard pages first, then its node-local ones; then, if it holds the platform's
+        data, the last shard page of the live participant with the most samples left (the page
+        that participant would reach last). ``None`` when there is nothing it may take.
+        """
+        if name in self.failed:
+            return None
+        queue = self.queues[name] or self.pinned_queues[name]
+        if queue:
+            return queue.popleft()
+        if not self.may_take_others(name):
+            return None
+        victims = [n for n in self.live if n != name and self.queues[n]]
+        if not victims:
+            return None
+        victim = max(victims, key=lambda n: sum(len(page) for page in self.queues[n]))
+        self.stolen[name] = self.stolen.get(name, 0) + 1
+        return self.queues[victim].pop()
+
+    def fail(self, name: str, in_flight: np.ndarray | list[np.ndarray] | None = None) -> tuple[str, int]:
         """Mark ``name`` failed; returns ``(action, samples affected)``.
+
+        ``in_flight`` is the page (or pages) it was asked for and did not deliver. For a
+        participant that has already failed, only those pages are handed on (a page it still
+        had in flight when it failed on another).
 
         Raises
         ------
         RoundFailed
             When fewer than ``min_participants`` remain.
         """
+        if in_flight is None:
+            in_flight = []
+        elif isinstance(in_flight, np.ndarray):
+            in_flight = [in_flight]
+        leftover = [page for page in in_flight if len(page)]
         if name in self.failed:
-            return "already failed", 0
-        self.failed.add(name)
-        leftover = ([in_flight] if in_flight is not None and len(in_flight) else []) + list(self.queues[name])
-        leftover += list(self.pinned_queues[name])
-        self.queues[name].clear()
-        self.pinned_queues[name].clear()
+            if not leftover:
+                return "already failed", 0
+        else:
+            self.failed.add(name)
+            leftover += list(self.queues[name]) + list(self.pinned_queues[name])
+            self.queues[name].clear()
+            self.pinned_queues[name].clear()
         affected = int(sum(len(p) for p in leftover))
         live = self.live
         if len(live) < self.min_participants:

@@ -78,8 +78,9 @@ def run_local_simulation(
     run_config: dict,
     *,
     num_supernodes: int,
-    num_cpus_per_client: float = 1,
+    num_cpus_per_client: int = 1,
     num_gpus_per_client: float | None = None,
+    ray_num_cpus: int | None = None,
     app_dir: Path = APP_DIR,
     flwr_home: Path | None = None,
     timeout_s: float | None = None,
@@ -93,13 +94,16 @@ def run_local_simulation(
         Overrides of ``[tool.flwr.app.config]`` (written to a TOML file for ``--run-config``).
     num_supernodes : int
         Simulated participants.
-    num_cpus_per_client : float
-        Ray resources per ClientApp; Flower's default of 2 serializes everything on a 2-core
-        machine.
+    num_cpus_per_client : int
+        Ray resources per ClientApp (Flower takes whole CPUs only); Flower's default of 2
+        serializes everything on a 2-core machine.
     num_gpus_per_client : float, optional
         GPU share Ray reserves per ClientApp. By default the simulated nodes share this
         machine's GPU (``1 / num_supernodes`` each) when it has one, else 0: a ClientApp
         encodes on CUDA when it sees one, and Ray must know it uses it.
+    ray_num_cpus : int, optional
+        CPUs Ray may hand out (default: the machine's); more than the machine has gives more
+        simulation workers than cores, for ClientApps that mostly wait.
     flwr_home : Path, optional
         Private Flower home (a temporary one, removed afterwards, when omitted).
     """
@@ -117,6 +121,8 @@ def run_local_simulation(
     federation = f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={num_cpus_per_client}"
     if num_gpus_per_client:
         federation += f" client-resources-num-gpus={num_gpus_per_client}"
+    if ray_num_cpus:
+        federation += f" init-args-num-cpus={int(ray_num_cpus)}"
     command = [
         flower_bin("flwr"), "run", str(app_dir), "--stream",
         "--run-config", str(config_file), "--federation-config", federation,
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "(private FLWR_HOME, own ports; its SuperLink is stopped afterwards).")
     parser.add_argument("--num-supernodes", type=int, default=4,
                         help="simulated participants (default 4: one per default prototype)")
-    parser.add_argument("--num-cpus-per-client", type=float, default=1,
+    parser.add_argument("--num-cpus-per-client", type=int, default=1,
                         help="CPUs Ray reserves per ClientApp (default 1)")
     parser.add_argument("--num-gpus-per-client", type=float, default=None,
                         help="GPU share Ray reserves per ClientApp (default: the nodes share this "

@@ -24,6 +24,7 @@ from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource, open_source
 from coopt_flower.errors import message_error_reason, no_reply_reason
 from coopt_flower.hosting import federation_complete
+from coopt_flower.paging import steal_pages
 from coopt_flower.protocol import Description, EncodeReply, EncodeRequest, ReplyRefused
 from coopt_flower.round import CoOptRound, Participant, Reply, RoundResult, Student
 from coopt_flower.scheduling import RoundFailed
@@ -208,7 +209,59 @@ class CoOptStrategy:
             self.aggregate_shared(round_, self._exchange(grid, self.configure_shared(round_)))
         round_.plan()
         with round_.writing():
-            while wave := round_.next_wave():
+            if self.settings.page_assignment == "steal":
+                steal_pages(round_, GridPages(self, grid, round_),
+                            pages_in_flight=self.settings.pages_in_flight,
+                            reply_timeout_s=self.settings.reply_timeout_s)
+            while wave := round_.next_wave():  # nothing left after stealing
                 replies = self._exchange(grid, self.configure_optimize(round_, wave))
                 self.aggregate_optimize(round_, wave, replies)
             return round_.publish()
+
+
+class GridPages:
+    """Work stealing's transport over a Flower Grid (:func:`coopt_flower.paging.steal_pages`).
+
+    Pages are pushed one message at a time and replies pulled as they arrive, every
+    ``poll_s`` seconds (``Grid.send_and_receive`` would wait for a whole wave and poll every
+    3 s).
+    """
+
+    def __init__(self, strategy: CoOptStrategy, grid: Grid, round_: CoOptRound, poll_s: float = 0.2) -> None:
+        self.strategy, self.grid, self.round = strategy, grid, round_
+        self.poll_s = poll_s
+        self._sent: dict[str, tuple[str, int, int]] = {}  # message id -> (participant, node, limit)
+        self._unsent: dict[str, str] = {}  # handle -> why the message could not be pushed
+        self._node_of = {p.name: p.node_id for p in round_.participants}
+
+    def send(self, name: str, request: EncodeRequest, reply_limit: int) -> str:
+        node = self._node_of[name]
+        message = self.strategy._message(self.round.server_round, node, protocol.OPTIMIZE, request.content())
+        ids = list(self.grid.push_messages([message]))
+        if not ids or ids[0] is None:
+            handle = f"unsent-{len(self._unsent)}"
+            self._unsent[handle] = "the page could not be pushed to the SuperLink (see its log)"
+            return handle
+        self._sent[ids[0]] = (name, node, reply_limit)
+        return ids[0]
+
+    def poll(self, handles) -> dict[str, Reply]:
+        out: dict[str, Reply] = {h: self._unsent.pop(h) for h in handles if h in self._unsent}
+        if out:
+            return out
+        wanted = [h for h in handles if h in self._sent]
+        time.sleep(self.poll_s)
+        for reply in self.grid.pull_messages(wanted):
+            handle = reply.metadata.reply_to_message_id
+            if handle not in self._sent:
+                continue
+            name, _, limit = self._sent.pop(handle)
+            if reply.has_error():
+                out[handle] = message_error_reason(reply.error.code, reply.error.reason)
+            else:
+                out[handle] = self.strategy._encode_replies({name: reply}, {name: limit})[name]
+        return out
+
+    def no_reply(self, name: str, waited_s: float) -> str:
+        connected = self._node_of[name] in set(self.grid.get_node_ids())
+        return no_reply_reason(connected, waited_s, self.strategy.settings.reply_timeout_s)

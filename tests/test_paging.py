@@ -1,0 +1,167 @@
+"""Work stealing (page-assignment = steal), driven over a simulated clock.
+
+Participants answer for real (their targets are checked, aligned and written by the round);
+only time is simulated: every node encodes its queued pages one after the other at its own
+speed, so the round's wall clock is exact and the tests do not depend on this machine's load.
+"""
+
+import heapq
+
+import numpy as np
+import pytest
+
+from coopt_flower.data import select_samples
+from coopt_flower.dataset_format import load_optimized_dataset
+from coopt_flower.paging import steal_pages
+from coopt_flower.round import CoOptRound, run_in_process
+from tests.test_round import LinearParticipant, fashion, settings  # noqa: F401 (fixture)
+
+
+class SimulatedNodes:
+    """A transport whose nodes take ``seconds_per_sample[name]`` per sample, one page at a time."""
+
+    def __init__(self, participants, seconds_per_sample, silent=()):
+        self.participants, self.speed, self.silent = participants, seconds_per_sample, set(silent)
+        self.now = 0.0
+        self.busy_until = dict.fromkeys(participants, 0.0)
+        self.done = []  # heap of (finish time, handle)
+        self.replies = {}
+        self.pages = {name: 0 for name in participants}
+        self._next = 0
+
+    def clock(self):
+        return self.now
+
+    def send(self, name, request, reply_limit):
+        self._next += 1
+        start = max(self.now, self.busy_until[name])
+        self.busy_until[name] = start + self.speed[name] * len(request.ids)
+        if name not in self.silent:
+            try:
+                self.replies[self._next] = self.participants[name].encode(request)
+            except Exception as error:  # as the round's in-process driver does
+                self.replies[self._next] = f"failed: {error}"
+            heapq.heappush(self.done, (self.busy_until[name], self._next))
+            self.pages[name] += 1
+        return self._next
+
+    def poll(self, handles):
+        wanted = set(handles)
+        if not self.done:  # only silent nodes left: let a second pass
+            self.now += 1.0
+            return {}
+        self.now = max(self.now, self.done[0][0])
+        out = {}
+        while self.done and self.done[0][0] <= self.now:
+            _, handle = heapq.heappop(self.done)
+            if handle in wanted:
+                out[handle] = self.replies.pop(handle)
+        return out
+
+    def no_reply(self, name, waited_s):
+        return f"no reply within {waited_s:.0f} s"
+
+
+def planned_round(tmp_path, source, participants, **overrides):
+    """A round through describe, shared subset and plan, ready for its pages."""
+    s = settings(tmp_path, **{"prototypes": ",".join(p.name for p in participants),
+                              "page-assignment": "steal", **overrides})
+    round_ = CoOptRound(s, source)
+    config = round_.encode_config()
+    round_.accept_descriptions({f"node-{i}": (i, p.describe(config)) for i, p in enumerate(participants)})
+    by_name = {p.name: participants[p.node_id] for p in round_.participants}
+    requests = round_.shared_requests()
+    round_.accept_shared({name: by_name[name].encode(requests[name]) for name in by_name})
+    round_.plan()
+    return round_, by_name
+
+
+def run_steal(tmp_path, source, speeds_by_index, silent=(), reply_timeout_s=3600.0, **overrides):
+    faults = overrides.pop("fault", {})
+    participants = [LinearParticipant(source, i, **faults.get(i, {})) for i in range(len(speeds_by_index))]
+    round_, by_name = planned_round(tmp_path, source, participants, **overrides)
+    speeds = {name: speeds_by_index[p.node_id] for name, p in
+              ((p.name, p) for p in round_.participants)}
+    nodes = SimulatedNodes(by_name, speeds, silent={n for n, p in by_name.items() if p.index in silent})
+    with round_.writing():
+        steal_pages(round_, nodes, pages_in_flight=2, reply_timeout_s=reply_timeout_s, clock=nodes.clock)
+        assert not round_.next_wave()
+        result = round_.publish()
+    return result, nodes, speeds
+
+
+def ideal_split(num_samples, speeds):
+    """Wall clock if every node worked all the time: samples / summed throughput."""
+    return num_samples / sum(1.0 / s for s in speeds.values())
+
+
+def waves_wall_clock(num_samples, speeds, page_size):
+    """The same round in synchronous waves: each wave lasts as long as its slowest page."""
+    per_node = num_samples // len(speeds)
+    return -(-per_node // page_size) * page_size * max(speeds.values())
+
+
+@pytest.mark.parametrize("speeds", [[0.01, 0.04], [0.01, 0.01, 0.04], [0.04, 0.01, 0.01, 0.01]])
+def test_a_4x_slower_node_costs_at_most_25_percent_over_the_ideal_split(tmp_path, fashion, speeds):
+    n = 2400
+    result, nodes, by_name = run_steal(tmp_path, fashion, speeds, **{"num-samples": n, "page-size": 50})
+    wall = nodes.now
+    ideal = ideal_split(n, by_name)
+    assert wall <= 1.25 * ideal, (wall, ideal)
+    assert wall < 0.8 * waves_wall_clock(n, by_name, 50)  # waves wait for the slow node every time
+    # Every sample written exactly once, and the fast nodes did more of them.
+    ds = load_optimized_dataset(result.dataset_path)
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
+    assert sum(p["num_samples"] for p in result.summary["participants"]) == n
+    counts = np.bincount(np.asarray(ds.owners), minlength=len(speeds))
+    slow = int(np.argmax(speeds))
+    assert counts[slow] < min(c for i, c in enumerate(counts) if i != slow)
+
+
+def test_a_participant_failing_mid_steal_loses_nothing(tmp_path, fashion):
+    n = 1200
+    result, nodes, _ = run_steal(tmp_path, fashion, [0.01, 0.02, 0.01],
+                                 **{"num-samples": n, "page-size": 50, "fault": {1: {"fault": "nan", "fault_page": 3}}})
+    ds = load_optimized_dataset(result.dataset_path)
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
+    assert result.summary["missing_samples"] == 0
+    failure = result.summary["failures"]
+    assert len(failure) == 1 and failure[0]["step"] == "optimize"
+    # The failed page and the one queued behind it were both handed on.
+    assert failure[0]["samples_affected"] >= 100 and "reassigned" in failure[0]["action"]
+    assert np.isfinite(np.asarray(ds.targets, np.float32)).all()
+
+
+def test_a_silent_participant_is_failed_after_the_reply_timeout(tmp_path, fashion):
+    n = 600
+    result, nodes, _ = run_steal(tmp_path, fashion, [0.01, 0.01], silent={1}, reply_timeout_s=30.0,
+                                 **{"num-samples": n, "page-size": 50})
+    ds = load_optimized_dataset(result.dataset_path)
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
+    assert [f["reason"] for f in result.summary["failures"]] == ["no reply within 31 s"]
+    assert np.bincount(np.asarray(ds.owners), minlength=2)[1] == 0
+
+
+def test_in_process_round_with_stealing_writes_every_sample_once(tmp_path, fashion):
+    s = settings(tmp_path, **{"page-assignment": "steal"})
+    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    ds = load_optimized_dataset(result.dataset_path)
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), 300, 1))
+    assert sum(p["num_samples"] for p in result.summary["participants"]) == 300
+
+
+@pytest.mark.slow
+def test_flower_simulation_with_a_4x_slower_node_stays_within_25_percent_of_the_ideal_split(tmp_path, fashion):
+    """A real `flwr run` with stealing: node 1 takes four times longer per sample."""
+    from simulations.steal_bench import paced_app, run_paced
+
+    app = paced_app(tmp_path / "app")
+    run = run_paced(app, tmp_path / "steal", page_assignment="steal", nodes=2, num_samples=960,
+                    page_size=20, seconds_per_sample=0.025, timeout_s=600)
+    assert run["optimize_s"] <= 1.25 * run["ideal_s"], (run["optimize_s"], run["ideal_s"])
+    ds = load_optimized_dataset(run["round_dir"])
+    assert np.array_equal(ds.sample_ids, select_samples(len(fashion), 960, 1))
+    per = [p["num_samples"] for p in run["report"]["participants"]]
+    assert sum(per) == 960 and per[0] > 2 * per[1]  # the fast node did most of the work
+    assert sum(page["samples"] for page in run["pages"]) == 960  # no page encoded twice
+    assert run["report"]["page_assignment"] == "steal"
