@@ -95,7 +95,7 @@ def student_from_payload(state: dict[str, np.ndarray], config: dict[str, Any], *
     from coopt_flower.prototypes import student_prototype
     from coopt_flower.students import StudentWithHead, create_student
 
-    backbone = create_student(config["arch"], image_size=int(config["image_size"]),
+    backbone = create_student(config["arch"], image_size=int(config["image_size"]), device=device,
                               **config.get("arch_kwargs", {}))
     model = StudentWithHead(backbone, int(config["target_dim"]))
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})

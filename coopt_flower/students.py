@@ -216,14 +216,15 @@ def _timm_student(name: str, *, image_size: int, pretrained: bool, **kwargs: Any
 
 
 @torch.no_grad()
-def _measure_feature_dim(model: nn.Module, image_size: int, arch: str) -> int:
+def _measure_feature_dim(model: nn.Module, image_size: int, arch: str,
+                         device: torch.device | str = "cpu") -> int:
     # A dummy forward is the only architecture-agnostic way to know the output
     # size, and it also catches models that cannot run at this image size early,
     # with a clear message instead of a shape error deep inside training.
     was_training = model.training
     model.eval()
     try:
-        out = model(torch.zeros(2, 3, image_size, image_size))
+        out = model(torch.zeros(2, 3, image_size, image_size, device=device))
     except Exception as exc:  # noqa: BLE001 - re-raised with context
         raise ValueError(
             f"student {arch!r} cannot run on {image_size}x{image_size} inputs: {exc} "
@@ -244,7 +245,8 @@ def _measure_feature_dim(model: nn.Module, image_size: int, arch: str) -> int:
 
 
 def create_student(
-    arch: str, *, image_size: int, pretrained: bool = False, **kwargs: Any
+    arch: str, *, image_size: int, pretrained: bool = False,
+    device: torch.device | str | None = None, **kwargs: Any
 ) -> nn.Module:
     """Build a student backbone from a name.
 
@@ -260,6 +262,10 @@ def create_student(
         Load the library's default pretrained weights (torchvision ``DEFAULT``
         weights, timm's ``pretrained=True``). This downloads from the internet on
         first use; the default ``False`` never touches the network.
+    device : torch.device or str, optional
+        Where the model goes before its feature size is measured (a dummy forward), so a
+        large model is not first run on the CPU; the weights are drawn on the CPU either way,
+        so a seed gives the same student on every device. Default: stays on the CPU.
     **kwargs
         Passed to the model constructor (e.g. ``img_size=32`` for timm ViTs,
         ``widths=(32, 64, 128)`` for ``small-cnn``).
@@ -279,7 +285,10 @@ def create_student(
     if not isinstance(arch, str) or not arch:
         raise ValueError(f"arch must be a non-empty string, got {arch!r}")
     model = STUDENTS.create(arch, image_size=image_size, pretrained=pretrained, **kwargs)
-    measured = _measure_feature_dim(model, image_size, arch)
+    if device is not None:
+        model = model.to(device)
+    measured = _measure_feature_dim(model, image_size, arch,
+                                    device=next(model.parameters(), torch.empty(0)).device)
     declared = getattr(model, "feature_dim", None)
     if declared is not None and int(declared) != measured:
         raise ValueError(

@@ -351,7 +351,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     image_size = int(config.image_size or recipe.image_size)
     torch.manual_seed(config.seed)
     backbone = create_student(config.arch, image_size=image_size, pretrained=config.pretrained,
-                              **config.arch_kwargs)
+                              device=device, **config.arch_kwargs)
     model = recipe.wrap(backbone).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

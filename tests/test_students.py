@@ -91,3 +91,10 @@ def test_student_with_head():
     model = StudentWithHead(backbone, 5)
     assert model.head.in_features == 16 and model.head.out_features == 5
     assert model(torch.randn(4, 3, 16, 16)).shape == (4, 5)
+
+
+def test_the_feature_size_is_measured_on_the_students_device():
+    # On the meta device a forward computes shapes only: a CPU-side probe would fail here.
+    model = create_student("small-cnn", image_size=32, device="meta")
+    assert next(model.parameters()).device.type == "meta"
+    assert model.feature_dim == create_student("small-cnn", image_size=32).feature_dim
