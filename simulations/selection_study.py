@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import yaml
 
-from coopt_flower.alignment import MERGE_STRATEGIES, unexplained_variance
+from coopt_flower.alignment import ALIGN_METHODS, unexplained_variance
 from coopt_flower.config import RunSettings
 from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
@@ -45,6 +45,9 @@ from coopt_flower.trainer import TrainConfig
 from coopt_flower.training import train_on_optimized
 from simulations.benchmark.datasets import CachedParticipant
 from simulations.benchmark.features import cached_features, log, slug
+
+
+STUDY_PARTS = ("scores", "merges", "sweep")
 
 
 @dataclass
@@ -62,6 +65,7 @@ class StudyConfig:
     probe_min_steps: int = 1000
     threads: int = 2
     encode_batch_size: int = 128
+    parts: list[str] = field(default_factory=lambda: list(STUDY_PARTS))  # which of the three to run
 
 
 def parse_entry(entry: str) -> tuple[str, int]:
@@ -185,7 +189,7 @@ def sweep_residuals(cfg: StudyConfig, data: SourceData, work: Path) -> list[dict
     """Each alignment's residual on the test images and on held-out S, per shared size."""
     rows = []
     for size in [s for s in cfg.sweep if s <= len(data.train_ids)]:
-        for merge in MERGE_STRATEGIES:
+        for merge in ALIGN_METHODS:
             result = run_round(cfg, data, cfg.merge_pool, work / f"sweep-{size}-{merge}", shared_size=size,
                                merge=merge)
             plan, names = result.plan, {p["name"]: p["prototype"] for p in result.summary["participants"]}
@@ -209,7 +213,15 @@ def study_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, work
     log(f"[{name}] encoding (cached) {len(cfg.pool)} pool entries")
     data = load_source(cfg, source, cache_dir)
     out: dict[str, Any] = {"num_train": int(len(data.train_ids)), "num_test": int(len(data.test_ids))}
+    if "scores" in cfg.parts or "merges" in cfg.parts:
+        out.update(scores_and_merges(cfg, data, name, work))
+    if "sweep" in cfg.parts:  # 3. Shared-size sweep of the alignments' residuals.
+        out["sweep"] = sweep_residuals(cfg, data, work)
+    return out
 
+
+def scores_and_merges(cfg: StudyConfig, data: SourceData, name: str, work: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     # 1. Scores on S (one round over the whole pool) and the two truths per prototype.
     pool_round = run_round(cfg, data, cfg.pool, work / "pool", shared_size=cfg.shared_size)
     entry_of = {p["name"]: p["prototype"] for p in pool_round.summary["participants"]}
@@ -230,7 +242,7 @@ def study_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, work
 
     # 2. The default pool merged: unaligned and with every alignment.
     merges: dict[str, Any] = {}
-    rows = [("unaligned", "align-ridge", False)] + [(m, m, True) for m in MERGE_STRATEGIES]
+    rows = [("unaligned", "align-ridge", False)] + [(m, m, True) for m in ALIGN_METHODS]
     for label, merge, align in rows:
         result = run_round(cfg, data, cfg.merge_pool, work / f"merge-{label}", shared_size=cfg.shared_size,
                            merge=merge, align=align)
@@ -242,9 +254,6 @@ def study_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, work
     best_single = max(cfg.merge_pool, key=lambda e: truths["student_probe"][e])
     merges["best_single"] = {"entry": best_single, "acc": truths["student_probe"][best_single]}
     out["merges"] = merges
-
-    # 3. Shared-size sweep of the alignments' residuals.
-    out["sweep"] = sweep_residuals(cfg, data, work)
     return out
 
 
@@ -263,37 +272,50 @@ def render(cfg: StudyConfig, results: dict[str, Any], command: str, seconds: flo
              f"linear probes: >= {cfg.probe_min_steps} Adam steps, one seed (so differences under "
              "~1 point are within noise).", ""]
     for name, res in results.items():
-        lines += [f"## {name} ({res['num_train']} train / {res['num_test']} test)", "",
-                  "| prototype | feature probe | student probe | " + " | ".join(
-                      f"{s} {'↑' if HIGHER_IS_BETTER[s] else '↓'}" for s in REFERENCE_SCORES) + " |",
-                  "|---|---:|---:|" + "---:|" * len(REFERENCE_SCORES)]
-        for e in cfg.pool:
-            lines.append(f"| {e} | {res['truths']['feature_probe'][e]:.1f} | {res['truths']['student_probe'][e]:.1f} | "
-                         + " | ".join(f"{res['scores'][s][e]:.4f}" for s in REFERENCE_SCORES) + " |")
-        lines += ["", "Spearman (score oriented so that higher = better) with each truth:", "",
-                  "| score | feature probe | student probe |", "|---|---:|---:|"]
-        lines += [f"| {s} | {v['feature_probe']:.2f} | {v['student_probe']:.2f} |"
-                  for s, v in res["spearman"].items()]
-        m = res["merges"]
-        lines += ["", f"Merged default pool (student probe, reference by uniform value: "
-                      f"{m['align-ridge']['reference']}); best single prototype on all data: "
-                      f"{m['best_single']['entry']} {m['best_single']['acc']:.1f}", "",
-                  "| merge | student probe | mean held-out residual on S |", "|---|---:|---:|"]
-        for label in ["unaligned", *MERGE_STRATEGIES]:
-            hr = [v for v in m[label]["holdout_residual"].values() if v]
-            lines.append(f"| {label} | {m[label]['acc']:.1f} | "
-                         f"{np.mean(hr) if hr else 0.0:.3f} |")
-        lines += ["", "Shared-size sweep: residual (1 - R^2) of the maps to the reference, mean over "
-                      "the non-reference participants; on the test images (never in S) / on the "
-                      "held-out 20% of S:", "",
-                  "| |S| | " + " | ".join(MERGE_STRATEGIES) + " |", "|---:|" + "---:|" * len(MERGE_STRATEGIES)]
-        for size in sorted({r["shared_size"] for r in res["sweep"]}):
-            cells = {r["merge"]: r for r in res["sweep"] if r["shared_size"] == size}
-            lines.append(f"| {size} | " + " | ".join(
-                f"{cells[mg]['test_residual']:.3f} / {cells[mg]['holdout_residual']:.3f}"
-                for mg in MERGE_STRATEGIES) + " |")
+        lines += [f"## {name} ({res['num_train']} train / {res['num_test']} test)", ""]
+        if "scores" in res:
+            lines += _scores_and_merges_lines(cfg, res)
+        if "sweep" in res:
+            lines += _sweep_lines(res)
         lines.append("")
     return "\n".join(lines)
+
+
+def _scores_and_merges_lines(cfg: StudyConfig, res: dict[str, Any]) -> list[str]:
+    lines = ["| prototype | feature probe | student probe | " + " | ".join(
+                  f"{s} {'↑' if HIGHER_IS_BETTER[s] else '↓'}" for s in REFERENCE_SCORES) + " |",
+              "|---|---:|---:|" + "---:|" * len(REFERENCE_SCORES)]
+    for e in cfg.pool:
+        lines.append(f"| {e} | {res['truths']['feature_probe'][e]:.1f} | {res['truths']['student_probe'][e]:.1f} | "
+                     + " | ".join(f"{res['scores'][s][e]:.4f}" for s in REFERENCE_SCORES) + " |")
+    lines += ["", "Spearman (score oriented so that higher = better) with each truth:", "",
+              "| score | feature probe | student probe |", "|---|---:|---:|"]
+    lines += [f"| {s} | {v['feature_probe']:.2f} | {v['student_probe']:.2f} |"
+              for s, v in res["spearman"].items()]
+    m = res["merges"]
+    lines += ["", f"Merged default pool (student probe, reference by uniform value: "
+                  f"{m['align-ridge']['reference']}); best single prototype on all data: "
+                  f"{m['best_single']['entry']} {m['best_single']['acc']:.1f}", "",
+              "| merge | student probe | mean held-out residual on S |", "|---|---:|---:|"]
+    for label in ["unaligned", *ALIGN_METHODS]:
+        hr = [v for v in m[label]["holdout_residual"].values() if v]
+        lines.append(f"| {label} | {m[label]['acc']:.1f} | "
+                     f"{np.mean(hr) if hr else 0.0:.3f} |")
+    lines.append("")
+    return lines
+
+
+def _sweep_lines(res: dict[str, Any]) -> list[str]:
+    lines = ["Shared-size sweep: residual (1 - R^2) of the maps to the reference, mean over "
+                  "the non-reference participants; on the test images (never in S) / on the "
+                  "held-out 20% of S:", "",
+              "| |S| | " + " | ".join(ALIGN_METHODS) + " |", "|---:|" + "---:|" * len(ALIGN_METHODS)]
+    for size in sorted({r["shared_size"] for r in res["sweep"]}):
+        cells = {r["merge"]: r for r in res["sweep"] if r["shared_size"] == size}
+        lines.append(f"| {size} | " + " | ".join(
+            f"{cells[mg]['test_residual']:.3f} / {cells[mg]['holdout_residual']:.3f}"
+            for mg in ALIGN_METHODS) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -308,6 +330,8 @@ def main(argv=None) -> int:
         cfg = StudyConfig(**raw)
         for entry in cfg.pool + cfg.merge_pool:
             parse_entry(entry)
+        if not cfg.parts or set(cfg.parts) - set(STUDY_PARTS):
+            raise ValueError(f"parts must be a non-empty list of {', '.join(STUDY_PARTS)}, got {cfg.parts}")
     except (OSError, TypeError, ValueError, yaml.YAMLError) as error:
         raise SystemExit(f"selection study config {args.config}: {error}") from None
     torch.set_num_threads(cfg.threads)

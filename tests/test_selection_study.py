@@ -30,3 +30,38 @@ def test_digits_are_written_as_a_labeled_image_folder(tmp_path):
     assert set(labels.tolist()) == set(range(10))
     images = train.images(np.arange(2))
     assert images.shape[0] == 2 and images.shape[-1] == 3 and images.dtype == np.uint8
+
+
+def test_the_sweep_alone_runs_end_to_end(tmp_path):
+    """`parts: [sweep]` (the real-budget alignment sweep's config) runs only the sweep."""
+    import json
+
+    import yaml
+
+    from simulations.selection_study import main
+
+    config = {"sources": [{"name": "fashion-mnist", "train": "fashion-mnist", "test": "fashion-mnist:test",
+                           "num_train": 200, "num_test": 100}],
+              "pool": ["efficientnet-lite0@32", "random:efficientnet-lite0@32"],
+              "merge_pool": ["efficientnet-lite0@32", "random:efficientnet-lite0@32"],
+              "shared_size": 32, "target_dim": 32, "sweep": [32, 64], "parts": ["sweep"], "threads": 1}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = json.loads((tmp_path / "out" / "selection.json").read_text())["results"]["fashion-mnist"]
+    assert "scores" not in result and {(r["shared_size"], r["merge"]) for r in result["sweep"]} == {
+        (s, m) for s in (32, 64) for m in ("align-ridge", "align-procrustes", "align-cca")}
+    assert all(0.0 <= r["test_residual"] < 2.0 for r in result["sweep"])
+    text = (tmp_path / "out" / "selection.md").read_text()
+    assert "Shared-size sweep" in text and "Spearman" not in text
+
+
+def test_an_unknown_part_is_refused(tmp_path):
+    import yaml
+
+    from simulations.selection_study import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sources": [], "pool": [], "merge_pool": [], "parts": ["sweeps"]}))
+    with pytest.raises(SystemExit, match="parts must be"):
+        main(["--config", str(path)])
