@@ -66,6 +66,7 @@ class StudyConfig:
     threads: int = 2
     encode_batch_size: int = 128
     parts: list[str] = field(default_factory=lambda: list(STUDY_PARTS))  # which of the three to run
+    sweep_students: list[str] = field(default_factory=list)  # merges whose sweep datasets train a student
 
 
 def parse_entry(entry: str) -> tuple[str, int]:
@@ -203,8 +204,11 @@ def sweep_residuals(cfg: StudyConfig, data: SourceData, work: Path) -> list[dict
                          "test_residual": float(np.mean(test_res)),
                          "holdout_residual": float(np.mean([plan.maps[n].holdout_residual for n in others])),
                          "per_participant_test_residual": {names[n]: r for n, r in zip(others, test_res)}})
+            if merge in cfg.sweep_students:
+                rows[-1]["student"] = student_probe(cfg, data, result.dataset_path)
             log(f"  |S|={size} {merge}: test residual {rows[-1]['test_residual']:.3f}, "
-                f"held-out {rows[-1]['holdout_residual']:.3f}")
+                f"held-out {rows[-1]['holdout_residual']:.3f}"
+                + (f", student probe {rows[-1]['student']['acc']:.1f}" if "student" in rows[-1] else ""))
     return rows
 
 
@@ -315,6 +319,12 @@ def _sweep_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"| {size} | " + " | ".join(
             f"{cells[mg]['test_residual']:.3f} / {cells[mg]['holdout_residual']:.3f}"
             for mg in ALIGN_METHODS) + " |")
+    students = [r for r in res["sweep"] if "student" in r]
+    if students:
+        lines += ["", "Student probe accuracy (%) on the merged dataset, per |S|:", "",
+                  "| |S| | merge | student probe | train s |", "|---:|---|---:|---:|"]
+        lines += [f"| {r['shared_size']} | {r['merge']} | {r['student']['acc']:.1f} | "
+                  f"{r['student']['train_seconds']:.0f} |" for r in students]
     return lines
 
 
@@ -330,6 +340,9 @@ def main(argv=None) -> int:
         cfg = StudyConfig(**raw)
         for entry in cfg.pool + cfg.merge_pool:
             parse_entry(entry)
+        if set(cfg.sweep_students) - set(ALIGN_METHODS):
+            raise ValueError(f"sweep_students must list merges of {', '.join(ALIGN_METHODS)}, "
+                             f"got {cfg.sweep_students}")
         if not cfg.parts or set(cfg.parts) - set(STUDY_PARTS):
             raise ValueError(f"parts must be a non-empty list of {', '.join(STUDY_PARTS)}, got {cfg.parts}")
     except (OSError, TypeError, ValueError, yaml.YAMLError) as error:

@@ -44,7 +44,8 @@ def test_the_sweep_alone_runs_end_to_end(tmp_path):
                            "num_train": 200, "num_test": 100}],
               "pool": ["efficientnet-lite0@32", "random:efficientnet-lite0@32"],
               "merge_pool": ["efficientnet-lite0@32", "random:efficientnet-lite0@32"],
-              "shared_size": 32, "target_dim": 32, "sweep": [32, 64], "parts": ["sweep"], "threads": 1}
+              "shared_size": 32, "target_dim": 32, "sweep": [32, 64], "parts": ["sweep"], "threads": 1,
+              "sweep_students": ["align-ridge"], "student": {"epochs": 1, "image_size": 16}, "probe_min_steps": 50}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -54,6 +55,9 @@ def test_the_sweep_alone_runs_end_to_end(tmp_path):
     assert all(0.0 <= r["test_residual"] < 2.0 for r in result["sweep"])
     text = (tmp_path / "out" / "selection.md").read_text()
     assert "Shared-size sweep" in text and "Spearman" not in text
+    students = [r for r in result["sweep"] if "student" in r]
+    assert [(r["shared_size"], r["merge"]) for r in students] == [(32, "align-ridge"), (64, "align-ridge")]
+    assert all(10.0 < r["student"]["acc"] <= 100.0 for r in students)
 
 
 def test_an_unknown_part_is_refused(tmp_path):
