@@ -213,7 +213,8 @@ def main(argv=None) -> int:
                   f"start, {r['seconds']:.1f} s)", flush=True)
         first, last = rows[0], rows[-1]
         print(f"{side}: {last['samples']} / {first['samples']} samples: peak RSS "
-              f"{last['peak_mb'] / first['peak_mb']:.3f}x, growth {last['growth_mb'] / first['growth_mb']:.2f}x "
+              f"{last['peak_mb'] / first['peak_mb']:.3f}x, growth "
+              f"{last['growth_mb'] / first['growth_mb']:.2f}x "
               f"(target: peak within 1.10x)", flush=True)
     return 0
 
