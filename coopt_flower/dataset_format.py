@@ -179,7 +179,9 @@ class DatasetWriter:
         Final directory. Must not exist yet unless ``overwrite`` is set; it appears only
         when :meth:`commit` succeeds.
     sample_ids : np.ndarray
-        Every sample id the dataset will hold (any order; stored sorted, unique).
+        Every sample id the dataset will hold (any order; stored sorted, unique). Ids that are
+        sorted and unique already are kept by reference, not copied: do not change them while
+        the writer is open.
     target_dim : int
         Common target dimension n.
     dtype : str
