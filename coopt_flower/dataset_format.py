@@ -90,7 +90,61 @@ def open_reserved_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarra
 #: go of them. The rows of a page are scattered over the whole file (shards are random
 #: samples), so every row dirties a whole memory page: without this the entire file would end
 #: up resident and memory would grow with N.
-RELEASE_EVERY_BYTES = 64 << 20
+RELEASE_EVERY_BYTES = 32 << 20
+
+#: Memory one piece of a page may dirty: :meth:`DatasetWriter.write` stores a page in pieces
+#: and releases between them, so the memory a write holds does not depend on the page size.
+WRITE_PIECE_BYTES = 8 << 20
+
+#: Rows per step when the writer scans its per-row state (bounded temporaries for any N).
+SCAN_ROWS = 1 << 20
+
+
+def sorted_unique_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as sorted unique int64: the array itself (read-only view, no copy) when it is
+    sorted and unique already, as a round's sample ids are; else a sorted copy.
+
+    Raises
+    ------
+    ValueError
+        When ``ids`` holds an id twice.
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    last = len(ids) - 1  # compared in chunks: a whole-array comparison is a byte per id
+    increasing = all(bool(np.all(ids[i + 1: i + SCAN_ROWS + 1] > ids[i: min(i + SCAN_ROWS, last)]))
+                     for i in range(0, max(last, 0), SCAN_ROWS))
+    if increasing:
+        view = ids.view()
+        view.flags.writeable = False
+        return view
+    unique = np.unique(ids)
+    if len(unique) != len(ids):
+        raise ValueError("sample ids given to the writer contain duplicates")
+    return unique
+
+
+class RowBits:
+    """One bit per row (``n / 8`` bytes, not a byte per row as a bool array takes)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+        self.bits = np.zeros((self.n + 7) // 8, dtype=np.uint8)
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        return ((self.bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1).astype(bool)
+
+    def set(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        np.bitwise_or.at(self.bits, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        """Bools of rows ``start:stop`` (``start`` a multiple of 8)."""
+        return np.unpackbits(self.bits[start // 8: (stop + 7) // 8], count=stop - start,
+                             bitorder="little").astype(bool)
+
+    def count(self) -> int:
+        return int(np.unpackbits(self.bits, count=self.n, bitorder="little").sum()) if self.n else 0
 
 
 def release_pages(array: np.ndarray) -> None:
@@ -125,7 +179,9 @@ class DatasetWriter:
         Final directory. Must not exist yet unless ``overwrite`` is set; it appears only
         when :meth:`commit` succeeds.
     sample_ids : np.ndarray
-        Every sample id the dataset will hold (any order; stored sorted, unique).
+        Every sample id the dataset will hold (any order; stored sorted, unique). Ids that are
+        sorted and unique already are kept by reference, not copied: do not change them while
+        the writer is open.
     target_dim : int
         Common target dimension n.
     dtype : str
@@ -150,10 +206,8 @@ class DatasetWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; choose another output path")
-        ids = np.asarray(sample_ids, dtype=np.int64)
-        self.sample_ids = np.unique(ids)
-        if len(self.sample_ids) != len(ids):
-            raise ValueError("sample ids given to the writer contain duplicates")
+        # Sorted unique ids (a round's) are kept as they are: no second copy of N ids.
+        self.sample_ids = sorted_unique_ids(sample_ids)
         self.target_dim = int(target_dim)
         self.dtype = dtype
         self.overwrite = overwrite
@@ -173,8 +227,9 @@ class DatasetWriter:
             raise
         self._owners[:] = -1
         self._unreleased = 0
-        self._written = np.zeros(n, dtype=bool)
-        self._excluded = np.zeros(n, dtype=bool)
+        self._written = RowBits(n)
+        self._excluded = RowBits(n)
+        self._num_written = 0
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -202,16 +257,26 @@ class DatasetWriter:
                 f"got {targets.shape}"
             )
         rows = self.rows_of(ids)
-        if self._written[rows].any() or len(np.unique(rows)) != len(rows):
+        # Stored in row order, piece by piece: a piece's rows share memory pages, and a release
+        # between pieces bounds what one write holds however large the page is.
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        if np.any(rows[1:] == rows[:-1]) or self._written.get(rows).any():
             raise ValueError("page writes sample ids that were already written")
-        self._targets[rows] = targets.astype(self.dtype)
-        self._owners[rows] = owner
-        self._written[rows] = True
         row_bytes = self._targets.itemsize * self.target_dim
-        touched = np.unique(rows * row_bytes // mmap.PAGESIZE).size + len(rows) * row_bytes // mmap.PAGESIZE
-        self._unreleased += touched * mmap.PAGESIZE
-        if self._unreleased >= RELEASE_EVERY_BYTES:
-            self.release()
+        piece = max(1, WRITE_PIECE_BYTES // max(row_bytes, mmap.PAGESIZE))
+        for start in range(0, len(rows), piece):
+            part = rows[start: start + piece]
+            self._targets[part] = targets[order[start: start + piece]].astype(self.dtype)
+            self._owners[part] = owner
+            first = (self._targets.offset + part * row_bytes) // mmap.PAGESIZE
+            last = (self._targets.offset + (part + 1) * row_bytes - 1) // mmap.PAGESIZE
+            touched = np.unique(np.concatenate([first, last])).size + int((last - first - 1).clip(0).sum())
+            self._unreleased += touched * mmap.PAGESIZE
+            if self._unreleased >= RELEASE_EVERY_BYTES:
+                self.release()
+        self._written.set(rows)
+        self._num_written += len(rows)
 
     def release(self) -> None:
         """Write what the memory maps hold back to disk and drop their pages from memory
@@ -224,7 +289,7 @@ class DatasetWriter:
         """Leave ``ids`` out of the dataset on purpose (samples whose image cannot be decoded):
         they are not written and, unlike missing samples, do not block :meth:`commit`."""
         if len(ids):
-            self._excluded[self.rows_of(ids)] = True
+            self._excluded.set(self.rows_of(ids))
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -242,13 +307,22 @@ class DatasetWriter:
         self._arrays[name] = open_reserved_memmap(self.tmp / name, dtype, tuple(shape))
         return self._arrays[name]
 
+    def _rows_where(self, keep) -> np.ndarray:
+        """Rows whose ``keep(written, excluded)`` holds, scanned in bounded chunks."""
+        n = len(self.sample_ids)
+        found = [start + np.flatnonzero(keep(self._written.chunk(start, stop), self._excluded.chunk(start, stop)))
+                 for start in range(0, n, SCAN_ROWS) for stop in [min(start + SCAN_ROWS, n)]]
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
     def missing_ids(self) -> np.ndarray:
         """Ids that no page has written yet (excluded ones aside)."""
-        return self.sample_ids[~self._written & ~self._excluded]
+        if self._num_written == len(self.sample_ids):
+            return np.empty(0, np.int64)
+        return self.sample_ids[self._rows_where(lambda written, excluded: ~written & ~excluded)]
 
     def excluded_ids(self) -> np.ndarray:
         """Ids left out with :meth:`exclude`."""
-        return self.sample_ids[self._excluded & ~self._written]
+        return self.sample_ids[self._rows_where(lambda written, excluded: excluded & ~written)]
 
     def commit(
         self,
@@ -285,7 +359,7 @@ class DatasetWriter:
                 f"{missing.size} samples were never written (e.g. {missing[:5]}); refusing "
                 "to publish an incomplete dataset"
             )
-        if not self._written.all():
+        if self._num_written != len(self.sample_ids):
             self._drop_unwritten_rows()
         np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
         for name, array in (extra_arrays or {}).items():
@@ -327,7 +401,7 @@ class DatasetWriter:
 
     def _drop_unwritten_rows(self, chunk_rows: int = 65536) -> None:
         """Compact the memory maps to the written rows, copying in chunks (bounded memory)."""
-        keep = np.flatnonzero(self._written)
+        keep = self._rows_where(lambda written, excluded: written)
         n = len(keep)
         targets = open_reserved_memmap(self.tmp / f"{TARGETS_FILE}.compact", self.dtype, (n, self.target_dim))
         owners = open_reserved_memmap(self.tmp / f"{OWNERS_FILE}.compact", np.int16, (n,))
@@ -342,8 +416,9 @@ class DatasetWriter:
         self._targets = np.load(self.tmp / TARGETS_FILE, mmap_mode="r+")
         self._owners = np.load(self.tmp / OWNERS_FILE, mmap_mode="r+")
         self.sample_ids = self.sample_ids[keep]
-        self._written = np.ones(n, dtype=bool)
-        self._excluded = np.zeros(n, dtype=bool)
+        self._written, self._excluded = RowBits(n), RowBits(n)
+        self._written.set(np.arange(n))
+        self._num_written = n
 
     def abort(self) -> None:
         """Discard everything written so far."""

@@ -1,36 +1,50 @@
-"""Peak memory of the platform's round at any dataset size (ImageNet-1K scale included).
+"""Peak memory of the platform's round and of one participant at any dataset size.
 
-One in-process round (:func:`coopt_flower.round.run_in_process`, the engine a ServerApp runs)
-over a synthetic image source of N samples, with four participants that answer instantly
-(targets computed from the ids: no model), so only the platform's own memory is measured:
-paging, checks, alignment and the memory-mapped merge. Prints the peak USS (memory unique to
-the process, sampled every 50 ms) above the starting point. Run it for two sizes side by side::
+``platform`` (the ServerApp's side)
+    One in-process round (:func:`coopt_flower.round.run_in_process`, the engine a ServerApp
+    runs) over a synthetic image source of N samples, with four participants that answer
+    instantly (targets computed from the ids: no model), so only the platform's own memory is
+    measured: paging, checks, alignment and the memory-mapped merge.
+``participant`` (one ClientApp's side)
+    :class:`coopt_flower.participant.PrototypeParticipant`, the object the ClientApp wraps,
+    answering every page of its shard (N / 4 samples, pages as the platform sends them) over a
+    synthetic source of N samples, each reply turned into the Flower record dict it is sent
+    as. Its prototype is the real preprocessing (:func:`preprocess_batch`) of 8x8 images with
+    no network behind it, so the model's constant size does not hide what grows.
 
-    python -m simulations.memory_bench --sizes 200000,1280000 --target-dim 512 --page-size 8192
+Every size runs in a fresh process, so each number is that process's own: the absolute peak
+RSS (the kernel's high-water mark, ``VmHWM``) and its growth over the RSS just before the
+work starts (imports done). Run it for three sizes side by side::
+
+    OMP_NUM_THREADS=1 python -m simulations.memory_bench --sizes 10000,200000,1280000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
-import psutil
 
 from coopt_flower.config import RunSettings
 from coopt_flower.protocol import Description, EncodeReply, pixels_digest
-from coopt_flower.round import CoOptRound, run_in_process
+
+SIDES = ("platform", "participant")
+SOURCE_SPEC = "memory-bench-synthetic:"  # + N
+PROTOTYPE_SPEC = "memory-bench:pixels"
 
 
 class SyntheticSource:
     """N tiny RGB images computed from their ids (no storage)."""
 
-    spec = "synthetic"
-
     def __init__(self, size: int) -> None:
         self.size = size
+        self.spec = f"{SOURCE_SPEC}{size}"
 
     def __len__(self) -> int:
         return self.size
@@ -68,41 +82,140 @@ class InstantParticipant:
                            encode_seconds=1e-3, pixels_sha256=digest)
 
 
-def measure(size: int, target_dim: int, page_size: int) -> dict:
-    process = psutil.Process()
-    start = process.memory_full_info().uss
-    peak, done = [start], threading.Event()
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set (``VmRSS``) or its peak so far (``VmHWM``), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_full_info().uss)
-            time.sleep(0.05)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+def reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def settings_for(size: int, target_dim: int, page_size: int, out: str) -> RunSettings:
+    settings = RunSettings(prototypes=["a", "b", "c", "d"], num_samples=size, shared_size=256,
+                           target_dim=target_dim, output_dir=out, overwrite=True, page_size=page_size)
+    settings.validate()
+    return settings
+
+
+def run_platform(size: int, target_dim: int, page_size: int) -> None:
+    from coopt_flower.round import CoOptRound, run_in_process
+
     with tempfile.TemporaryDirectory(prefix="coopt-memory-") as out:
-        settings = RunSettings(prototypes=["a", "b", "c", "d"], num_samples=size, shared_size=256,
-                               target_dim=target_dim, output_dir=out, overwrite=True, page_size=page_size)
-        settings.validate()
-        started = time.perf_counter()
-        run_in_process(CoOptRound(settings, SyntheticSource(size)), [InstantParticipant(i) for i in range(4)])
-        seconds = time.perf_counter() - started
-        done.set()
-        sampler.join()
-    return {"samples": size, "seconds": seconds, "peak_growth_mb": (peak[0] - start) / 2**20}
+        run_in_process(CoOptRound(settings_for(size, target_dim, page_size, out), SyntheticSource(size)),
+                       [InstantParticipant(i) for i in range(4)])
+
+
+def register_bench_parts() -> None:
+    """The synthetic source and the model-free prototype, under names no real one uses."""
+    from coopt_flower.data import DATA_SOURCES
+    from coopt_flower.prototypes import register_family
+    from coopt_flower.prototypes.base import Prototype
+    from coopt_flower.prototypes.preprocess import Preprocess, preprocess_batch
+
+    if SOURCE_SPEC.rstrip(":") in DATA_SOURCES:
+        return
+    DATA_SOURCES.add(SOURCE_SPEC.rstrip(":"), lambda body: SyntheticSource(int(body)), prefix=True,
+                     forms=(f"{SOURCE_SPEC}<N>",))
+
+    class PixelsPrototype(Prototype):
+        """The prototypes' own preprocessing of 8x8 images, flattened: no model."""
+
+        output_dim, native_size, image_size, device = 192, 8, 8, "cpu"
+        preprocess = Preprocess(mean=(127.5,) * 3, std=(64.0,) * 3)
+
+        def _encode_batch(self, images: np.ndarray) -> np.ndarray:
+            return preprocess_batch(images, 8, self.preprocess, "cpu").flatten(1).numpy()
+
+    def build(spec, image_size, device):
+        prototype = PixelsPrototype()
+        prototype.spec, prototype.parsed = str(spec), spec
+        return prototype
+
+    register_family(PROTOTYPE_SPEC.split(":")[0], parse=lambda body: (body, None),
+                    forms=(PROTOTYPE_SPEC,))(build)
+
+
+def run_participant(size: int, target_dim: int, page_size: int) -> None:
+    """One participant answers every page of a quarter of N (every 4th sample, so its ids span
+    the whole source), page by page as the platform asks; the bench never holds the shard."""
+    from coopt_flower.participant import NodeSettings, PrototypeParticipant
+    from coopt_flower.protocol import EncodeConfig, EncodeRequest, to_record_dict
+
+    config = EncodeConfig(target_dim=target_dim, projection_seed=0, batch_size=128, image_size=8,
+                          data=f"{SOURCE_SPEC}{size}")
+    participant = PrototypeParticipant(NodeSettings(PROTOTYPE_SPEC, device="cpu", partition_id=0))
+    participant.describe(config)
+    for start in range(0, size, 4 * page_size):
+        ids = np.arange(start, min(size, start + 4 * page_size), 4, dtype=np.int64)
+        reply = participant.encode(EncodeRequest(config, ids=ids))
+        to_record_dict(reply.content())  # what the ClientApp hands to Flower
+
+
+def child(side: str, size: int, target_dim: int, page_size: int) -> dict:
+    """Runs one measurement in this (fresh) process; returns its numbers."""
+    import torch
+
+    torch.set_num_threads(1)
+    register_bench_parts()
+    import coopt_flower.round  # noqa: F401  (imports are not the work being measured)
+    import coopt_flower.report  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401  (the round's plots)
+
+    start = rss_bytes()
+    exact = reset_peak()
+    started = time.perf_counter()
+    (run_platform if side == "platform" else run_participant)(size, target_dim, page_size)
+    seconds = time.perf_counter() - started
+    peak = rss_bytes("VmHWM")
+    return {"side": side, "samples": size, "seconds": seconds, "start_mb": start / 2**20,
+            "peak_mb": peak / 2**20, "growth_mb": (peak - start) / 2**20, "peak_reset": exact}
+
+
+def measure(side: str, size: int, target_dim: int, page_size: int) -> dict:
+    """:func:`child` in a fresh interpreter (a peak RSS is per process)."""
+    cmd = [sys.executable, "-m", "simulations.memory_bench", "--child", side, "--sizes", str(size),
+           "--target-dim", str(target_dim), "--page-size", str(page_size)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="200000,1280000")
+    parser.add_argument("--sizes", default="10000,200000,1280000")
+    parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--target-dim", type=int, default=512)
     parser.add_argument("--page-size", type=int, default=8192)
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = [measure(int(n), args.target_dim, args.page_size) for n in args.sizes.split(",")]
-    for r in rows:
-        print(f"{r['samples']} samples x {args.target_dim}-d, pages of {args.page_size}: peak memory "
-              f"+{r['peak_growth_mb']:.0f} MB ({r['seconds']:.1f} s)")
-    print(f"largest / smallest: {rows[-1]['peak_growth_mb'] / rows[0]['peak_growth_mb']:.2f}x")
+    sizes = [int(n) for n in args.sizes.split(",")]
+    if args.child:
+        print(json.dumps(child(args.child, sizes[0], args.target_dim, args.page_size)))
+        return 0
+    for side in args.sides.split(","):
+        rows = []
+        for size in sizes:
+            r = measure(side, size, args.target_dim, args.page_size)
+            rows.append(r)
+            print(f"{side}: {size} samples x {args.target_dim}-d, pages of {args.page_size}: peak RSS "
+                  f"{r['peak_mb']:.0f} MB (+{r['growth_mb']:.0f} MB over {r['start_mb']:.0f} MB at "
+                  f"start, {r['seconds']:.1f} s)", flush=True)
+        first, last = rows[0], rows[-1]
+        print(f"{side}: {last['samples']} / {first['samples']} samples: peak RSS "
+              f"{last['peak_mb'] / first['peak_mb']:.3f}x, growth "
+              f"{last['growth_mb'] / first['growth_mb']:.2f}x "
+              f"(target: peak within 1.10x)", flush=True)
     return 0
 
 

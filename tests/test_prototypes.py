@@ -245,6 +245,136 @@ def test_onnx_graph_edit_keeps_the_model_and_exposes_pooled_features():
     assert ort.InferenceSession(small, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:3] == [48, 48]
 
 
+# --------------------------------------------------------------------------- ONNX device
+
+
+CUDA_EP = ("CUDAExecutionProvider", {"device_id": 0})
+
+
+@pytest.mark.parametrize(
+    ("device", "available", "torch_cuda", "expected", "warns"),
+    [
+        ("cpu", ["CPUExecutionProvider"], False, onnx_family.CPU_PLAN, None),
+        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], True, onnx_family.CPU_PLAN, None),
+        # CUDA asked and there: the session, the preprocessing and the input all on the GPU.
+        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], True,
+         onnx_family.OnnxPlan([CUDA_EP, "CPUExecutionProvider"], "cuda", "cuda:0", "iobinding"), None),
+        ("cuda:1", ["CUDAExecutionProvider", "CPUExecutionProvider"], True,
+         onnx_family.OnnxPlan([("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                              "cuda:1", "cuda:1", "iobinding"), None),
+        # onnxruntime without CUDA: everything on the CPU, said out loud.
+        ("cuda", ["AzureExecutionProvider", "CPUExecutionProvider"], True, onnx_family.CPU_PLAN,
+         "no CUDAExecutionProvider"),
+        # torch without CUDA: the session stays on the GPU, fed from host memory, said out loud.
+        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], False,
+         onnx_family.OnnxPlan([CUDA_EP, "CPUExecutionProvider"], "cuda", "cpu", "numpy"), "torch has no CUDA"),
+    ],
+)
+def test_onnx_plan_preprocesses_where_the_session_runs(device, available, torch_cuda, expected, warns):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = onnx_family.onnx_execution_plan(device, available, torch_cuda)
+    assert plan == expected
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert (any(warns in m for m in messages) if warns else not messages), messages
+
+
+def test_onnx_session_that_dropped_cuda_is_not_taken_for_a_gpu_one():
+    gpu = onnx_family.onnx_execution_plan("cuda", ["CUDAExecutionProvider"], True)
+    assert onnx_family.checked_plan(gpu, ["CUDAExecutionProvider", "CPUExecutionProvider"]) is gpu
+    with pytest.warns(RuntimeWarning, match="could not start its CUDAExecutionProvider"):
+        assert onnx_family.checked_plan(gpu, ["CPUExecutionProvider"]) == onnx_family.CPU_PLAN
+    assert onnx_family.checked_plan(onnx_family.CPU_PLAN, ["CPUExecutionProvider"]) == onnx_family.CPU_PLAN
+
+
+def test_onnx_prototype_checks_the_providers_its_session_really_has(monkeypatch):
+    """onnxruntime (this CPU build) accepts a CUDA provider it cannot load and runs on the CPU
+    with one log line: the prototype notices, warns and preprocesses on the CPU."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.warns(RuntimeWarning, match="could not start its CUDAExecutionProvider"):
+        proto = create_prototype("onnx:open-nsfw", image_size=32, device="cuda")
+    assert proto.plan == onnx_family.CPU_PLAN and proto.device == "cpu"
+    assert proto.encode(_images(2)).shape == (2, 1024)
+
+
+def _todays_onnx_features(proto, images: np.ndarray) -> np.ndarray:
+    """The ONNX prototype's CPU encode as it was before the device work, verbatim."""
+    with torch.inference_mode():
+        x = P.preprocess_batch(images, proto.image_size, proto.preprocess, "cpu")
+        nhwc = x.permute(0, 2, 3, 1).contiguous().numpy()
+    (feats,) = proto._session.run([proto._feature_name], {proto._input_name: nhwc})
+    return feats.reshape(len(feats), -1)
+
+
+def test_onnx_cpu_encode_is_byte_identical_to_the_plain_session_run(nsfw):
+    images = _images(5)
+    assert nsfw.plan == onnx_family.CPU_PLAN and nsfw.device == "cpu"
+    np.testing.assert_array_equal(nsfw.encode(images), _todays_onnx_features(nsfw, images))
+
+
+def test_onnx_iobinding_path_gives_the_session_run_features(nsfw):
+    """The bound path (the GPU one) run on the CPU: same tensor, same graph, same bytes."""
+    import dataclasses
+
+    images = _images(5)
+    expected = nsfw.encode(images)
+    plan = nsfw.plan
+    nsfw._plan = dataclasses.replace(plan, binding="iobinding")
+    try:
+        np.testing.assert_array_equal(nsfw.encode(images), expected)
+    finally:
+        nsfw._plan = plan
+
+
+def test_onnx_gpu_plan_preprocesses_on_the_gpu_and_binds_the_device_pointer(nsfw, monkeypatch):
+    """With a CUDA plan nothing goes through the host path: preprocessing is asked for on
+    cuda:0 and the input is bound from the tensor's memory (recorded by a stand-in session;
+    the tensor stays on the CPU here, which has no GPU)."""
+    import dataclasses
+
+    calls = []
+
+    class Binding:
+        def bind_input(self, **kw):
+            calls.append(("bind_input", kw["name"], kw["element_type"], kw["shape"]))
+
+        def bind_output(self, name, device_type):
+            calls.append(("bind_output", name, device_type))
+
+        def copy_outputs_to_cpu(self):
+            return [np.zeros((2, 1024), np.float32)]
+
+    class Session:
+        def io_binding(self):
+            return Binding()
+
+        def run_with_iobinding(self, binding):
+            calls.append(("run_with_iobinding",))
+
+        def run(self, *a, **kw):
+            raise AssertionError("the host path ran under a CUDA plan")
+
+    real = onnx_family.preprocess_batch
+
+    def preprocess(images, size, pp, device):
+        calls.append(("preprocess", device))
+        return real(images, size, pp, "cpu")
+
+    monkeypatch.setattr(onnx_family, "preprocess_batch", preprocess)
+    monkeypatch.setattr(nsfw, "_session", Session())
+    monkeypatch.setattr(nsfw, "_plan", dataclasses.replace(
+        onnx_family.onnx_execution_plan("cuda", ["CUDAExecutionProvider"], True)))
+    assert nsfw.encode(_images(2)).shape == (2, 1024)
+    size = nsfw.image_size
+    assert calls == [("preprocess", "cuda:0"), ("bind_input", nsfw._input_name, np.float32, (2, size, size, 3)),
+                     ("bind_output", nsfw._feature_name, "cpu"), ("run_with_iobinding",)]
+
+
 FEATURE_FIXTURE = Path(__file__).parent / "fixtures" / "prototype_features_32px.npz"
 
 
