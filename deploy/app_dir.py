@@ -86,3 +86,29 @@ def app_directory() -> Path:
     if is_app_dir(CHECKOUT):
         return CHECKOUT
     return stage_app()
+
+
+def app_with_client(directory: str | os.PathLike, client_file: str | os.PathLike,
+                    extra_config: dict | None = None, note: str = "a modified copy of coopt-flower") -> Path:
+    """A copy of the checkout's app in ``directory`` whose ClientApp is ``client_file``'s ``app``.
+
+    For tests and benchmarks that need participants to misbehave or to be paced: the file is
+    copied next to the app's packages and named as the ClientApp in the copy's pyproject;
+    ``extra_config`` adds run-config keys (with their defaults) that it reads. The production
+    app never loads it.
+    """
+    import json
+
+    app = Path(directory)
+    for package in APP_PACKAGES:
+        shutil.copytree(CHECKOUT / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
+    client_file = Path(client_file)
+    shutil.copy(client_file, app / client_file.name)
+    pyproject = (CHECKOUT / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = pyproject.replace('clientapp = "client_app.client_app:app"',
+                                  f'clientapp = "{client_file.stem}:app"')
+    extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (extra_config or {}).items())
+    pyproject = pyproject.replace("[tool.flwr.app.config]\n", "[tool.flwr.app.config]\n" + extra)
+    (app / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+    (app / "README.md").write_text(note + "\n", encoding="utf-8")
+    return app

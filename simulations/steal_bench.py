@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from deploy.app_dir import app_with_client
 from deploy.local_run import run_local_simulation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,17 +27,8 @@ PACED_KEYS = {"pace-dir": "", "slow-partitions": "", "seconds-per-sample": 0.0}
 
 def paced_app(directory: Path) -> Path:
     """A copy of the app whose ClientApp is :mod:`simulations.paced_client`."""
-    app = Path(directory)
-    for package in ("coopt_flower", "server_app", "client_app"):
-        shutil.copytree(REPO / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "simulations" / "paced_client.py", app / "paced_client.py")
-    pyproject = (REPO / "pyproject.toml").read_text()
-    pyproject = pyproject.replace('clientapp = "client_app.client_app:app"', 'clientapp = "paced_client:app"')
-    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in PACED_KEYS.items())
-    pyproject = pyproject.replace("[tool.flwr.app.config]\n", "[tool.flwr.app.config]\n" + extra)
-    (app / "pyproject.toml").write_text(pyproject)
-    (app / "README.md").write_text("paced copy of coopt-flower (one node slower), for work-stealing runs\n")
-    return app
+    return app_with_client(directory, REPO / "simulations" / "paced_client.py", PACED_KEYS,
+                           note="paced copy of coopt-flower (one node slower), for work-stealing runs")
 
 
 def run_paced(app: Path, work: Path, *, page_assignment: str, nodes: int, num_samples: int,

@@ -1,7 +1,6 @@
 """Fault injection in real Flower simulations: refused replies, lost participants, no data loss."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 from coopt_flower.data import select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
+from deploy.app_dir import app_with_client
 from simulations.local_run import run_local_simulation
 
 pytestmark = pytest.mark.slow
@@ -20,17 +20,8 @@ BASE = {"num-samples": 120, "shared-size": 32, "image-size": 32, "target-dim": 3
 @pytest.fixture(scope="module")
 def faulty_app(tmp_path_factory):
     """A copy of the app whose ClientApp is tests/fault_injection.py."""
-    app = tmp_path_factory.mktemp("faulty-app")
-    for package in ("coopt_flower", "server_app", "client_app"):
-        shutil.copytree(REPO / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "tests" / "fault_injection.py", app / "faulty_client.py")
-    pyproject = (REPO / "pyproject.toml").read_text()
-    pyproject = pyproject.replace('clientapp = "client_app.client_app:app"',
-                                  'clientapp = "faulty_client:app"')
-    pyproject = pyproject.replace("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nfault = ""\n')
-    (app / "pyproject.toml").write_text(pyproject)
-    (app / "README.md").write_text("fault-injection copy of coopt-flower\n")
-    return app
+    return app_with_client(tmp_path_factory.mktemp("faulty-app"), REPO / "tests" / "fault_injection.py",
+                           {"fault": ""}, note="fault-injection copy of coopt-flower")
 
 
 def run(app, tmp_path, nodes, **config):
