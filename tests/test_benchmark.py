@@ -193,6 +193,7 @@ def test_a_partial_run_reports_missing_rows_as_not_run():
     assert [h["above_init"] for h in B.healthy_baseline(summary)] == [True]
     md = B.render_markdown(cfg, results, summary)
     assert "PARTIAL" in md and "| not run |" in md and "seed 1: not started" in md
+    assert "students not run: torchvision:resnet18" in md and "seeds not run: 2" in md
 
 
 def test_the_default_config_file_is_the_config_default_and_names_bad_keys(tmp_path):

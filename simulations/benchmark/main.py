@@ -72,6 +72,9 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--report-only", action="store_true",
                    help="re-render benchmark.md and the plot from an existing benchmark.json "
                         "(also a partial one, which a run rewrites after every finished row)")
+    p.add_argument("--notes", default=None,
+                   help="with --report-only: a Markdown file whose text goes under the title "
+                        "(e.g. the commands that produced a run made of several invocations)")
     args = p.parse_args(argv)
     if args.tiny and args.config:
         p.error("--tiny is a config file of its own: give --tiny or --config, not both")
@@ -247,6 +250,8 @@ def main(argv=None) -> int:
     if args.report_only:
         results = json.loads((out_dir / JSON_NAME).read_text())
         cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
+        if args.notes:
+            results["notes"] = Path(args.notes).read_text(encoding="utf-8")
         results["summary"] = summary = summarize(cfg, results)
         (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
         (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))

@@ -358,6 +358,27 @@ def _curve_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _vs_default(cfg: Config) -> list[str]:
+    """How this run's config differs from the real-budget default (what it did not run)."""
+    from simulations.benchmark.config import DEFAULT_CONFIG, load_config
+
+    default = load_config(DEFAULT_CONFIG)
+    mine, theirs = cfg.as_dict(), default.as_dict()
+    diff = [k for k in theirs if mine[k] != theirs[k] and k != "tiny"]
+    if not diff:
+        return []
+    lines = [f"Differences from the real-budget default (`simulations/configs/{DEFAULT_CONFIG.name}`):", ""]
+    for k in diff:
+        lines.append(f"- `{k}`: {theirs[k]!r} in the default, {mine[k]!r} here")
+    skipped_seeds = [s for s in default.seeds if s not in cfg.seeds]
+    if skipped_seeds:
+        lines.append(f"- seeds not run: {', '.join(map(str, skipped_seeds))}")
+    skipped_archs = [a for a in default.archs() if a not in cfg.archs()]
+    if skipped_archs:
+        lines.append(f"- students not run: {', '.join(skipped_archs)} (none of its rows)")
+    return lines + [""]
+
+
 def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any]) -> str:
     done = summary.get("seeds_done", list(cfg.seeds))
     n_seeds = len(done)
@@ -397,7 +418,9 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         f"Command: `{results['command'].replace(' --resume', '').replace(' --report-only', '')}`"
         + (f" (config `{results['config_file']}`)" if results.get("config_file") else ""),
         "",
+        *([results["notes"].rstrip(), ""] if results.get("notes") else []),
         *status,
+        *_vs_default(cfg),
         f"Fashion-MNIST subset: {cfg.num_train} training images per seed "
         f"(`select_samples(60000, {cfg.num_train}, seed)`), {cfg.num_test} test images "
         f"(fixed, seed {cfg.test_seed}); students at {cfg.image_size} px (from 28 px), "
