@@ -38,7 +38,7 @@ def not_run(cfg: Config, results: dict[str, Any]) -> list[str]:
         for arch in cfg.archs():
             missing = [r for r in expected_rows(cfg, results, seed, arch) if r not in runs.get(arch, {})]
             if missing:
-                lines.append(f"seed {seed}, {arch}: " + ", ".join(missing))
+                lines.append(f"seed {seed}, {arch}: " + "; ".join(missing))
     return lines
 
 
@@ -358,6 +358,17 @@ def _curve_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _same_probe_note(cfg: Config) -> str:
+    """Whether the full probe is the per-epoch probe again (both run the same steps)."""
+    steps_per_epoch = math.ceil(cfg.num_train / 256)
+    full_epochs = max(100, math.ceil(cfg.full_probe_steps / steps_per_epoch))
+    if full_epochs != cfg.probe_epochs:
+        return ""
+    return (f"; at {cfg.num_train} training images the per-epoch probe already runs "
+            f"{cfg.probe_epochs * steps_per_epoch} steps, so the full probe is the same computation "
+            "and equals it")
+
+
 def _vs_default(cfg: Config) -> list[str]:
     """How this run's config differs from the real-budget default (what it did not run)."""
     from simulations.benchmark.config import DEFAULT_CONFIG, load_config
@@ -439,8 +450,9 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         f"and {cfg.num_test} test images; `nn.Linear`, Adam lr 3e-4, batch 256, "
         f"{cfg.probe_epochs} epochs, mean test accuracy of the last 3 epochs (\"probe\"). The "
         f"final epoch is also probed with >= {cfg.full_probe_steps} steps (\"full probe\", the "
-        "protocol's default). Accuracies in %, mean ± std over "
-        f"{n_seeds} seed(s). Training time excludes probing.",
+        "protocol's default)" + _same_probe_note(cfg) + ". Accuracies in %, "
+        + (f"mean ± std over {n_seeds} seeds." if n_seeds > 1 else "one seed (no std).")
+        + " Training time excludes probing.",
         "",
         "## (a) Equal epochs",
         "",
@@ -448,18 +460,21 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         "train CPU (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    def sd(v):
+        return v if n_seeds > 1 else None
+
     for r in summary["rows"]:
         lines.append(f"| {r['row']} | {r['arch']} | {r.get('epochs', 0)} | "
-                     f"{_pct(r['acc_mean'], r['acc_std'])} | "
-                     f"{_pct(r['full_acc_mean'], r['full_acc_std'])} | "
+                     f"{_pct(r['acc_mean'], sd(r['acc_std']))} | "
+                     f"{_pct(r['full_acc_mean'], sd(r['full_acc_std']))} | "
                      f"{r['train_seconds']:.0f} | {r['epoch_seconds']:.1f} | "
                      f"{r.get('train_cpu_seconds', 0.0):.0f} |")
     lines += ["", "Floors (features probed directly, no student):", "",
               "| features | dim | probe | full probe |", "|---|---:|---:|---:|"]
     for f in summary["floors"]:
         dim = f["dim"] if f["dim"] is not None else "784"
-        lines.append(f"| {f['name']} | {dim} | {_pct(f['acc_mean'], f['acc_std'])} | "
-                     f"{_pct(f['full_acc_mean'], f['full_acc_std'])} |")
+        lines.append(f"| {f['name']} | {dim} | {_pct(f['acc_mean'], sd(f['acc_std']))} | "
+                     f"{_pct(f['full_acc_mean'], sd(f['full_acc_std']))} |")
     for arch, eq in summary["equal_wall_clock"].items():
         lines += ["", f"## (b) Equal wall clock ({arch}): accuracy within CoOpt (aligned)'s "
                       f"{eq['budget_seconds']:.0f} s of training", "",
