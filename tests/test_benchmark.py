@@ -63,6 +63,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     summary = results["summary"]
     expected = {(B.RANDOM, cfg["arch"]), (B.SUPERVISED, cfg["arch"]), (B.BYOL, cfg["arch"]),
                 (B.UNALIGNED, cfg["arch"]), (B.ALIGNED, cfg["arch"]), (B.HEADS, cfg["arch"]),
+                (B.PROCRUSTES, cfg["arch"]), (B.CCA, cfg["arch"]),
                 (B.RANDOM, cfg["arch2"]), (B.ALIGNED, cfg["arch2"]), (B.BYOL, cfg["arch2"])}
     expected |= {(B.SINGLE + spec, cfg["arch"]) for spec in cfg["prototypes"]}
     assert cfg["byol_long_epochs"] > cfg["epochs"]
@@ -115,6 +116,84 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     np.testing.assert_array_equal(np.asarray(heads.owners), np.asarray(aligned.owners))
     np.testing.assert_array_equal(np.asarray(heads.targets), np.asarray(unaligned.targets))
     assert any(c["target"].endswith("heads >= unaligned + 2 points") for c in summary["targets"])
+    # The product's other alignment merges: the same shards, the reference's rows untouched.
+    for row, merge in ((B.PROCRUSTES, "align-procrustes"), (B.CCA, "align-cca")):
+        other = load_optimized_dataset(B.dataset_dir(work, seed, row))
+        assert other.manifest["merge"] == merge
+        np.testing.assert_array_equal(np.asarray(other.owners), np.asarray(aligned.owners))
+        np.testing.assert_array_equal(np.asarray(other.targets)[rows], np.asarray(unaligned.targets)[rows])
+    assert results["finished"] and summary["not_run"] == []
+    assert not any(c.get("not_run") for c in summary["targets"])
+
+    # A time-limited run of the same config: no second student, the best single prototype
+    # only, no procrustes / cca. Its training runs are the stored ones (--resume).
+    small = tmp_path / "small"
+    B.main(["--tiny", "--out-dir", str(small), "--cache-dir", str(cache), "--resume", "--arch2", "",
+            "--single-rows", "best", "--extra-merges", "false"])
+    cut = json.loads((small / B.JSON_NAME).read_text())
+    floors = cut["seeds"][str(seed)]["floors"]
+    best = max(cfg["prototypes"], key=lambda s: (floors[f"features:{s}"]["full_acc"],
+                                                 floors[f"features:{s}"]["acc"]))
+    assert cut["seeds"][str(seed)]["single_rows"]["prototypes"] == [best]
+    got = {(r["row"], r["arch"]) for r in cut["summary"]["rows"]}
+    assert got == {(row, arch) for row, arch in expected
+                   if arch == cfg["arch"] and row not in (B.PROCRUSTES, B.CCA)
+                   and (not row.startswith(B.SINGLE) or row == B.SINGLE + best)}
+    assert len(cut["reused_runs"]) == len(got) - 1  # every trained row came from the store
+    by_row = {(r["row"], r["arch"]): r for r in summary["rows"]}
+    for r in cut["summary"]["rows"]:
+        assert r["acc_mean"] == by_row[(r["row"], r["arch"])]["acc_mean"]
+    md = (small / B.MD_NAME).read_text()
+    assert "no second student" in md and f"single-prototype row = `{best}`" in md
+    assert cut["summary"]["not_run"] == []
+
+
+def test_a_partial_run_reports_missing_rows_as_not_run():
+    """Targets that need a row nobody ran are "not run", never met; the rest still render."""
+    cfg = B.Config(seeds=(0, 1), arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10,
+                   epochs=2)
+
+    def run(accs, full):
+        return {"epoch_times": [1.0] * len(accs), "epoch_cpu_times": [1.0] * len(accs),
+                "losses": [0.0] * len(accs), "probe_acc": accs, "full_probe_acc": full,
+                "probe_seconds": [0.1] * len(accs), "wall_seconds": float(len(accs))}
+
+    floors = {"raw pixels": {"acc": 0.80, "full_acc": 0.79, "dim": 784},
+              "features:p1": {"acc": 0.82, "full_acc": 0.81, "dim": 8},
+              "features:p2": {"acc": 0.83, "full_acc": 0.80, "dim": 8}}
+    encoding = {"collaborative_max_seconds": 1.0, "collaborative_sum_seconds": 2.0,
+                "collaborative_max_cpu_seconds": 1.0, "collaborative_sum_cpu_seconds": 2.0,
+                "centralized_seconds": {"p1": 1.0, "p2": 1.0},
+                "collaborative_seconds": {"p1": 0.5, "p2": 0.5}}
+    results = {
+        "config": cfg.as_dict(), "command": "python -m simulations.benchmark", "finished": False,
+        "wall_seconds": 10.0, "reused_runs": [], "environment": {"cpu_count": 2},
+        "encoding_rates": {"p1": 10.0, "p2": 10.0},
+        "encoding_meta": {"p1": {"images_per_cpu_second": 10.0}, "p2": {"images_per_cpu_second": 10.0}},
+        "seeds": {"0": {  # seed 0 cut after BYOL; seed 1 never started
+            "floors": floors, "encoding": encoding, "num_train": 10,
+            "alignment": {"reference": "a", "reference_prototype": "p1", "participants": []},
+            "single_rows": {"mode": "all", "prototypes": ["p1", "p2"], "picked_by": "all"},
+            "runs": {cfg.arch: {B.RANDOM: {"acc": 0.70, "full_acc": 0.72},
+                                B.ALIGNED: run([0.74, 0.86], 0.86),
+                                B.BYOL: run([0.71, 0.75], 0.74)}}}},
+    }
+    summary = B.summarize(cfg, results)
+    assert summary["seeds_done"] == [0]
+    assert "seed 1: not started (no row of it ran)" in summary["not_run"]
+    assert any(B.SUPERVISED in line and B.CCA in line for line in summary["not_run"])
+    targets = {c["target"]: c for c in summary["targets"]}
+    met = targets[f"{cfg.arch}: CoOpt (aligned) >= BYOL + 5 points at equal epochs"]
+    assert met["met"] and not met.get("not_run")
+    assert targets[f"{cfg.arch}: CoOpt (aligned) >= raw pixels"]["met"]
+    for name, c in targets.items():
+        needs_missing = any(k in name for k in ("supervised", "unaligned", "single", "heads"))
+        if needs_missing:
+            assert c["not_run"] and not c["met"] and c["value"].startswith("not run"), name
+    assert [h["above_init"] for h in B.healthy_baseline(summary)] == [True]
+    md = B.render_markdown(cfg, results, summary)
+    assert "PARTIAL" in md and "| not run |" in md and "seed 1: not started" in md
+    assert "students not run: torchvision:resnet18" in md and "seeds not run: 2" in md
 
 
 def test_the_default_config_file_is_the_config_default_and_names_bad_keys(tmp_path):

@@ -13,7 +13,17 @@ optimizer and epoch budget for every trained row:
   ridge maps applied: :func:`coopt_flower.alignment.plan_alignment`);
 - CoOpt (heads) (same shards, ``merge = "heads"``: no alignment, the student trains one
   head per participant, :mod:`coopt_flower.heads`), first student only;
+- CoOpt (procrustes) and CoOpt (cca) (same shards, ``merge = "align-procrustes"`` /
+  ``"align-cca"``, the product's other two alignment merges), first student only;
 - CoOpt with alignment and BYOL again for a second student architecture.
+
+For a run that must fit a time limit, ``arch2: ""`` drops the second student,
+``single_rows: best`` keeps one single-prototype row (the prototype whose own features probe
+highest, from the floors every run computes) and ``extra_merges: false`` drops the procrustes
+and cca rows; the defaults run everything. Rows run most important first, every finished
+training run is stored in ``<work-dir>/runs`` (``--resume`` reuses it) and the JSON, Markdown
+and plot are rewritten after every finished row, so a run cut short still leaves a report of
+what finished, with what did not listed as not run (``--report-only`` re-renders it).
 
 The CoOpt datasets are built by the product's own round engine
 (:class:`coopt_flower.round.CoOptRound`, driven in-process by
@@ -55,10 +65,10 @@ wall clock, mean over seeds).
 """
 
 from simulations.benchmark.config import (  # noqa: F401  (the package's public names)
-    ALIGNED, BYOL, BYOL_LONG, HEADS, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE, SUPERVISED, UNALIGNED,
-    Config, load_config)
+    ALIGNED, BYOL, BYOL_LONG, CCA, HEADS, JSON_NAME, MD_NAME, PLOT_NAME, PROCRUSTES, RANDOM, SINGLE,
+    SUPERVISED, UNALIGNED, Config, load_config)
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup, time_to_reach  # noqa: F401
 from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401
 from simulations.benchmark.features import cached_features, slug  # noqa: F401
 from simulations.benchmark.main import main, parse_args, run  # noqa: F401
-from simulations.benchmark.report import check_targets, render_markdown, summarize  # noqa: F401
+from simulations.benchmark.report import check_targets, healthy_baseline, not_run, render_markdown, summarize  # noqa: F401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -29,8 +29,11 @@ PLOT_NAME = "benchmark_probe_curves.png"
 RANDOM, SUPERVISED, BYOL = "random init", "supervised", "BYOL"
 UNALIGNED, ALIGNED = "CoOpt (no alignment)", "CoOpt (aligned)"
 HEADS = "CoOpt (heads)"  # merge=heads: no alignment, one student head per participant
+# The product's two other alignment merges (merge=align-procrustes / align-cca), same shards.
+PROCRUSTES, CCA = "CoOpt (procrustes)", "CoOpt (cca)"
 BYOL_LONG = "BYOL, longer budget"  # supplementary: more epochs than everyone else
 SINGLE = "single:"
+SINGLE_ROWS = ("all", "best")
 
 
 @dataclass
@@ -53,7 +56,14 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 0.01
     arch: str = "small-cnn"
+    # Second student ("" or "none": no second student, e.g. for a run that must fit a time limit).
     arch2: str = "torchvision:resnet18"
+    # "all": one single-prototype row per prototype; "best": only the prototype whose own
+    # features probe highest on the labeled probe (the floors, computed anyway; full probe,
+    # ties broken by the per-epoch probe), chosen per seed before any training.
+    single_rows: str = "all"
+    # The CoOpt (procrustes) and CoOpt (cca) rows (first student only); false skips them.
+    extra_merges: bool = True
     # Supplementary BYOL row for the first student with this many epochs (0 = off): at the
     # equal budget BYOL may not improve on the random-init student at all, which leaves the
     # speedup undefined; a longer BYOL run gives it a target to measure against.
@@ -68,6 +78,32 @@ class Config:
     test_seed: int = 0
     tiny: bool = False
 
+    def __post_init__(self) -> None:
+        if self.arch2 is None:  # `arch2: null` in YAML
+            self.arch2 = ""
+        if self.single_rows not in SINGLE_ROWS:
+            raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
+        if not isinstance(self.extra_merges, bool):
+            raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
+
+    def archs(self) -> list[str]:
+        """The students this config trains: ``arch``, then ``arch2`` unless it is empty/none."""
+        second = (self.arch2 or "").strip()
+        return [self.arch] + ([second] if second and second.lower() != "none" else [])
+
+    def arch_rows(self, arch: str, singles: Sequence[str]) -> list[str]:
+        """The training rows of one student, most important first (a cut run keeps those).
+
+        ``singles``: the prototypes that get a single-prototype row (all of them, or the best).
+        """
+        if arch != self.arch:
+            return [ALIGNED, BYOL]
+        rows = [ALIGNED, BYOL, SUPERVISED] + [SINGLE + s for s in singles] + [UNALIGNED, HEADS]
+        if self.byol_long_epochs > 0:
+            rows.append(BYOL_LONG)
+        if self.extra_merges:
+            rows += [PROCRUSTES, CCA]
+        return rows
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> Config:

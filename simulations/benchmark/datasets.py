@@ -13,7 +13,10 @@ Rows built per seed:
   (``align=False``, the ablation);
 - ``CoOpt (aligned)``: the same round as the product runs it;
 - ``CoOpt (heads)``: the same shards under ``merge = "heads"`` (every participant's own
-  space; the student trains one head per participant).
+  space; the student trains one head per participant);
+- ``CoOpt (procrustes)`` / ``CoOpt (cca)``: the same shards under the product's other two
+  alignment merges, ``merge = "align-procrustes"`` / ``"align-cca"`` (when
+  ``extra_merges`` is on).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
 from coopt_flower.round import CoOptRound, run_in_process
-from simulations.benchmark.config import ALIGNED, HEADS, SINGLE, UNALIGNED, Config
+from simulations.benchmark.config import ALIGNED, CCA, HEADS, PROCRUSTES, SINGLE, UNALIGNED, Config
 from simulations.benchmark.features import slug
 
 
@@ -111,10 +114,12 @@ def dataset_dir(work_dir: Path, seed: int, row: str) -> Path:
 
 
 def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats: dict[str, np.ndarray],
-                   metas: dict[str, dict], work_dir: Path) -> dict[str, Any]:
-    """The seed's single-prototype, unaligned, aligned and heads datasets, built by the round engine.
+                   metas: dict[str, dict], work_dir: Path, singles=None) -> dict[str, Any]:
+    """The seed's single-prototype, unaligned, aligned, heads (and procrustes, cca) datasets,
+    built by the round engine.
 
-    ``feats[spec]`` holds the prototype's raw features of ``sample_ids`` (same order).
+    ``feats[spec]`` holds the prototype's raw features of ``sample_ids`` (same order);
+    ``singles`` the prototypes that get a single-prototype dataset (default: all of them).
     """
     def run(row: str, specs: list[str], *, align: bool = True, merge: str = "align-ridge"):
         out = dataset_dir(work_dir, seed, row).parent
@@ -127,7 +132,7 @@ def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats
         return run_in_process(round_, participants)
 
     out: dict[str, Any] = {"datasets": {}}
-    for spec in cfg.prototypes:
+    for spec in (cfg.prototypes if singles is None else singles):
         result = run(SINGLE + spec, [spec])
         out["datasets"][SINGLE + spec] = load_optimized_dataset(result.dataset_path)
     unaligned = run(UNALIGNED, list(cfg.prototypes), align=False)
@@ -136,6 +141,10 @@ def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats
     out["datasets"][ALIGNED] = load_optimized_dataset(aligned.dataset_path)
     heads = run(HEADS, list(cfg.prototypes), merge="heads")
     out["datasets"][HEADS] = load_optimized_dataset(heads.dataset_path)
+    if cfg.extra_merges:
+        for row, merge in ((PROCRUSTES, "align-procrustes"), (CCA, "align-cca")):
+            result = run(row, list(cfg.prototypes), merge=merge)
+            out["datasets"][row] = load_optimized_dataset(result.dataset_path)
 
     summary = aligned.summary
     spec_of = {p["name"]: p["prototype"] for p in summary["participants"]}

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples
-from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_LONG, DEFAULT_CONFIG, HEADS, JSON_NAME, MD_NAME,
-                                          PLOT_NAME, RANDOM, RESULTS_DIR, SINGLE, SUPERVISED, TINY_CONFIG,
-                                          UNALIGNED, Config, load_config)
+from simulations.benchmark.config import (BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM,
+                                          RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
 from simulations.benchmark.report import plot, render_markdown, summarize
@@ -28,7 +27,19 @@ from simulations.benchmark.rows import ProbeSet, train_row
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
              "image_size", "batch_size", "arch", "arch2", "probe_epochs", "full_probe_steps",
-             "threads", "byol_long_epochs", "device")
+             "threads", "byol_long_epochs", "device", "single_rows", "extra_merges")
+
+
+# Config keys that do not change a stored training run (see ``run``).
+RUN_KEY_IGNORES = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
+
+
+def _bool(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
@@ -40,8 +51,13 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                    help=f"the smoke configuration ({TINY_CONFIG.name}: 200 train / 100 test, 1 epoch, "
                         "1 seed, 2 prototypes at 32 px); explicit options still override it")
     types = {f: type(v) for f, v in asdict(Config()).items()}
+    helps = {"arch2": "second student; '' or none: no second student",
+             "single_rows": "all: a single-prototype row per prototype; best: only the prototype "
+                            "whose own features probe highest (the floors)",
+             "extra_merges": "true/false: the CoOpt (procrustes) and CoOpt (cca) rows"}
     for name in OVERRIDES:
-        p.add_argument("--" + name.replace("_", "-"), type=types[name])
+        p.add_argument("--" + name.replace("_", "-"), type=_bool if types[name] is bool else types[name],
+                       help=helps.get(name))
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--prototypes", help="comma-separated prototype specs")
     p.add_argument("--cache-dir", default="/tmp/coopt-benchmark-cache",
@@ -54,7 +70,11 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--resume", action="store_true",
                    help="reuse per-run results already in the work dir (same config)")
     p.add_argument("--report-only", action="store_true",
-                   help="re-render benchmark.md and the plot from an existing benchmark.json")
+                   help="re-render benchmark.md and the plot from an existing benchmark.json "
+                        "(also a partial one, which a run rewrites after every finished row)")
+    p.add_argument("--notes", default=None,
+                   help="with --report-only: a Markdown file whose text goes under the title "
+                        "(e.g. the commands that produced a run made of several invocations)")
     args = p.parse_args(argv)
     if args.tiny and args.config:
         p.error("--tiny is a config file of its own: give --tiny or --config, not both")
@@ -87,9 +107,11 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     runs_dir = work_dir / "runs"
     runs_dir.mkdir(exist_ok=True)
     log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
-    # A stored run is reused only under the same settings; the supplementary row's epoch
-    # count is part of the run's key instead, so changing it does not invalidate the others.
-    cfg_key = json.dumps({k: v for k, v in asdict(cfg).items() if k != "byol_long_epochs"},
+    # A stored run is reused only under the same settings. Keys that do not change what one
+    # run trains on are left out: the supplementary row's epoch count and the seed are part of
+    # the run's name instead, and which other seeds, students and rows are run does not change
+    # this one (so a run cut to seed 0 and one student is reused by the full run later).
+    cfg_key = json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_KEY_IGNORES},
                          sort_keys=True)
 
     train, test = open_source(cfg.data), open_source(cfg.test_data)
@@ -132,18 +154,23 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
         path.write_text(json.dumps({"config": cfg_key, "result": result}))
         return result
 
+    def write_outputs(final: bool) -> dict[str, Any]:
+        """The JSON, Markdown and plot from what has run so far (after every finished row)."""
+        results["finished"] = final
+        results["wall_seconds"] = time.perf_counter() - t_start
+        results["environment"]["loadavg_end"] = os.getloadavg()
+        summary = summarize(cfg, results)
+        results["summary"] = summary
+        (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
+        (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
+        plot(cfg, summary, out_dir / PLOT_NAME)
+        return summary
+
     for seed in cfg.seeds:
         ids = sample_ids[seed]
         rows = np.searchsorted(union, ids)
         feats = {spec: train_feats[spec][rows] for spec in cfg.prototypes}
         x_train, y_train = train.images(ids), train.labels(ids)
-        log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
-            f"participants, |S| = {cfg.shared_size})")
-        built = build_datasets(cfg, seed, train, ids, feats, metas, work_dir)
-        a = built["alignment"]
-        log(f"  reference {a['reference']} ({a['reference_prototype']}); " + ", ".join(
-            f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
-            for p in a["participants"]))
         probes = ProbeSet(x_train, y_train, x_test, y_test, cfg.image_size, cfg.probe_epochs,
                           cfg.full_probe_steps, seed, device=cfg.device,
                           threads=1 if cfg.threads == 1 else None)
@@ -157,8 +184,26 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
             floors[f"features:{spec}"] = dict(r, dim=int(feats[spec].shape[1]))
         log(f"  floors: " + ", ".join(f"{k} {v['acc']:.4f}/{v['full_acc']:.4f}"
                                      for k, v in floors.items()))
+        singles = pick_singles(cfg, floors)
+        if cfg.single_rows == "best":
+            log(f"  single-prototype row: only {singles[0]} (its own features probe highest: "
+                f"full probe {floors['features:' + singles[0]]['full_acc']:.4f})")
+
+        log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
+            f"participants, |S| = {cfg.shared_size})")
+        built = build_datasets(cfg, seed, train, ids, feats, metas, work_dir, singles=singles)
+        a = built["alignment"]
+        log(f"  reference {a['reference']} ({a['reference_prototype']}); " + ", ".join(
+            f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
+            for p in a["participants"]))
         seed_runs: dict[str, dict[str, Any]] = {}
-        for arch in (cfg.arch, cfg.arch2):
+        results["seeds"][str(seed)] = {
+            "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
+            "encoding": built["encoding"], "num_train": int(len(ids)),
+            "single_rows": {"mode": cfg.single_rows, "prototypes": list(singles),
+                            "picked_by": SINGLE_PICK_RULE if cfg.single_rows == "best" else "all"},
+        }
+        for arch in cfg.archs():
             from coopt_flower.students import create_student
 
             torch.manual_seed(seed)  # the same init every training function draws
@@ -166,36 +211,34 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
             seed_runs[arch] = {RANDOM: probes.probe_backbone(init, full=True)}
             log(f"  seed {seed} {arch} {RANDOM}: probe {seed_runs[arch][RANDOM]['acc']:.4f}")
             del init
-            if arch == cfg.arch:
-                rows_to_run = [SUPERVISED, BYOL] + [SINGLE + s for s in cfg.prototypes] + [
-                    UNALIGNED, ALIGNED, HEADS]
-            else:
-                rows_to_run = [ALIGNED, BYOL]
-            if arch == cfg.arch and cfg.byol_long_epochs > 0:
-                rows_to_run.append(BYOL_LONG)
-            for row in rows_to_run:
+            write_outputs(final=False)
+            for row in cfg.arch_rows(arch, singles):
                 dataset = built["datasets"].get(row)
                 epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
                 seed_runs[arch][row] = cached_run(
                     f"seed{seed}-{arch}-{row}-{epochs}ep",
                     lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
                         row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs))
-        results["seeds"][str(seed)] = {
-            "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
-            "encoding": built["encoding"], "num_train": int(len(ids)),
-        }
+                write_outputs(final=False)  # a cut run still leaves a report of what finished
 
-    results["wall_seconds"] = time.perf_counter() - t_start
-    results["environment"]["loadavg_end"] = os.getloadavg()
-    summary = summarize(cfg, results)
-    results["summary"] = summary
-    (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
-    (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
-    plot(cfg, summary, out_dir / PLOT_NAME)
+    summary = write_outputs(final=True)
     log(f"done in {results['wall_seconds'] / 60:.1f} min: {out_dir / MD_NAME}")
     for c in summary["targets"]:
-        log(f"  target {'MET   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']}")
+        state = "NOT RUN" if c.get("not_run") else ("MET    " if c["met"] else "MISSED ")
+        log(f"  target {state} {c['target']}: {c['value']}")
     return results
+
+
+SINGLE_PICK_RULE = ("the prototype whose own features probe highest on the labeled probe "
+                    "(floors: full probe, ties broken by the per-epoch probe)")
+
+
+def pick_singles(cfg: Config, floors: dict[str, dict[str, float]]) -> list[str]:
+    """The prototypes that get a single-prototype row: all, or the best by the floors."""
+    if cfg.single_rows == "all":
+        return list(cfg.prototypes)
+    return [max(cfg.prototypes, key=lambda s: (floors[f"features:{s}"]["full_acc"],
+                                               floors[f"features:{s}"]["acc"]))]
 
 
 def main(argv=None) -> int:
@@ -207,6 +250,8 @@ def main(argv=None) -> int:
     if args.report_only:
         results = json.loads((out_dir / JSON_NAME).read_text())
         cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
+        if args.notes:
+            results["notes"] = Path(args.notes).read_text(encoding="utf-8")
         results["summary"] = summary = summarize(cfg, results)
         (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
         (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
