@@ -72,6 +72,10 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--report-only", action="store_true",
                    help="re-render benchmark.md and the plot from an existing benchmark.json "
                         "(also a partial one, which a run rewrites after every finished row)")
+    p.add_argument("--exclude-rows", default=None,
+                   help="with --report-only: ;-separated rows to leave out of the report (e.g. runs "
+                        "reused from the shared runs dir that this invocation did not train); they "
+                        "are listed as not run")
     p.add_argument("--notes", default=None,
                    help="with --report-only: a Markdown file whose text goes under the title "
                         "(e.g. the commands that produced a run made of several invocations)")
@@ -252,6 +256,12 @@ def main(argv=None) -> int:
         cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
         if args.notes:
             results["notes"] = Path(args.notes).read_text(encoding="utf-8")
+        for row in [r.strip() for r in (args.exclude_rows or "").split(";") if r.strip()]:
+            for seed_results in results["seeds"].values():
+                for runs in seed_results["runs"].values():
+                    if runs.pop(row, None) is not None:
+                        results.setdefault("excluded_rows", []).append(row)
+            results["reused_runs"] = [k for k in results.get("reused_runs", []) if f"-{row}-" not in k]
         results["summary"] = summary = summarize(cfg, results)
         (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
         (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
