@@ -77,11 +77,14 @@ class CoOptStrategy:
                 connected = set(grid.get_node_ids()) if connected is None else connected
                 out[name] = no_reply_reason(msg.metadata.dst_node_id in connected,
                                             time.monotonic() - started, self.settings.reply_timeout_s)
-            elif reply.has_error():
-                out[name] = message_error_reason(reply.error.code, reply.error.reason)
             else:
-                out[name] = reply
+                out[name] = self._reply_or_reason(reply)
         return out
+
+    @staticmethod
+    def _reply_or_reason(reply: Message) -> Message | str:
+        """A reply, or the reason Flower gave for its error."""
+        return message_error_reason(reply.error.code, reply.error.reason) if reply.has_error() else reply
 
     @staticmethod
     def _encode_replies(replies: Mapping[str, Message | str],
@@ -166,18 +169,20 @@ class CoOptStrategy:
 
     # ------------------------------------------------------------------ shared subset
     def configure_shared(self, round_: CoOptRound) -> dict[str, Message]:
-        node_of = {p.name: p.node_id for p in round_.participants}
-        return {name: self._message(round_.server_round, node_of[name], protocol.OPTIMIZE, request.content())
-                for name, request in round_.shared_requests().items()}
+        return self._optimize_messages(round_, round_.shared_requests())
 
     def aggregate_shared(self, round_: CoOptRound, replies: Mapping[str, Message | str]) -> None:
         round_.accept_shared(self._encode_replies(replies, round_.reply_limits()))
 
     # ------------------------------------------------------------------ shard pages
     def configure_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray]) -> dict[str, Message]:
+        return self._optimize_messages(round_, round_.page_requests(wave))
+
+    def _optimize_messages(self, round_: CoOptRound, requests: Mapping[str, EncodeRequest]) -> dict[str, Message]:
+        """One ``train.optimize`` message per participant's request, to the node hosting it."""
         node_of = {p.name: p.node_id for p in round_.participants}
         return {name: self._message(round_.server_round, node_of[name], protocol.OPTIMIZE, request.content())
-                for name, request in round_.page_requests(wave).items()}
+                for name, request in requests.items()}
 
     def aggregate_optimize(self, round_: CoOptRound, wave: Mapping[str, np.ndarray],
                            replies: Mapping[str, Message | str]) -> int:
@@ -230,19 +235,18 @@ class GridPages:
     def __init__(self, strategy: CoOptStrategy, grid: Grid, round_: CoOptRound, poll_s: float = 0.2) -> None:
         self.strategy, self.grid, self.round = strategy, grid, round_
         self.poll_s = poll_s
-        self._sent: dict[str, tuple[str, int, int]] = {}  # message id -> (participant, node, limit)
+        self._sent: dict[str, tuple[str, int]] = {}  # message id -> (participant, reply size limit)
         self._unsent: dict[str, str] = {}  # handle -> why the message could not be pushed
         self._node_of = {p.name: p.node_id for p in round_.participants}
 
     def send(self, name: str, request: EncodeRequest, reply_limit: int) -> str:
-        node = self._node_of[name]
-        message = self.strategy._message(self.round.server_round, node, protocol.OPTIMIZE, request.content())
+        message = self.strategy._optimize_messages(self.round, {name: request})[name]
         ids = list(self.grid.push_messages([message]))
         if not ids or ids[0] is None:
             handle = f"unsent-{len(self._unsent)}"
             self._unsent[handle] = "the page could not be pushed to the SuperLink (see its log)"
             return handle
-        self._sent[ids[0]] = (name, node, reply_limit)
+        self._sent[ids[0]] = (name, reply_limit)
         return ids[0]
 
     def poll(self, handles) -> dict[str, Reply]:
@@ -255,11 +259,9 @@ class GridPages:
             handle = reply.metadata.reply_to_message_id
             if handle not in self._sent:
                 continue
-            name, _, limit = self._sent.pop(handle)
-            if reply.has_error():
-                out[handle] = message_error_reason(reply.error.code, reply.error.reason)
-            else:
-                out[handle] = self.strategy._encode_replies({name: reply}, {name: limit})[name]
+            name, limit = self._sent.pop(handle)
+            out[handle] = self.strategy._encode_replies({name: self.strategy._reply_or_reason(reply)},
+                                                        {name: limit})[name]
         return out
 
     def no_reply(self, name: str, waited_s: float) -> str:
