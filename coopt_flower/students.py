@@ -12,6 +12,9 @@ Name forms accepted by :func:`create_student`:
 ``resnet18-small``
     ResNet-18 with the CIFAR stem (3x3 stride-1 first conv, no max-pool), the usual
     choice for 32 px images. 512-d features.
+``vit-tiny-4x4``
+    timm's VisionTransformer at ViT-Tiny width (192-d, 3 heads, 6 blocks) on a 4x4 grid
+    of patches, a ViT small enough to train on a CPU. 192-d features.
 ``torchvision:<name>``
     Any model of ``torchvision.models.get_model`` (``torchvision:resnet18``,
     ``torchvision:mobilenet_v3_small``, ...). Its last ``nn.Linear`` (the classifier)
@@ -151,6 +154,25 @@ def _resnet18_small(*, image_size: int, pretrained: bool = False, **kwargs: Any)
     model.feature_dim = model.fc.in_features
     model.fc = nn.Identity()
     return model
+
+
+@register_student("vit-tiny-4x4")
+def _vit_tiny_4x4(*, image_size: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    # timm's VisionTransformer at ViT-Tiny width (192-d, 3 heads) cut to small images: the
+    # patch is a quarter of the image side, so any input is a 4x4 grid of 16 tokens (plus the
+    # class token), and 6 blocks instead of ViT-Ti's 12. ViT-Ti/4 (64 tokens, 12 blocks) costs
+    # about 8x more per image, too much for a CPU benchmark; kwargs override any of these.
+    import timm
+
+    if pretrained:
+        raise ValueError("vit-tiny-4x4 has no pretrained weights (its patch size depends on "
+                         "image_size); use 'timm:<vit name>' with pretrained=True instead")
+    if image_size % 4:
+        raise ValueError(f"vit-tiny-4x4 needs an image side divisible by 4, got {image_size}")
+    config = dict(img_size=image_size, patch_size=image_size // 4, embed_dim=192, depth=6,
+                  num_heads=3, num_classes=0)
+    config.update(kwargs)
+    return timm.models.vision_transformer.VisionTransformer(**config)
 
 
 # ---------------------------------------------------------------------------

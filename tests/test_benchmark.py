@@ -144,40 +144,49 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     for r in cut["summary"]["rows"]:
         assert r["acc_mean"] == by_row[(r["row"], r["arch"])]["acc_mean"]
     md = (small / B.MD_NAME).read_text()
-    assert "no second student" in md and f"single-prototype row = `{best}`" in md
+    assert "no further student" in md and f"single-prototype row = `{best}`" in md
     assert cut["summary"]["not_run"] == []
+
+
+def _run(accs, full):
+    """One stored training run as the benchmark records it (curve values are made up)."""
+    return {"epoch_times": [1.0] * len(accs), "epoch_cpu_times": [1.0] * len(accs),
+            "losses": [0.0] * len(accs), "probe_acc": accs, "full_probe_acc": full,
+            "probe_seconds": [0.1] * len(accs), "wall_seconds": float(len(accs))}
+
+
+def _seed_results(runs, prototypes=("p1", "p2")):
+    """One seed's part of benchmark.json around the given ``{arch: {row: run}}``."""
+    floors = {"raw pixels": {"acc": 0.80, "full_acc": 0.79, "dim": 784},
+              "features:p1": {"acc": 0.82, "full_acc": 0.81, "dim": 8},
+              "features:p2": {"acc": 0.83, "full_acc": 0.80, "dim": 8}}
+    encoding = {"collaborative_max_seconds": 1.0, "collaborative_sum_seconds": 2.0,
+                "collaborative_max_cpu_seconds": 1.0, "collaborative_sum_cpu_seconds": 2.0,
+                "centralized_seconds": {p: 1.0 for p in prototypes},
+                "collaborative_seconds": {p: 0.5 for p in prototypes}}
+    return {"floors": floors, "encoding": encoding, "num_train": 10,
+            "alignment": {"reference": "a", "reference_prototype": "p1", "participants": []},
+            "single_rows": {"mode": "all", "prototypes": list(prototypes), "picked_by": "all"},
+            "runs": runs}
+
+
+def _results(cfg, seeds, *, finished=False):
+    return {"config": cfg.as_dict(), "command": "python -m simulations.benchmark",
+            "finished": finished, "wall_seconds": 10.0, "reused_runs": [],
+            "environment": {"cpu_count": 2}, "encoding_rates": {"p1": 10.0, "p2": 10.0},
+            "encoding_meta": {"p1": {"images_per_cpu_second": 10.0},
+                              "p2": {"images_per_cpu_second": 10.0}},
+            "seeds": seeds}
 
 
 def test_a_partial_run_reports_missing_rows_as_not_run():
     """Targets that need a row nobody ran are "not run", never met; the rest still render."""
     cfg = B.Config(seeds=(0, 1), arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10,
                    epochs=2)
-
-    def run(accs, full):
-        return {"epoch_times": [1.0] * len(accs), "epoch_cpu_times": [1.0] * len(accs),
-                "losses": [0.0] * len(accs), "probe_acc": accs, "full_probe_acc": full,
-                "probe_seconds": [0.1] * len(accs), "wall_seconds": float(len(accs))}
-
-    floors = {"raw pixels": {"acc": 0.80, "full_acc": 0.79, "dim": 784},
-              "features:p1": {"acc": 0.82, "full_acc": 0.81, "dim": 8},
-              "features:p2": {"acc": 0.83, "full_acc": 0.80, "dim": 8}}
-    encoding = {"collaborative_max_seconds": 1.0, "collaborative_sum_seconds": 2.0,
-                "collaborative_max_cpu_seconds": 1.0, "collaborative_sum_cpu_seconds": 2.0,
-                "centralized_seconds": {"p1": 1.0, "p2": 1.0},
-                "collaborative_seconds": {"p1": 0.5, "p2": 0.5}}
-    results = {
-        "config": cfg.as_dict(), "command": "python -m simulations.benchmark", "finished": False,
-        "wall_seconds": 10.0, "reused_runs": [], "environment": {"cpu_count": 2},
-        "encoding_rates": {"p1": 10.0, "p2": 10.0},
-        "encoding_meta": {"p1": {"images_per_cpu_second": 10.0}, "p2": {"images_per_cpu_second": 10.0}},
-        "seeds": {"0": {  # seed 0 cut after BYOL; seed 1 never started
-            "floors": floors, "encoding": encoding, "num_train": 10,
-            "alignment": {"reference": "a", "reference_prototype": "p1", "participants": []},
-            "single_rows": {"mode": "all", "prototypes": ["p1", "p2"], "picked_by": "all"},
-            "runs": {cfg.arch: {B.RANDOM: {"acc": 0.70, "full_acc": 0.72},
-                                B.ALIGNED: run([0.74, 0.86], 0.86),
-                                B.BYOL: run([0.71, 0.75], 0.74)}}}},
-    }
+    # Seed 0 cut after BYOL; seed 1 never started.
+    results = _results(cfg, {"0": _seed_results({cfg.arch: {
+        B.RANDOM: {"acc": 0.70, "full_acc": 0.72}, B.ALIGNED: _run([0.74, 0.86], 0.86),
+        B.BYOL: _run([0.71, 0.75], 0.74)}})})
     summary = B.summarize(cfg, results)
     assert summary["seeds_done"] == [0]
     assert "seed 1: not started (no row of it ran)" in summary["not_run"]
@@ -241,3 +250,70 @@ def test_no_benchmark_step_ignores_the_device(tmp_path):
     for row in (B.SUPERVISED, B.BYOL, B.ALIGNED):  # every training row
         with pytest.raises(refused, match=NO_CUDA):
             train_row(row, cfg.arch, cfg, 0, probes, x, y, dataset)
+
+
+def test_arch2_is_a_list_of_further_students():
+    cfg = B.Config(arch2="torchvision:resnet18, vit-tiny-4x4")
+    assert cfg.archs() == ["small-cnn", "torchvision:resnet18", "vit-tiny-4x4"]
+    assert cfg.arch_rows("vit-tiny-4x4", ["p1"]) == [B.ALIGNED, B.BYOL]
+    assert B.Config(arch2="none").archs() == B.Config(arch2="").archs() == ["small-cnn"]
+    with pytest.raises(ValueError, match="twice.*small-cnn"):
+        B.Config(arch2="small-cnn")
+
+
+def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
+    """Seeds and students trained by separate invocations give the report one run would."""
+    from simulations.benchmark.merge import merge_results
+
+    base_cfg = B.Config(seeds=(0,), arch2="", prototypes=("p1", "p2"), num_train=10,
+                        num_test=10, epochs=2, single_rows="best")
+    more_cfg = B.Config(seeds=(1,), arch2="vit-tiny-4x4", prototypes=("p1", "p2"), num_train=10,
+                        num_test=10, epochs=2, single_rows="best", extra_merges=False,
+                        byol_long_epochs=0)
+    small = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
+             B.BYOL: _run([0.71, 0.75], 0.75)}
+    vit = {B.RANDOM: {"acc": 0.60, "full_acc": 0.60}, B.ALIGNED: _run([0.70, 0.80], 0.80),
+           B.BYOL: _run([0.62, 0.66], 0.66)}
+    base = _results(base_cfg, {"0": _seed_results({"small-cnn": small})}, finished=True)
+    more = _results(more_cfg, {"1": _seed_results({"small-cnn": {
+        **small, B.ALIGNED: _run([0.75, 0.84], 0.84)}, "vit-tiny-4x4": vit})}, finished=True)
+
+    merged = merge_results(base, more, where="more.json")
+    assert merged["config"]["seeds"] == [0, 1] and merged["config"]["arch2"] == "vit-tiny-4x4"
+    assert merged["config"]["byol_long_epochs"] == 30 and merged["config"]["extra_merges"]
+    assert list(base["config"]["seeds"]) == [0] and "1" not in base["seeds"]  # inputs untouched
+    assert merge_results(merged, more, where="again") == merged  # idempotent
+    cfg = B.Config.from_dict(merged["config"])
+    summary = B.summarize(cfg, merged)
+    rows = {(r["row"], r["arch"]): r for r in summary["rows"]}
+    assert rows[(B.ALIGNED, "small-cnn")]["seeds"] == [0, 1]
+    assert rows[(B.ALIGNED, "small-cnn")]["acc_mean"] == pytest.approx(0.85)
+    assert rows[(B.ALIGNED, "vit-tiny-4x4")]["seeds"] == [1]
+    every = [c for c in summary["targets"] if c["target"].startswith("every student")]
+    assert len(every) == 1 and every[0]["met"]  # +10 and +14 points, BYOL above init on both
+    md = B.render_markdown(cfg, merged, summary)
+    assert "## (d) One optimized dataset, many students" in md and "Made of these invocations" in md
+    assert "| vit-tiny-4x4 | 1 | 60.0 | 66.0 | 80.0 | +14.0 (+14.0) | yes |" in md
+
+    # A collapsed BYOL on one student fails the every-student target even though CoOpt wins.
+    collapsed = json.loads(json.dumps(merged))
+    collapsed["seeds"]["1"]["runs"]["vit-tiny-4x4"][B.BYOL] = _run([0.58, 0.55], 0.55)
+    every = [c for c in B.summarize(cfg, collapsed)["targets"] if c["target"].startswith("every student")]
+    assert not every[0]["met"] and "BYOL not above init" in every[0]["value"]
+
+    with pytest.raises(ValueError, match="epochs = 3 there, 2 here"):
+        merge_results(base, _results(B.Config(**{**more_cfg.as_dict(), "epochs": 3}),
+                                     more["seeds"], finished=True), where="x")
+    with pytest.raises(ValueError, match="seed 0 is in both"):
+        merge_results(base, _results(base_cfg, {"0": more["seeds"]["1"]}, finished=True), where="x")
+    with pytest.raises(ValueError, match="did not finish"):
+        merge_results(base, dict(more, finished=False), where="x")
+
+    # The command line: the out dir's benchmark.json gets the other run's seeds.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / B.JSON_NAME).write_text(json.dumps(base))
+    (tmp_path / "more.json").write_text(json.dumps(more))
+    B.main(["--report-only", "--out-dir", str(out), "--add-results", str(tmp_path / "more.json")])
+    written = json.loads((out / B.JSON_NAME).read_text())
+    assert sorted(written["seeds"]) == ["0", "1"] and "vit-tiny-4x4" in (out / B.MD_NAME).read_text()

@@ -21,6 +21,7 @@ from coopt_flower.students import (
         ("torchvision:resnet18", 512),
         ("torchvision:mobilenet_v3_small", 1024),
         ("timm:resnet18", 512),
+        ("vit-tiny-4x4", 192),
     ],
 )
 def test_each_name_form_builds_with_feature_dim(arch, dim):
@@ -37,6 +38,17 @@ def test_resnet18_small_keeps_resolution_in_the_stem():
     model = create_student("resnet18-small", image_size=32)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert isinstance(model.maxpool, nn.Identity)
+
+
+def test_vit_tiny_4x4_is_a_4x4_token_grid_at_any_size():
+    for size in (32, 64):
+        model = create_student("vit-tiny-4x4", image_size=size)
+        assert model.patch_embed.grid_size == (4, 4) and len(model.blocks) == 6
+    assert len(create_student("vit-tiny-4x4", image_size=32, depth=2).blocks) == 2
+    with pytest.raises(ValueError, match="divisible by 4"):
+        create_student("vit-tiny-4x4", image_size=30)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_student("vit-tiny-4x4", image_size=32, pretrained=True)
 
 
 def test_small_cnn_widths_and_kwargs():

@@ -56,7 +56,9 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 0.01
     arch: str = "small-cnn"
-    # Second student ("" or "none": no second student, e.g. for a run that must fit a time limit).
+    # Further students, comma-separated (the cross-architecture table: every one trains on the
+    # same merged dataset, CoOpt (aligned) and BYOL rows); "" or "none": only ``arch``, e.g.
+    # for a run that must fit a time limit.
     arch2: str = "torchvision:resnet18"
     # "all": one single-prototype row per prototype; "best": only the prototype whose own
     # features probe highest on the labeled probe (the floors, computed anyway; full probe,
@@ -85,11 +87,16 @@ class Config:
             raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
+        self.archs()  # a student named twice is refused here, not after hours of training
 
     def archs(self) -> list[str]:
-        """The students this config trains: ``arch``, then ``arch2`` unless it is empty/none."""
-        second = (self.arch2 or "").strip()
-        return [self.arch] + ([second] if second and second.lower() != "none" else [])
+        """The students this config trains: ``arch``, then each of ``arch2`` (comma-separated)."""
+        more = [a.strip() for a in (self.arch2 or "").split(",")]
+        more = [a for a in more if a and a.lower() != "none"]
+        dup = sorted({a for a in [self.arch] + more if ([self.arch] + more).count(a) > 1})
+        if dup:
+            raise ValueError(f"arch2 names a student twice (or repeats arch): {', '.join(dup)}")
+        return [self.arch] + more
 
     def arch_rows(self, arch: str, singles: Sequence[str]) -> list[str]:
         """The training rows of one student, most important first (a cut run keeps those).

@@ -21,6 +21,7 @@ from simulations.benchmark.config import (BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, 
                                           RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
+from simulations.benchmark.merge import MERGEABLE_KEYS, merge_results
 from simulations.benchmark.report import plot, render_markdown, summarize
 from simulations.benchmark.rows import ProbeSet, train_row
 
@@ -30,8 +31,9 @@ OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim"
              "threads", "byol_long_epochs", "device", "single_rows", "extra_merges")
 
 
-# Config keys that do not change a stored training run (see ``run``).
-RUN_KEY_IGNORES = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
+# Config keys that do not change a stored training run (see ``run``); runs that differ only
+# in these also merge into one report (``--add-results``).
+RUN_KEY_IGNORES = MERGEABLE_KEYS
 
 
 def _bool(text: str) -> bool:
@@ -51,7 +53,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                    help=f"the smoke configuration ({TINY_CONFIG.name}: 200 train / 100 test, 1 epoch, "
                         "1 seed, 2 prototypes at 32 px); explicit options still override it")
     types = {f: type(v) for f, v in asdict(Config()).items()}
-    helps = {"arch2": "second student; '' or none: no second student",
+    helps = {"arch2": "further students, comma-separated (the cross-architecture rows); '' or none: only --arch",
              "single_rows": "all: a single-prototype row per prototype; best: only the prototype "
                             "whose own features probe highest (the floors)",
              "extra_merges": "true/false: the CoOpt (procrustes) and CoOpt (cca) rows"}
@@ -76,10 +78,16 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                    help="with --report-only: ;-separated rows to leave out of the report (e.g. runs "
                         "reused from the shared runs dir that this invocation did not train); they "
                         "are listed as not run")
+    p.add_argument("--add-results", action="append", default=[], metavar="JSON",
+                   help="with --report-only: add the seeds of another finished run's "
+                        "benchmark.json (same settings; e.g. seeds or students run by a separate "
+                        "invocation) to this report; repeatable")
     p.add_argument("--notes", default=None,
                    help="with --report-only: a Markdown file whose text goes under the title "
                         "(e.g. the commands that produced a run made of several invocations)")
     args = p.parse_args(argv)
+    if args.add_results and not args.report_only:
+        p.error("--add-results merges finished runs into a report: use it with --report-only")
     if args.tiny and args.config:
         p.error("--tiny is a config file of its own: give --tiny or --config, not both")
     args.config = Path(args.config or (TINY_CONFIG if args.tiny else DEFAULT_CONFIG))
@@ -253,6 +261,8 @@ def main(argv=None) -> int:
         Path("/tmp/coopt-benchmark-tiny") if cfg.tiny else RESULTS_DIR / args.config.stem)
     if args.report_only:
         results = json.loads((out_dir / JSON_NAME).read_text())
+        for path in args.add_results:
+            results = merge_results(results, json.loads(Path(path).read_text()), where=path)
         cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
         if args.notes:
             results["notes"] = Path(args.notes).read_text(encoding="utf-8")

@@ -208,6 +208,9 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
                        "met": val is not None and val >= SPEEDUP_TRAINING
                        and enc >= SPEEDUP_WITH_ENCODING})
 
+    if len(cfg.archs()) > 1:
+        checks.append(_every_student_target(cfg, summary))
+
     floors = {f["name"]: f for f in summary["floors"]}
     (al,), missing = rows(ALIGNED)
     target = f"{cfg.arch}: CoOpt (aligned) >= raw pixels"
@@ -277,6 +280,40 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append({"target": target, "value": f"{vs_un:+.1f} points (full probe {vs_un_full:+.1f})",
                        "met": vs_un >= 2.0 and vs_un_full >= 2.0})
     return checks
+
+
+def cross_architecture(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One merged dataset, many students: CoOpt (aligned) vs BYOL at equal epochs per student.
+
+    A student counts only where BYOL is healthy (rises above its own random init on both
+    probes); where it does not, the comparison is against a collapsed baseline and says so.
+    """
+    out = []
+    for arch in cfg.archs():
+        init, al, by = (_row(summary, r, arch) for r in (RANDOM, ALIGNED, BYOL))
+        if al is None or by is None or init is None:
+            continue
+        out.append({"arch": arch, "seeds": sorted(set(al["seeds"]) & set(by["seeds"])),
+                    "init": init["acc_mean"], "byol": by["acc_mean"], "coopt": al["acc_mean"],
+                    "byol_full": by["full_acc_mean"], "coopt_full": al["full_acc_mean"],
+                    "gap": 100 * (al["acc_mean"] - by["acc_mean"]),
+                    "gap_full": 100 * (al["full_acc_mean"] - by["full_acc_mean"]),
+                    "byol_healthy": by["acc_mean"] > init["acc_mean"]
+                    and by["full_acc_mean"] > init["full_acc_mean"],
+                    "train_seconds": {"coopt": al["train_seconds"], "byol": by["train_seconds"]}})
+    return out
+
+
+def _every_student_target(cfg: Config, summary: dict[str, Any]) -> dict[str, Any]:
+    target = "every student: CoOpt (aligned) > a healthy BYOL at equal epochs (one merged dataset)"
+    table = {r["arch"]: r for r in cross_architecture(cfg, summary)}
+    missing = [f"CoOpt (aligned) / BYOL ({a})" for a in cfg.archs() if a not in table]
+    if missing:
+        return _not_run(target, missing)
+    parts = [f"{a} {r['gap']:+.1f}" + ("" if r["byol_healthy"] else " (BYOL not above init)")
+             for a, r in table.items()]
+    return {"target": target, "value": "; ".join(parts) + " points",
+            "met": all(r["gap"] > 0 and r["gap_full"] > 0 and r["byol_healthy"] for r in table.values())}
 
 
 # --------------------------------------------------------------------------- report
@@ -358,6 +395,21 @@ def _curve_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _merged_parts(results: dict[str, Any]) -> list[str]:
+    """The invocations a merged report is made of (``--add-results``), one line each."""
+    parts = results.get("merged_from")
+    if not parts:
+        return []
+    lines = ["Made of these invocations (each trained the seeds and students named; merged with "
+             "`--report-only --add-results`):", ""]
+    for p in parts:
+        load = ", ".join("-" if v is None else f"{v[0]:.1f}" for v in p["loadavg"])
+        lines.append(f"- `{p['command']}`: seeds {', '.join(map(str, p['seeds']))}; students "
+                     f"{', '.join(p['students'])}; {p['wall_seconds'] / 60:.0f} min wall clock; "
+                     f"1-min load average at start / end {load}")
+    return lines + [""]
+
+
 def _same_probe_note(cfg: Config) -> str:
     """Whether the full probe is the per-epoch probe again (both run the same steps)."""
     steps_per_epoch = math.ceil(cfg.num_train / 256)
@@ -402,7 +454,7 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
                                    "finished, with a reduced row list"), ""]
         skipped = []
         if len(cfg.archs()) < 2:
-            skipped.append("no second student (`arch2` empty): every second-architecture row")
+            skipped.append("no further student (`arch2` empty): every other architecture's rows")
         if cfg.single_rows != "all":
             skipped.append("`single_rows: best`: one single-prototype row, the prototype whose own "
                            "features probe highest (floors), instead of one per prototype")
@@ -440,8 +492,10 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         f"{', '.join(map(str, done))}. Prototypes at {cfg.proto_image_size} px, "
         f"targets {cfg.target_dim}-d ({cfg.target_dtype}), {len(cfg.prototypes)} participants "
         f"(IID shards), shared subset {cfg.shared_size}. {cfg.threads} torch thread(s) on "
-        f"{results['environment']['cpu_count']} CPU cores; wall clock of this invocation "
-        f"{results['wall_seconds'] / 60:.1f} min"
+        f"{results['environment']['cpu_count']} CPU cores; wall clock of "
+        + (f"the {len(results['merged_from'])} invocations below (sum) "
+           if results.get("merged_from") else "this invocation ")
+        + f"{results['wall_seconds'] / 60:.1f} min"
         + (f" ({len(results['reused_runs'])} training runs reused from an earlier invocation "
            f"with `--resume`; each run's own wall clock is in the JSON)."
            if results.get("reused_runs") else "."),
@@ -454,19 +508,21 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         + (f"mean ± std over {n_seeds} seeds." if n_seeds > 1 else "one seed (no std).")
         + " Training time excludes probing.",
         "",
+        *_merged_parts(results),
         "## (a) Equal epochs",
         "",
-        "| method | student | epochs | probe | full probe | train time (s) | s/epoch | "
+        "| method | student | seeds | epochs | probe | full probe | train time (s) | s/epoch | "
         "train CPU (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     def sd(v):
         return v if n_seeds > 1 else None
 
     for r in summary["rows"]:
-        lines.append(f"| {r['row']} | {r['arch']} | {r.get('epochs', 0)} | "
-                     f"{_pct(r['acc_mean'], sd(r['acc_std']))} | "
-                     f"{_pct(r['full_acc_mean'], sd(r['full_acc_std']))} | "
+        lines.append(f"| {r['row']} | {r['arch']} | {', '.join(map(str, r['seeds']))} | "
+                     f"{r.get('epochs', 0)} | "
+                     f"{_pct(r['acc_mean'], sd(r['acc_std']) if len(r['seeds']) > 1 else None)} | "
+                     f"{_pct(r['full_acc_mean'], sd(r['full_acc_std']) if len(r['seeds']) > 1 else None)} | "
                      f"{r['train_seconds']:.0f} | {r['epoch_seconds']:.1f} | "
                      f"{r.get('train_cpu_seconds', 0.0):.0f} |")
     lines += ["", "Floors (features probed directly, no student):", "",
@@ -482,6 +538,20 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         for row, v in eq["rows"].items():
             note = " (finished earlier)" if v["finished_before_budget"] and row != ALIGNED else ""
             lines.append(f"| {row} | {_pct(v['acc'])}{note} | {v['train_seconds']:.0f} |")
+    cross = cross_architecture(cfg, summary)
+    if len(cross) > 1:
+        lines += ["", "## (d) One optimized dataset, many students (CoOpt (aligned) vs BYOL, "
+                      "equal epochs)", "",
+                  "Every student trains on the same merged dataset of its seed; BYOL gets the "
+                  "same images, augmentations, epochs and probe.", "",
+                  "| student | seeds | random init | BYOL | CoOpt (aligned) | CoOpt - BYOL "
+                  "(full probe) | BYOL above random init | train time CoOpt / BYOL (s) |",
+                  "|---|---|---:|---:|---:|---|---|---|"]
+        for r in cross:
+            lines.append(f"| {r['arch']} | {', '.join(map(str, r['seeds']))} | {_pct(r['init'])} | "
+                         f"{_pct(r['byol'])} | {_pct(r['coopt'])} | {r['gap']:+.1f} "
+                         f"({r['gap_full']:+.1f}) | {'yes' if r['byol_healthy'] else 'no'} | "
+                         f"{r['train_seconds']['coopt']:.0f} / {r['train_seconds']['byol']:.0f} |")
     lines += _curve_table(summary)
     lines += ["", "## (c) Speedup: BYOL's training time to its final accuracy / CoOpt (aligned)'s "
                   "time to the same accuracy", ""]

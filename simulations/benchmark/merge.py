@@ -1,0 +1,76 @@
+"""One report from several benchmark invocations (``--report-only --add-results``).
+
+At the real budget the benchmark is hours of CPU work per seed, so seeds and students are run
+by separate invocations, in parallel on two cores or on different days and machines. Each
+writes its own ``benchmark.json``; merging them gives the report a single run would have
+written. Only runs of the same settings merge: every config key that changes what one
+training run trains on must be equal (the keys a stored run is reused across may differ:
+which seeds, which further students, which optional rows). Nothing is averaged here; the
+seeds are put side by side and :func:`simulations.benchmark.report.summarize` does the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# Config keys that may differ between merged runs (they choose which runs exist, not what a
+# run trains on); the same list as the stored-run reuse of ``--resume``.
+MERGEABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
+
+
+def _archs(config: dict[str, Any]) -> list[str]:
+    return [a.strip() for a in (config.get("arch2") or "").split(",")
+            if a.strip() and a.strip().lower() != "none"]
+
+
+def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``base`` with the seeds of ``other`` added (a new dict; neither input is changed).
+
+    Raises
+    ------
+    ValueError
+        When a key that changes a training run differs (named, with both values), when a seed
+        is in both with different results, or when ``other`` did not finish.
+    """
+    mine, theirs = base["config"], other["config"]
+    differ = sorted(k for k in set(mine) | set(theirs)
+                    if k not in MERGEABLE_KEYS and mine.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"{where}: cannot merge runs of different settings: " + "; ".join(
+            f"{k} = {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ))
+    if not other.get("finished", False):
+        raise ValueError(f"{where}: that run did not finish (finished: false); merge a finished "
+                         "run, or re-run it with --resume")
+    merged = copy.deepcopy(base)
+    for seed, result in other["seeds"].items():
+        if seed in merged["seeds"]:
+            if merged["seeds"][seed] == result:
+                continue  # merged before: merging is idempotent
+            raise ValueError(f"{where}: seed {seed} is in both runs with different results; "
+                             "a seed comes from one invocation")
+        merged["seeds"][seed] = copy.deepcopy(result)
+    merged["seeds"] = dict(sorted(merged["seeds"].items(), key=lambda kv: int(kv[0])))
+    cfg = merged["config"]
+    cfg["seeds"] = sorted(int(s) for s in merged["seeds"])
+    cfg["arch2"] = ",".join(dict.fromkeys(_archs(mine) + _archs(theirs)))
+    cfg["single_rows"] = "all" if "all" in (mine["single_rows"], theirs["single_rows"]) else "best"
+    cfg["extra_merges"] = bool(mine["extra_merges"] or theirs["extra_merges"])
+    cfg["byol_long_epochs"] = max(mine["byol_long_epochs"], theirs["byol_long_epochs"])
+    parts = merged.setdefault("merged_from", [_part(base)])
+    if not any(p == _part(other) for p in parts):
+        parts.append(_part(other))
+    merged["reused_runs"] = list(dict.fromkeys(base.get("reused_runs", []) + other.get("reused_runs", [])))
+    merged["wall_seconds"] = sum(p["wall_seconds"] for p in parts)
+    merged["finished"] = bool(base.get("finished", False))
+    return merged
+
+
+def _part(results: dict[str, Any]) -> dict[str, Any]:
+    """What the merged report says about one invocation."""
+    return {"command": results.get("command", ""), "seeds": sorted(int(s) for s in results["seeds"]),
+            "students": [results["config"]["arch"]] + _archs(results["config"]),
+            "wall_seconds": float(results.get("wall_seconds", 0.0)),
+            "encoding_rates": results.get("encoding_rates", {}),
+            "loadavg": [results.get("environment", {}).get("loadavg_start"),
+                        results.get("environment", {}).get("loadavg_end")]}
