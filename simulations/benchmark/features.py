@@ -29,10 +29,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
-
-
 def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np.ndarray,
                     *, batch_size: int, split: str, device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
     """Prototype features of ``ids`` from the cache, encoding the ids it does not hold yet.
