@@ -23,7 +23,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "multiround.yaml"
 # The study's keys (also its command-line options, with dashes) and their types.
 KEYS = {"rounds": int, "num_samples": int, "shared_size": int, "image_size": int, "target_dim": int,
         "train_epochs": int, "probe_train": int, "probe_test": int, "seed": int, "pools": dict,
-        "policies": list}
+        "policies": list, "student_image_size": int}
+# Keys a config may leave out, with the value the app takes then (the committed small study
+# predates them).
+OPTIONAL = {"student_image_size": 0}
 
 
 def load_config(path: str | Path) -> dict:
@@ -34,6 +37,7 @@ def load_config(path: str | Path) -> dict:
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             raise ValueError(f"{path}: unknown study key {key!r}"
                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+    values = {**OPTIONAL, **values}
     missing = sorted(set(KEYS) - set(values))
     if missing:
         raise ValueError(f"{path}: missing study keys {', '.join(missing)}")
@@ -48,6 +52,7 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
     config = {
         "prototypes": specs, "num-samples": args.num_samples, "shared-size": args.shared_size,
         "image-size": args.image_size, "target-dim": args.target_dim, "seed": args.seed,
+        "student-image-size": args.student_image_size,
         "num-server-rounds": args.rounds, "train-epochs": args.train_epochs,
         "refinement": policy, "probe-train-samples": args.probe_train,
         "probe-test-samples": args.probe_test, "output-dir": str(out), "overwrite": True,
@@ -76,7 +81,9 @@ def render(results: list[dict], args) -> str:
         f"`{args.command}` (config `{args.config}`)",
         "",
         f"{args.num_samples} samples, shared subset {args.shared_size}, prototypes at {args.image_size} px, "
-        f"target dim {args.target_dim}; after every round a small-cnn student is trained for "
+        f"target dim {args.target_dim}; after every round a small-cnn student"
+        + (f" at {args.student_image_size} px" if args.student_image_size else "")
+        + " is trained for "
         f"{args.train_epochs} epochs on the round's dataset and linear-probed "
         f"({args.probe_train} labeled train / {args.probe_test} test images).",
         "",
