@@ -129,7 +129,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     # only, no procrustes / cca. Its training runs are the stored ones (--resume).
     small = tmp_path / "small"
     B.main(["--tiny", "--out-dir", str(small), "--cache-dir", str(cache), "--resume", "--arch2", "",
-            "--single-rows", "best", "--extra-merges", "false"])
+            "--single-rows", "best", "--extra-merges", "false", "--skip-rows", B.HEADS])
     cut = json.loads((small / B.JSON_NAME).read_text())
     floors = cut["seeds"][str(seed)]["floors"]
     best = max(cfg["prototypes"], key=lambda s: (floors[f"features:{s}"]["full_acc"],
@@ -137,7 +137,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert cut["seeds"][str(seed)]["single_rows"]["prototypes"] == [best]
     got = {(r["row"], r["arch"]) for r in cut["summary"]["rows"]}
     assert got == {(row, arch) for row, arch in expected
-                   if arch == cfg["arch"] and row not in (B.PROCRUSTES, B.CCA)
+                   if arch == cfg["arch"] and row not in (B.PROCRUSTES, B.CCA, B.HEADS)
                    and (not row.startswith(B.SINGLE) or row == B.SINGLE + best)}
     assert len(cut["reused_runs"]) == len(got) - 1  # every trained row came from the store
     by_row = {(r["row"], r["arch"]): r for r in summary["rows"]}
@@ -145,7 +145,8 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert r["acc_mean"] == by_row[(r["row"], r["arch"])]["acc_mean"]
     md = (small / B.MD_NAME).read_text()
     assert "no further student" in md and f"single-prototype row = `{best}`" in md
-    assert cut["summary"]["not_run"] == []
+    assert cut["summary"]["not_run"] == [f"seed {seed}, {cfg['arch']}: {B.HEADS}"]  # skipped
+    assert f"{B.HEADS}" in md.split("not run (no result below uses them)")[1]
 
 
 def _run(accs, full):

@@ -11,13 +11,13 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples
-from simulations.benchmark.config import (BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM,
+from simulations.benchmark.config import (BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
                                           RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
@@ -71,6 +71,10 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                         "/tmp/coopt-benchmark-tiny for --tiny)")
     p.add_argument("--resume", action="store_true",
                    help="reuse per-run results already in the work dir (same config)")
+    p.add_argument("--skip-rows", default=None,
+                   help="';'-separated rows not to train in this invocation (e.g. 'CoOpt (no "
+                        "alignment);CoOpt (heads)' to fit a time limit); the report lists them as "
+                        "not run")
     p.add_argument("--report-only", action="store_true",
                    help="re-render benchmark.md and the plot from an existing benchmark.json "
                         "(also a partial one, which a run rewrites after every finished row)")
@@ -110,8 +114,12 @@ def _config_name(path: Path) -> str:
 
 
 def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: bool = False,
-        command: str = "", config_file: str = "") -> dict[str, Any]:
-    """Run the whole benchmark and write the JSON, the Markdown and the plot."""
+        command: str = "", config_file: str = "", skip_rows: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the whole benchmark and write the JSON, the Markdown and the plot.
+
+    ``skip_rows``: row names not trained by this invocation (every student); the report lists
+    them as not run, and a target that needs one is not run either.
+    """
     t_start = time.perf_counter()
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +233,8 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
             del init
             write_outputs(final=False)
             for row in cfg.arch_rows(arch, singles):
+                if row in skip_rows:
+                    continue
                 dataset = built["datasets"].get(row)
                 epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
                 seed_runs[arch][row] = cached_run(
@@ -280,6 +290,11 @@ def main(argv=None) -> int:
         return 0
     argv_list = sys.argv[1:] if argv is None else list(argv)
     command = "python -m simulations.benchmark" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    known = {r for arch in cfg.archs() for r in cfg.arch_rows(arch, [])} | {SINGLE}
+    skip = [r.strip() for r in (args.skip_rows or "").split(";") if r.strip()]
+    for row in skip:
+        if row not in known and not row.startswith(SINGLE):
+            raise SystemExit(f"--skip-rows: unknown row {row!r}; rows: {'; '.join(sorted(known))}")
     run(cfg, cache_dir=cache_dir, work_dir=work_dir, out_dir=out_dir, resume=args.resume,
-        command=command, config_file=_config_name(args.config))
+        command=command, config_file=_config_name(args.config), skip_rows=skip)
     return 0
