@@ -275,7 +275,8 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
              B.BYOL: _run([0.71, 0.75], 0.75)}
     vit = {B.RANDOM: {"acc": 0.60, "full_acc": 0.60}, B.ALIGNED: _run([0.70, 0.80], 0.80),
            B.BYOL: _run([0.62, 0.66], 0.66)}
-    base = _results(base_cfg, {"0": _seed_results({"small-cnn": small})}, finished=True)
+    base = _results(base_cfg, {"0": _seed_results({"small-cnn": {
+        **small, B.UNALIGNED: _run([0.72, 0.85], 0.85)}})}, finished=True)
     more = _results(more_cfg, {"1": _seed_results({"small-cnn": {
         **small, B.ALIGNED: _run([0.75, 0.84], 0.84)}, "vit-tiny-4x4": vit})}, finished=True)
 
@@ -290,6 +291,10 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     assert rows[(B.ALIGNED, "small-cnn")]["seeds"] == [0, 1]
     assert rows[(B.ALIGNED, "small-cnn")]["acc_mean"] == pytest.approx(0.85)
     assert rows[(B.ALIGNED, "vit-tiny-4x4")]["seeds"] == [1]
+    # A comparison with a row of seed 0 only is paired on seed 0 (86 vs 85), not 3-seed mean
+    # against one seed (85 vs 85).
+    vs_unaligned = [c for c in summary["targets"] if "aligned clearly above unaligned" in c["target"]]
+    assert vs_unaligned[0]["value"].startswith("+1.0 points") and "(on seed 0, " in vs_unaligned[0]["value"]
     every = [c for c in summary["targets"] if c["target"].startswith("every student")]
     assert len(every) == 1 and every[0]["met"]  # +10 and +14 points, BYOL above init on both
     md = B.render_markdown(cfg, merged, summary)

@@ -75,7 +75,9 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
         fm, fsd = mean_std([r["full_acc"] for r in init])
         summary["rows"].append({"row": RANDOM, "arch": arch, "acc_mean": m, "acc_std": sd,
                                 "full_acc_mean": fm, "full_acc_std": fsd, "train_seconds": 0.0,
-                                "epoch_seconds": 0.0, "seeds": [int(s) for s in with_init]})
+                                "epoch_seconds": 0.0, "seeds": [int(s) for s in with_init],
+                                "per_seed": {s: {"acc": r["acc"], "full_acc": r["full_acc"]}
+                                             for s, r in zip(with_init, init)}})
         names: list[str] = []
         for s in with_init:
             names += [r for r in results["seeds"][s]["runs"][arch] if r != RANDOM and r not in names]
@@ -103,6 +105,8 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
                 "curve_epochs": list(range(len(times))),
                 "curve_seconds": times.tolist(), "curve_acc_mean": accs.tolist(),
                 "curve_acc_std": accs_std.tolist(), "seeds": [int(s) for s in have],
+                "per_seed": {s: {"acc": r["probe_acc"][-1], "full_acc": r["full_probe_acc"]}
+                             for s, r in zip(have, runs)},
             })
 
     enc = [results["seeds"][s]["encoding"] for s in seeds]
@@ -147,6 +151,48 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def on_common_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows' means and stds over the seeds all of them ran (a comparison is paired).
+
+    Rows of a report merged from several invocations may cover different seeds (e.g. an
+    optional row run on seed 0 only); comparing a 3-seed mean with a 1-seed value would mix
+    seed noise into the difference. Rows that already share their seeds come back unchanged.
+    """
+    common = sorted(set.intersection(*(set(map(int, r["seeds"])) for r in rows)))
+    if not common or all(sorted(map(int, r["seeds"])) == common for r in rows):
+        return rows
+    out = []
+    for r in rows:
+        per = {int(k): v for k, v in r["per_seed"].items()}
+        m, sd = mean_std([per[s]["acc"] for s in common])
+        fm, fsd = mean_std([per[s]["full_acc"] for s in common])
+        out.append(dict(r, acc_mean=m, acc_std=sd, full_acc_mean=fm, full_acc_std=fsd,
+                        seeds=common, restricted=True))
+    return out
+
+
+def _best_single_per_seed(singles: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row made of, per seed, the best single-prototype row that seed ran."""
+    seeds = sorted({int(s) for r in singles for s in r["seeds"]})
+    per, names = {}, []
+    for seed in seeds:
+        ran = [r for r in singles if seed in map(int, r["seeds"])]
+        pick = max(ran, key=lambda r: {int(k): v for k, v in r["per_seed"].items()}[seed]["acc"])
+        per[seed] = {int(k): v for k, v in pick["per_seed"].items()}[seed]
+        names.append(pick["row"][len(SINGLE):])
+    m, sd = mean_std([v["acc"] for v in per.values()])
+    fm, fsd = mean_std([v["full_acc"] for v in per.values()])
+    label = "; ".join(f"{n} on seed {s}" for s, n in zip(seeds, names))
+    return {"row": f"{SINGLE}per seed: {label}", "arch": singles[0]["arch"], "seeds": seeds,
+            "per_seed": per, "acc_mean": m, "acc_std": sd, "full_acc_mean": fm, "full_acc_std": fsd}
+
+
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    """" (on seeds ...)" where a comparison had to drop seeds one of its rows lacks."""
+    r = next((r for r in rows if r.get("restricted")), None)
+    return f" (on seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}, the ones both rows ran)" if r else ""
+
+
 def _row(summary: dict[str, Any], row: str, arch: str) -> Optional[dict[str, Any]]:
     return next((r for r in summary["rows"] if r["row"] == row and r["arch"] == arch), None)
 
@@ -170,7 +216,8 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
 
     def rows(*names: str, arch: str = cfg.arch):
         found = [_row(summary, n, arch) for n in names]
-        return found, [f"{n} ({arch})" for n, r in zip(names, found) if r is None]
+        missing = [f"{n} ({arch})" for n, r in zip(names, found) if r is None]
+        return (found if missing else on_common_seeds(found)), missing
 
     for arch in cfg.archs():
         (al, by), missing = rows(ALIGNED, BYOL, arch=arch)
@@ -180,7 +227,8 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             gap = 100 * (al["acc_mean"] - by["acc_mean"])
             gap_full = 100 * (al["full_acc_mean"] - by["full_acc_mean"])
-            checks.append({"target": target, "value": f"{gap:+.1f} points (full probe {gap_full:+.1f})",
+            checks.append({"target": target, "value": f"{gap:+.1f} points (full probe {gap_full:+.1f})"
+                                                      + _seeds_note([al, by]),
                            "met": gap >= 5.0 and gap_full >= 5.0})
         for key, label, need in (("training_only", "training time", SPEEDUP_TRAINING),
                                  ("with_encoding_max", "with encoding, parallel participants",
@@ -228,7 +276,8 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append(_not_run(target, missing))
     else:
         gap, gap_full = 100 * (su["acc_mean"] - al["acc_mean"]), 100 * (su["full_acc_mean"] - al["full_acc_mean"])
-        checks.append({"target": target, "value": f"{gap:+.1f} points (full probe {gap_full:+.1f})",
+        checks.append({"target": target, "value": f"{gap:+.1f} points (full probe {gap_full:+.1f})"
+                                                  + _seeds_note([al, su]),
                        "met": gap <= 1.0 and gap_full <= 1.0})
 
     (al, un), missing = rows(ALIGNED, UNALIGNED)
@@ -240,7 +289,8 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
         diff_full = 100 * (al["full_acc_mean"] - un["full_acc_mean"])
         noise = 100 * 2 * math.sqrt((al["acc_std"] ** 2 + un["acc_std"] ** 2) / 2)
         checks.append({"target": target,
-                       "value": f"{diff:+.1f} points (2 pooled std = {noise:.1f}; full probe {diff_full:+.1f})",
+                       "value": f"{diff:+.1f} points (2 pooled std = {noise:.1f}; full probe {diff_full:+.1f})"
+                                + _seeds_note([al, un]),
                        "met": diff > max(1.0, noise) and diff_full > 1.0})
 
     # The best single prototype: over every single row the config asks for. With
@@ -250,6 +300,10 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
     if missing_singles or not singles:
         missing_singles = missing_singles or [f"single-prototype rows ({cfg.arch})"]
         best = best_full = None
+    elif len({tuple(r["seeds"]) for r in singles}) > 1:
+        # Single rows of different seeds (single_rows = best picks per seed): per seed, the
+        # best single row that seed ran; compared with the other row on the seeds both have.
+        best = best_full = _best_single_per_seed(singles)
     else:
         best = max(singles, key=lambda r: r["acc_mean"])
         best_full = max(singles, key=lambda r: r["full_acc_mean"])
@@ -263,11 +317,15 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
         if missing or best is None:
             checks.append(_not_run(target, missing + (missing_singles if best is None else [])))
             continue
-        diff = 100 * (r["acc_mean"] - best["acc_mean"])
-        diff_full = 100 * (r["full_acc_mean"] - best_full["full_acc_mean"])
+        r, b = on_common_seeds([r, best])
+        _, bf = on_common_seeds([r, best_full])
+        diff = 100 * (r["acc_mean"] - b["acc_mean"])
+        diff_full = 100 * (r["full_acc_mean"] - bf["full_acc_mean"])
         checks.append({"target": target,
-                       "value": f"{diff:+.1f} points vs {best['row'][len(SINGLE):]} (full probe "
-                                f"{diff_full:+.1f} vs {best_full['row'][len(SINGLE):]})",
+                       "value": f"{diff:+.2f} points vs {best['row'][len(SINGLE):]} (full probe "
+                                f"{diff_full:+.2f}"
+                                + ("" if best_full is best else f" vs {best_full['row'][len(SINGLE):]}")
+                                + ")" + _seeds_note([r, b]),
                        "met": diff >= tolerance and diff_full >= tolerance})
     for row, label in ((ALIGNED, "default merge (aligned, align-ridge)"), (HEADS, "heads")):
         target = f"{cfg.arch}: {label} >= unaligned + 2 points"
@@ -277,7 +335,8 @@ def check_targets(cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         vs_un = 100 * (r["acc_mean"] - un["acc_mean"])
         vs_un_full = 100 * (r["full_acc_mean"] - un["full_acc_mean"])
-        checks.append({"target": target, "value": f"{vs_un:+.1f} points (full probe {vs_un_full:+.1f})",
+        checks.append({"target": target, "value": f"{vs_un:+.1f} points (full probe {vs_un_full:+.1f})"
+                                                  + _seeds_note([r, un]),
                        "met": vs_un >= 2.0 and vs_un_full >= 2.0})
     return checks
 
@@ -637,8 +696,11 @@ def plot(cfg: Config, summary: dict[str, Any], path: Path) -> None:
                            label=f"best prototype features ({best[1][len('features:'):]})")
             ax.set_xlabel("epoch" if j == 0 else "training wall clock (s, probe excluded)")
             ax.set_ylabel("linear probe accuracy (%)")
+            seeds = sorted({int(x) for r in rows for x in r["seeds"]})
             ax.set_title(f"{arch}: probe accuracy vs {'epoch' if j == 0 else 'wall clock'} "
-                         f"(mean of {len(summary.get('seeds_done', cfg.seeds))} seed(s))")
+                         f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                         f"{'; each row: mean of the seeds it ran' if len(seeds) > 1 else ''})",
+                         fontsize=9)
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.legend(fontsize=7, loc="lower right")
