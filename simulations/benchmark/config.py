@@ -59,7 +59,7 @@ class Config:
     # Further students, comma-separated (the cross-architecture table: every one trains on the
     # same merged dataset, CoOpt (aligned) and BYOL rows); "" or "none": only ``arch``, e.g.
     # for a run that must fit a time limit.
-    arch2: str = "torchvision:resnet18"
+    arch2: str = "torchvision:resnet18,torchvision:mobilenet_v3_small,vit-tiny-4x4"
     # "all": one single-prototype row per prototype; "best": only the prototype whose own
     # features probe highest on the labeled probe (the floors, computed anyway; full probe,
     # ties broken by the per-epoch probe), chosen per seed before any training.
