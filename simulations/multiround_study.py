@@ -62,10 +62,24 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
                                   flwr_home=workdir / f"home-{pool}-{policy}")
     if result.returncode != 0 or not (out / "checkpoint.json").exists():
         raise RuntimeError(f"{pool}/{policy} failed:\n{result.output[-3000:]}")
+    return read_run(out, pool, policy, seconds=time.perf_counter() - start)
+
+
+def read_run(out: Path, pool: str, policy: str, *, seconds: float | None = None) -> dict:
+    """One run's per-round results from its checkpoint (the rounds that finished, in order).
+
+    Also reads a run that was stopped before its last round: every round the checkpoint holds
+    with a probed student counts; ``rounds_finished`` says how many.
+    """
     summary = json.loads((out / "checkpoint.json").read_text())
-    rounds = [summary["rounds"][str(r)] for r in range(1, args.rounds + 1)]
+    rounds = []
+    for r in range(1, len(summary["rounds"]) + 1):
+        one = summary["rounds"].get(str(r))
+        if one is None or (one.get("student") or {}).get("probe_accuracy") is None:
+            break
+        rounds.append(one)
     return {
-        "pool": pool, "policy": policy, "seconds": time.perf_counter() - start,
+        "pool": pool, "policy": policy, "seconds": seconds, "rounds_finished": len(rounds),
         "probe_accuracy": [r["student"]["probe_accuracy"] for r in rounds],
         "reference": [r["reference_prototype"] for r in rounds],
         "student_uniform_value": [(r["student_in"] or {}).get("uniform_value") for r in rounds],
@@ -90,11 +104,18 @@ def render(results: list[dict], args) -> str:
         "| pool | policy | probe accuracy per round | reference per round | participants on the student | minutes |",
         "|---|---|---|---|---|---:|",
     ]
+    stopped = [r for r in results if r.get("rounds_finished", args.rounds) < args.rounds]
+    if stopped:
+        lines[3:3] = ["**Stopped before the last round** (read from the runs' checkpoints with "
+                      "`--from-checkpoints`): " + "; ".join(
+                          f"{r['pool']}/{r['policy']} finished {r['rounds_finished']} of "
+                          f"{args.rounds} rounds" for r in stopped) + ".", ""]
     for r in results:
         accs = " / ".join(f"{a:.3f}" for a in r["probe_accuracy"])
         refs = " / ".join(ref.split(":")[0] if ref.startswith("student") else ref for ref in r["reference"])
+        minutes = "-" if r.get("seconds") is None else f"{r['seconds'] / 60:.1f}"
         lines.append(f"| {r['pool']} | {r['policy']} | {accs} | {refs} | "
-                     f"{' / '.join(map(str, r['switched']))} | {r['seconds'] / 60:.1f} |")
+                     f"{' / '.join(map(str, r['switched']))} | {minutes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,6 +151,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only-pools", help="comma list: run only these pools of the config")
     parser.add_argument("--only-policies", help="comma list: run only these policies of the config")
     parser.add_argument("--workdir", default="/tmp/coopt-multiround")
+    parser.add_argument("--from-checkpoints", action="store_true",
+                        help="run nothing: tabulate the runs already in --workdir (<pool>-<policy>/"
+                             "checkpoint.json), also runs stopped before their last round")
     parser.add_argument("--out", default="simulations/results")
     args = parser.parse_args(argv)
     config = load_config(args.config)
@@ -147,6 +171,9 @@ def main(argv=None) -> int:
     results = []
     for pool in args.pools:
         for policy in args.policies:
+            if args.from_checkpoints:
+                results.append(read_run(workdir / f"{pool}-{policy}", pool, policy))
+                continue
             print(f"[study] {pool} / {policy} ...", flush=True)
             results.append(run_one(pool, policy, args, workdir))
             print(f"[study] {pool} / {policy}: {results[-1]['probe_accuracy']}", flush=True)

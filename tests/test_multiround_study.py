@@ -21,3 +21,32 @@ def test_unknown_and_missing_keys_are_named(tmp_path):
     cut.write_text("rounds: 2\n")
     with pytest.raises(ValueError, match="missing study keys .*num_samples"):
         load_config(cut)
+
+
+def test_a_stopped_study_is_tabulated_from_its_checkpoints(tmp_path):
+    import json
+
+    from simulations.multiround_study import main
+
+    def round_(acc, ref, encoders):
+        return {"student": None if acc is None else {"probe_accuracy": acc},
+                "reference_prototype": ref, "student_in": None,
+                "participants": [{"encoder": e, "uniform_value": -2.0 - i / 10}
+                                 for i, e in enumerate(encoders)]}
+
+    runs = {"switch": {"1": round_(0.86, "lite0", ["own", "own"]),
+                       "2": round_(0.87, "student:round-001", ["student", "own"]),
+                       "3": round_(None, "student:round-002", ["student", "student"])},  # cut
+            "static": {"1": round_(0.86, "lite0", ["own", "own"])}}
+    for policy, rounds in runs.items():
+        (tmp_path / "work" / f"default-{policy}").mkdir(parents=True)
+        (tmp_path / "work" / f"default-{policy}" / "checkpoint.json").write_text(
+            json.dumps({"refinement": policy, "rounds": rounds}))
+    out = tmp_path / "out"
+    main(["--config", str(DEFAULT_CONFIG), "--only-pools", "default", "--rounds", "3",
+          "--workdir", str(tmp_path / "work"), "--out", str(out), "--from-checkpoints"])
+    md = (out / "multiround.md").read_text()
+    assert "default/switch finished 2 of 3 rounds; default/static finished 1 of 3 rounds" in md
+    assert "| default | switch | 0.860 / 0.870 | lite0 / student | 0 / 1 | - |" in md
+    results = json.loads((out / "multiround.json").read_text())["results"]
+    assert [r["rounds_finished"] for r in results] == [2, 1]
