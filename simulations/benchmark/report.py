@@ -163,12 +163,17 @@ def on_common_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return rows
     out = []
     for r in rows:
-        per = {int(k): v for k, v in r["per_seed"].items()}
+        per = _per_seed(r)
         m, sd = mean_std([per[s]["acc"] for s in common])
         fm, fsd = mean_std([per[s]["full_acc"] for s in common])
         out.append(dict(r, acc_mean=m, acc_std=sd, full_acc_mean=fm, full_acc_std=fsd,
                         seeds=common, restricted=True))
     return out
+
+
+def _per_seed(row: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """A summary row's per-seed accuracies by integer seed (JSON turns the keys into strings)."""
+    return {int(k): v for k, v in row["per_seed"].items()}
 
 
 def _best_single_per_seed(singles: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,8 +182,8 @@ def _best_single_per_seed(singles: list[dict[str, Any]]) -> dict[str, Any]:
     per, names = {}, []
     for seed in seeds:
         ran = [r for r in singles if seed in map(int, r["seeds"])]
-        pick = max(ran, key=lambda r: {int(k): v for k, v in r["per_seed"].items()}[seed]["acc"])
-        per[seed] = {int(k): v for k, v in pick["per_seed"].items()}[seed]
+        pick = max(ran, key=lambda r: _per_seed(r)[seed]["acc"])
+        per[seed] = _per_seed(pick)[seed]
         names.append(pick["row"][len(SINGLE):])
     m, sd = mean_std([v["acc"] for v in per.values()])
     fm, fsd = mean_std([v["full_acc"] for v in per.values()])
