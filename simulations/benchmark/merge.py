@@ -20,8 +20,10 @@ MERGEABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_me
 
 
 def _archs(config: dict[str, Any]) -> list[str]:
-    return [a.strip() for a in (config.get("arch2") or "").split(",")
-            if a.strip() and a.strip().lower() != "none"]
+    """The further students (``arch2``) of a results file's config, parsed as the run did."""
+    from simulations.benchmark.config import Config
+
+    return Config.from_dict(config).archs()[1:]
 
 
 def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) -> dict[str, Any]:
