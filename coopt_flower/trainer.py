@@ -48,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "as_uint8_images",
     "fit",
+    "learning_rate",
     "make_optimizer",
     "num_batches",
     "tensor_batches",
@@ -57,6 +58,13 @@ logger = logging.getLogger(__name__)
 
 #: Augmented views of every image per step, for every method (same compute per epoch).
 VIEWS = 2
+
+#: Optimizers :func:`make_optimizer` builds, and the learning-rate schedules of :func:`learning_rate`.
+OPTIMIZERS = ("adamw", "sgd", "lars")
+LR_SCHEDULES = ("constant", "cosine")
+
+#: LARS trust coefficient (solo-learn's ``eta`` for its CIFAR BYOL recipe).
+LARS_TRUST = 0.02
 
 #: Steps between progress-bar loss updates (each one reads the loss back from the device).
 PROGRESS_EVERY = 20
@@ -81,7 +89,18 @@ class TrainConfig:
         Side of the augmented crops fed to the student; defaults to the data's image width.
     epochs, batch_size : int
     lr, weight_decay : float
-        AdamW settings (ReLA: lr 1e-3, weight decay 0.01).
+        Optimizer settings (ReLA's AdamW: lr 1e-3, weight decay 0.01); ``lr`` is the peak
+        learning rate of a schedule.
+    optimizer : str
+        ``"adamw"`` (every method's default), ``"sgd"`` or ``"lars"`` (SGD with momentum,
+        with LARS's layer-wise trust ratio): see :func:`make_optimizer`.
+    momentum : float
+        SGD/LARS momentum.
+    lr_schedule : str
+        ``"constant"`` (the default) or ``"cosine"``: linear warmup over ``warmup_epochs``,
+        then cosine decay to 0 at the last step (see :func:`learning_rate`).
+    warmup_epochs : float
+        Linear warmup length (either schedule).
     seed : int
         Seeds the initialization, the shuffling and the augmentations.
     device : str or torch.device
@@ -115,6 +134,10 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     seed: int = 0
     device: str | torch.device = "cpu"
     channels_last: bool = True
@@ -132,6 +155,13 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         # A copy, so that the record of a run cannot change under it.
         object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs or {}))
 
@@ -257,9 +287,45 @@ def num_batches(n: int, batch_size: int, min_batch: int = 2) -> int:
     return full + (1 if rest >= min_batch else 0)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW, the optimizer every method here shares (fair comparison)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float,
+                   name: str = "adamw", momentum: float = 0.9) -> torch.optim.Optimizer:
+    """The optimizer of a run: AdamW (every method's default), SGD or LARS.
+
+    AdamW decays every parameter (as it always has here). SGD and LARS follow the
+    self-supervised recipes (solo-learn, lightly): biases and normalization parameters
+    (1-d tensors) get no weight decay, and LARS does not rescale them (lightly's ``LARS``
+    skips the trust ratio of a group whose weight decay is 0).
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    params = list(params)
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        from lightly.utils.lars import LARS
+
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=LARS_TRUST)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def learning_rate(step: int, total_steps: int, peak: float, schedule: str = "constant",
+                  warmup_steps: int = 0) -> float:
+    """Learning rate of optimizer step ``step`` (counted from 0) of ``total_steps``.
+
+    Linear warmup from ``peak / warmup_steps`` to ``peak`` over ``warmup_steps``; then
+    ``peak`` (``"constant"``) or a cosine decay from ``peak`` to 0 at the last step
+    (``"cosine"``). A pure function of the step, so a resumed run needs no scheduler state.
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    decay_steps = max(total_steps - warmup_steps - 1, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -294,10 +360,22 @@ def _run_record(config: TrainConfig, recipe: Recipe, image_size: int,
         "method": recipe.method, "arch": config.arch, "arch_kwargs": dict(config.arch_kwargs),
         "image_size": image_size, "epochs": config.epochs, "batch_size": config.batch_size,
         "lr": config.lr, "weight_decay": config.weight_decay, "seed": config.seed,
-        "num_samples": recipe.num_samples, "views": VIEWS, **recipe.settings,
+        "num_samples": recipe.num_samples, "views": VIEWS, **_optimizer_record(config),
+        **recipe.settings,
         "mean": list(getattr(augment, "mean", IMAGENET_MEAN)),
         "std": list(getattr(augment, "std", IMAGENET_STD)),
     }
+
+
+def _optimizer_record(config: TrainConfig) -> dict[str, Any]:
+    # Only what differs from the default AdamW at a constant rate, so the records (and
+    # checkpoints) of runs made before these settings existed read the same.
+    out: dict[str, Any] = {}
+    if config.optimizer != "adamw":
+        out.update(optimizer=config.optimizer, momentum=config.momentum)
+    if config.lr_schedule != "constant" or config.warmup_epochs:
+        out.update(lr_schedule=config.lr_schedule, warmup_epochs=config.warmup_epochs)
+    return out
 
 
 def _resume(path: Path, record: dict[str, Any], model: nn.Module,
@@ -357,7 +435,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
         model = model.to(memory_format=torch.channels_last)
     augment = config.augment or TrainAugment(image_size)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad],
-                               config.lr, config.weight_decay)
+                               config.lr, config.weight_decay, config.optimizer, config.momentum)
     record = _run_record(config, recipe, image_size, augment)
 
     losses: list[float] = []
@@ -377,6 +455,8 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     epochs, steps_per_epoch = config.epochs, recipe.steps_per_epoch
     total_steps = epochs * steps_per_epoch
     global_step = start_epoch * steps_per_epoch
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    scheduled = config.lr_schedule != "constant" or warmup_steps > 0
     for epoch in range(start_epoch, epochs):
         model.train()
         gen = _epoch_generator(config.seed, epoch)
@@ -390,6 +470,11 @@ def fit(recipe: Recipe, config: TrainConfig, *,
             loss = recipe.loss(model, batch, views)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduled:
+                lr = learning_rate(global_step, total_steps, config.lr, config.lr_schedule,
+                                   warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             optimizer.step()
             global_step += 1
             if recipe.after_step is not None:
