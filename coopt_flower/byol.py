@@ -15,13 +15,17 @@ Built from lightly's pieces (``BYOLProjectionHead``, ``BYOLPredictionHead``,
 
 What is shared with CoOpt for a fair comparison: the student (any
 :func:`coopt_flower.students.create_student` name), :class:`TrainAugment`, the
-batch size, AdamW with the same learning rate and weight decay, two views per
-image per step. Only the learning objective differs.
+batch size, the epochs, two views per image per step. The optimizer is the shared
+AdamW by default (recipe ``"shared"``); :data:`BYOL_RECIPES` names the optimizer
+recipes the self-supervised libraries document for small images, which
+:func:`byol_train_config` applies to a run's settings (BYOL is known to need them:
+with AdamW at a constant rate it can collapse on some students in short runs).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -44,7 +48,41 @@ from coopt_flower.trainer import (
     tensor_batches,
 )
 
-__all__ = ["BYOL", "ByolResult", "byol_loss", "byol_momentum", "byol_step", "train_byol"]
+__all__ = ["BYOL", "BYOL_RECIPES", "ByolResult", "byol_loss", "byol_momentum", "byol_step",
+           "byol_train_config", "train_byol"]
+
+#: Optimizer recipes for BYOL: ``TrainConfig`` fields each one sets. ``lr_per_256`` is the
+#: peak learning rate at batch size 256, scaled linearly to the run's batch size (the
+#: libraries' rule); the warmup is one epoch (they warm up for 1-2% of 500-1000 epochs,
+#: which at a 10-epoch budget would be a fraction of an epoch).
+BYOL_RECIPES: dict[str, dict[str, Any]] = {
+    # The optimizer every method shares (AdamW, constant rate): no BYOL-specific change.
+    "shared": {},
+    # The shared AdamW with a warmup and a cosine decay to 0.
+    "adamw-cosine": {"lr_schedule": "cosine", "warmup_epochs": 1.0},
+    # SGD as in mmselfsup's CIFAR-10 BYOL (ReSSL's setting): lr 0.06 per 256, momentum 0.9,
+    # weight decay 5e-4, warmup then cosine.
+    "sgd-cosine": {"optimizer": "sgd", "lr_per_256": 0.06, "weight_decay": 5e-4,
+                   "momentum": 0.9, "lr_schedule": "cosine", "warmup_epochs": 1.0},
+    # LARS as in solo-learn's CIFAR BYOL: lr 1.0 per 256, weight decay 1e-5, trust
+    # coefficient 0.02, biases and norms excluded, warmup then cosine.
+    "lars-cosine": {"optimizer": "lars", "lr_per_256": 1.0, "weight_decay": 1e-5,
+                    "momentum": 0.9, "lr_schedule": "cosine", "warmup_epochs": 1.0},
+}
+
+
+def byol_train_config(config: TrainConfig, recipe: str = "shared") -> TrainConfig:
+    """``config`` with the optimizer settings of BYOL recipe ``recipe`` (:data:`BYOL_RECIPES`).
+
+    Everything that makes the comparison fair (student, data, augmentations, batch size,
+    epochs, seed, device) is kept.
+    """
+    if recipe not in BYOL_RECIPES:
+        raise ValueError(f"unknown BYOL recipe {recipe!r}; known: {', '.join(BYOL_RECIPES)}")
+    changes = dict(BYOL_RECIPES[recipe])
+    if "lr_per_256" in changes:
+        changes["lr"] = changes.pop("lr_per_256") * config.batch_size / 256
+    return dataclasses.replace(config, **changes)
 
 
 class BYOL(nn.Module):

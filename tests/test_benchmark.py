@@ -323,3 +323,37 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     B.main(["--report-only", "--out-dir", str(out), "--add-results", str(tmp_path / "more.json")])
     written = json.loads((out / B.JSON_NAME).read_text())
     assert sorted(written["seeds"]) == ["0", "1"] and "vit-tiny-4x4" in (out / B.MD_NAME).read_text()
+
+
+def test_a_byol_recipe_retrains_only_the_byol_rows_and_is_named_in_the_report():
+    shared = B.Config()
+    lars = B.Config(byol_recipe="lars-cosine")
+    rows_key, byol_key = B.run_keys(shared)
+    assert rows_key == byol_key and "byol_recipe" not in rows_key  # runs stored before the key
+    lars_rows_key, lars_byol_key = B.run_keys(lars)
+    assert lars_rows_key == rows_key  # CoOpt, supervised, single rows: reused
+    assert lars_byol_key != byol_key and '"byol_recipe": "lars-cosine"' in lars_byol_key
+    assert B.run_keys(B.Config(byol_recipe="lars-cosine", seeds=(4,)))[1] == lars_byol_key
+    with pytest.raises(ValueError, match="byol_recipe must be one of shared, .*lars-cosine"):
+        B.Config(byol_recipe="lars")
+    assert B.parse_args(["--tiny", "--byol-recipe", "sgd-cosine"])[0].byol_recipe == "sgd-cosine"
+
+
+def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe():
+    from simulations.benchmark.merge import merge_results, results_config
+
+    runs = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
+            B.BYOL: _run([0.71, 0.75], 0.75)}
+    kw = dict(arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10, epochs=2)
+    old = _results(B.Config(seeds=(0,), **kw), {"0": _seed_results({"small-cnn": runs})}, finished=True)
+    del old["config"]["byol_recipe"]  # as a file from before the key
+    assert results_config(old["config"]).byol_recipe == "shared"
+    shared = _results(B.Config(seeds=(1,), **kw), {"1": _seed_results({"small-cnn": runs})}, finished=True)
+    assert sorted(merge_results(old, shared, where="x")["seeds"]) == ["0", "1"]
+    lars = _results(B.Config(seeds=(1,), byol_recipe="lars-cosine", **kw),
+                    {"1": _seed_results({"small-cnn": runs})}, finished=True)
+    with pytest.raises(ValueError, match="byol_recipe = 'lars-cosine' there, 'shared' here"):
+        merge_results(old, lars, where="x")
+    cfg = B.Config.from_dict(lars["config"])
+    md = B.render_markdown(cfg, lars, B.summarize(cfg, lars))
+    assert "BYOL rows with the small-image recipe `lars-cosine` (optimizer lars" in md

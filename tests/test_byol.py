@@ -116,3 +116,36 @@ def test_train_byol_runs_and_checkpoints(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(backbone(x), result.backbone.eval()(x), atol=1e-5)
+
+
+def test_byol_recipes_change_only_the_optimizer_and_scale_the_rate_to_the_batch():
+    from coopt_flower.byol import BYOL_RECIPES, byol_train_config
+
+    base = TrainConfig(arch="small-cnn", image_size=16, epochs=7, batch_size=64, seed=3,
+                       device="cpu", augment=TrainAugment(16))
+    assert byol_train_config(base) == base and byol_train_config(base, "shared") == base
+    lars = byol_train_config(base, "lars-cosine")
+    assert (lars.optimizer, lars.lr, lars.weight_decay, lars.lr_schedule, lars.warmup_epochs) == (
+        "lars", 0.25, 1e-5, "cosine", 1.0)
+    assert byol_train_config(base, "sgd-cosine").lr == pytest.approx(0.06 * 64 / 256)
+    for recipe in BYOL_RECIPES:
+        changed = byol_train_config(base, recipe)
+        for kept in ("arch", "image_size", "epochs", "batch_size", "seed", "device", "augment"):
+            assert getattr(changed, kept) == getattr(base, kept), (recipe, kept)
+    with pytest.raises(ValueError, match="unknown BYOL recipe 'lars'.*lars-cosine"):
+        byol_train_config(base, "lars")
+
+
+def test_train_byol_with_the_lars_recipe_trains_and_keeps_its_settings_in_the_record(tmp_path):
+    from coopt_flower.byol import byol_train_config
+    from coopt_flower.training import load_checkpoint
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g)
+    config = byol_train_config(TrainConfig(arch="small-cnn", image_size=8, epochs=2, batch_size=16,
+                                           progress=False, checkpoint_dir=tmp_path,
+                                           arch_kwargs={"widths": (8, 16)}), "lars-cosine")
+    result = train_byol(images, config, hidden_dim=32, proj_dim=16)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    record = load_checkpoint(tmp_path)["config"]
+    assert record["optimizer"] == "lars" and record["lr"] == 1.0 * 16 / 256

@@ -70,6 +70,10 @@ class Config:
     # equal budget BYOL may not improve on the random-init student at all, which leaves the
     # speedup undefined; a longer BYOL run gives it a target to measure against.
     byol_long_epochs: int = 30
+    # The BYOL rows' optimizer recipe (coopt_flower.byol.BYOL_RECIPES): "shared" trains BYOL
+    # with the AdamW every other row uses; the others are the small-image recipes of the
+    # self-supervised libraries (SGD or LARS, warmup, cosine decay). Only BYOL rows change.
+    byol_recipe: str = "shared"
     probe_epochs: int = 100
     full_probe_steps: int = 3000
     encode_batch_size: int = 128
@@ -85,6 +89,11 @@ class Config:
             self.arch2 = ""
         if self.single_rows not in SINGLE_ROWS:
             raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
+        from coopt_flower.byol import BYOL_RECIPES
+
+        if self.byol_recipe not in BYOL_RECIPES:
+            raise ValueError(f"byol_recipe must be one of {', '.join(BYOL_RECIPES)}, "
+                             f"got {self.byol_recipe!r}")
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
         self.archs()  # a student named twice is refused here, not after hours of training

@@ -17,23 +17,26 @@ import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples
-from simulations.benchmark.config import (BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
+from simulations.benchmark.config import (BYOL, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
                                           RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
-from simulations.benchmark.merge import MERGEABLE_KEYS, merge_results
+from simulations.benchmark.merge import MERGEABLE_KEYS, merge_results, results_config
 from simulations.benchmark.report import plot, render_markdown, summarize
 from simulations.benchmark.rows import ProbeSet, train_row
 
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
              "image_size", "batch_size", "arch", "arch2", "probe_epochs", "full_probe_steps",
-             "threads", "byol_long_epochs", "device", "single_rows", "extra_merges")
+             "threads", "byol_long_epochs", "device", "single_rows", "extra_merges", "byol_recipe")
 
 
 # Config keys that do not change a stored training run (see ``run``); runs that differ only
 # in these also merge into one report (``--add-results``).
 RUN_KEY_IGNORES = MERGEABLE_KEYS
+
+# Config keys that change only the BYOL rows' training runs.
+BYOL_ONLY_KEYS = ("byol_recipe",)
 
 
 def _bool(text: str) -> bool:
@@ -113,6 +116,26 @@ def _config_name(path: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def run_keys(cfg: Config) -> tuple[str, str]:
+    """The settings a stored training run is reused under: (every row but BYOL's, BYOL's).
+
+    Keys that do not change what one run trains on are left out: the supplementary row's
+    epoch count and the seed are part of the run's name instead, and which other seeds,
+    students and rows are run does not change this one (so a run cut to seed 0 and one
+    student is reused by the full run later). Keys of the BYOL rows only (their optimizer
+    recipe) are left out of every other row's key, so changing BYOL's recipe retrains BYOL
+    and reuses the rest; the default recipe is left out of BYOL's key too (runs stored
+    before the key existed used it).
+    """
+    values = asdict(cfg)
+    rows_key = json.dumps({k: v for k, v in values.items()
+                           if k not in RUN_KEY_IGNORES + BYOL_ONLY_KEYS}, sort_keys=True)
+    if cfg.byol_recipe == "shared":
+        return rows_key, rows_key
+    return rows_key, json.dumps({k: v for k, v in values.items() if k not in RUN_KEY_IGNORES},
+                                sort_keys=True)
+
+
 def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: bool = False,
         command: str = "", config_file: str = "", skip_rows: Sequence[str] = ()) -> dict[str, Any]:
     """Run the whole benchmark and write the JSON, the Markdown and the plot.
@@ -127,12 +150,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     runs_dir = work_dir / "runs"
     runs_dir.mkdir(exist_ok=True)
     log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
-    # A stored run is reused only under the same settings. Keys that do not change what one
-    # run trains on are left out: the supplementary row's epoch count and the seed are part of
-    # the run's name instead, and which other seeds, students and rows are run does not change
-    # this one (so a run cut to seed 0 and one student is reused by the full run later).
-    cfg_key = json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_KEY_IGNORES},
-                         sort_keys=True)
+    cfg_key, byol_key = run_keys(cfg)
 
     train, test = open_source(cfg.data), open_source(cfg.test_data)
     sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
@@ -162,16 +180,16 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
                         "machine": py_platform.machine(), "loadavg_start": load_start},
     }
 
-    def cached_run(key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def cached_run(key: str, fn: Callable[[], dict[str, Any]], run_key: str) -> dict[str, Any]:
         path = runs_dir / f"{slug(key)}.json"
         if resume and path.exists():
             stored = json.loads(path.read_text())
-            if stored.get("config") == cfg_key:
+            if stored.get("config") == run_key:
                 log(f"  reusing {key}")
                 results["reused_runs"].append(key)
                 return stored["result"]
         result = fn()
-        path.write_text(json.dumps({"config": cfg_key, "result": result}))
+        path.write_text(json.dumps({"config": run_key, "result": result}))
         return result
 
     def write_outputs(final: bool) -> dict[str, Any]:
@@ -240,7 +258,8 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
                 seed_runs[arch][row] = cached_run(
                     f"seed{seed}-{arch}-{row}-{epochs}ep",
                     lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
-                        row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs))
+                        row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
+                    byol_key if row in (BYOL, BYOL_LONG) else cfg_key)
                 write_outputs(final=False)  # a cut run still leaves a report of what finished
 
     summary = write_outputs(final=True)
@@ -273,7 +292,7 @@ def main(argv=None) -> int:
         results = json.loads((out_dir / JSON_NAME).read_text())
         for path in args.add_results:
             results = merge_results(results, json.loads(Path(path).read_text()), where=path)
-        cfg = Config.from_dict(results["config"], where=str(out_dir / JSON_NAME))
+        cfg = results_config(results["config"], where=str(out_dir / JSON_NAME))
         if args.notes:
             results["notes"] = Path(args.notes).read_text(encoding="utf-8")
         for row in [r.strip() for r in (args.exclude_rows or "").split(";") if r.strip()]:

@@ -18,12 +18,21 @@ from typing import Any
 # run trains on); the same list as the stored-run reuse of ``--resume``.
 MERGEABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
 
+# Keys added after results files were first written, with the value such a file implies.
+LATER_KEYS = {"byol_recipe": "shared"}
+
+
+def results_config(config: dict[str, Any], *, where: str = "config"):
+    """The :class:`~simulations.benchmark.config.Config` of a results file's ``config``
+    (a key added after the file was written takes the value the file implies)."""
+    from simulations.benchmark.config import Config
+
+    return Config.from_dict({**LATER_KEYS, **config}, where=where)
+
 
 def _archs(config: dict[str, Any]) -> list[str]:
     """The further students (``arch2``) of a results file's config, parsed as the run did."""
-    from simulations.benchmark.config import Config
-
-    return Config.from_dict(config).archs()[1:]
+    return results_config(config).archs()[1:]
 
 
 def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) -> dict[str, Any]:
@@ -35,7 +44,7 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) ->
         When a key that changes a training run differs (named, with both values), when a seed
         is in both with different results, or when ``other`` did not finish.
     """
-    mine, theirs = base["config"], other["config"]
+    mine, theirs = ({**LATER_KEYS, **base["config"]}, {**LATER_KEYS, **other["config"]})
     differ = sorted(k for k in set(mine) | set(theirs)
                     if k not in MERGEABLE_KEYS and mine.get(k) != theirs.get(k))
     if differ:

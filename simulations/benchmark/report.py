@@ -506,6 +506,18 @@ def _vs_default(cfg: Config) -> list[str]:
     return lines + [""]
 
 
+def _byol_recipe_note(cfg: Config) -> str:
+    """How BYOL's optimizer differs from the other rows' (nothing with the shared recipe)."""
+    from coopt_flower.byol import BYOL_RECIPES
+
+    if cfg.byol_recipe == "shared":
+        return " (BYOL too)"
+    recipe = ", ".join(f"{k} {v}" for k, v in BYOL_RECIPES[cfg.byol_recipe].items())
+    return (f"; BYOL rows with the small-image recipe `{cfg.byol_recipe}` ({recipe}; "
+            "lr_per_256 scaled to the batch size), the same students, data, augmentations, "
+            "batch size, epochs and probe")
+
+
 def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any]) -> str:
     done = summary.get("seeds_done", list(cfg.seeds))
     n_seeds = len(done)
@@ -552,7 +564,8 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         f"(`select_samples(60000, {cfg.num_train}, seed)`), {cfg.num_test} test images "
         f"(fixed, seed {cfg.test_seed}); students at {cfg.image_size} px (from 28 px), "
         f"{cfg.epochs} epochs, batch {cfg.batch_size}, AdamW lr {cfg.lr:g} wd "
-        f"{cfg.weight_decay:g}, two augmented views per step for every method; seeds "
+        f"{cfg.weight_decay:g}" + _byol_recipe_note(cfg) + ", two augmented views per step "
+        "for every method; seeds "
         f"{', '.join(map(str, done))}. Prototypes at {cfg.proto_image_size} px, "
         f"targets {cfg.target_dim}-d ({cfg.target_dtype}), {len(cfg.prototypes)} participants "
         f"(IID shards), shared subset {cfg.shared_size}. {cfg.threads} torch thread(s) on "

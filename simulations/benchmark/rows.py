@@ -52,7 +52,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
               x_train: np.ndarray, y_train: np.ndarray, dataset=None,
               epochs: Optional[int] = None) -> dict[str, Any]:
     """Train one row for ``epochs`` (default ``cfg.epochs``), probing after every epoch."""
-    from coopt_flower.byol import train_byol
+    from coopt_flower.byol import byol_train_config, train_byol
     from coopt_flower.training import TrainConfig, train_on_optimized, train_supervised
 
     epochs = int(epochs or cfg.epochs)
@@ -82,7 +82,8 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
     if row == SUPERVISED:
         result = train_supervised(x_train, y_train, config, on_epoch_end=on_epoch_end)
     elif row in (BYOL, BYOL_LONG):
-        result = train_byol(x_train, config, on_epoch_end=on_epoch_end)
+        result = train_byol(x_train, byol_train_config(config, cfg.byol_recipe),
+                            on_epoch_end=on_epoch_end)
     else:
         result = train_on_optimized(dataset, config, on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - t
