@@ -1,0 +1,189 @@
+"""Which BYOL optimizer recipe is healthy on every student? (A healthy baseline first.)
+
+A CoOpt-vs-BYOL number counts only when BYOL rises above the random-init student. With the
+AdamW every row shares, BYOL falls below its random init on torchvision ResNet-18 and
+collapses on MobileNetV3-small (benchmark, 10 epochs). This study trains the benchmark's BYOL
+row, unchanged but for the optimizer recipe (:data:`coopt_flower.byol.BYOL_RECIPES`), on the
+benchmark's data, students, augmentations and probe, and tabulates each recipe's probe curve
+against the random-init student of the same seed::
+
+    python -m simulations.byol_recipes --students small-cnn,torchvision:resnet18 \\
+        --recipes shared,lars-cosine --epochs 5 --out simulations/results/byol-recipes
+
+Every run is stored in ``--workdir`` and reused by a later invocation with the same settings
+(so students can be run by separate invocations, one per core, and tabulated together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = "byol_recipes"
+
+
+def healthy(init: dict[str, float], curve: list[float], final: float) -> dict[str, Any]:
+    """BYOL is healthy when its final full probe beats the random-init student's.
+
+    ``init``: the random-init student's probes (``acc``, the per-epoch probe, and
+    ``full_acc``); ``curve``: BYOL's per-epoch probe; ``final``: its full probe.
+    """
+    peak = max(curve)
+    return {"healthy": final > init["full_acc"], "above_init_every_epoch": min(curve) > init["acc"],
+            "peak": peak, "peak_epoch": curve.index(peak) + 1, "final_drop": peak - curve[-1]}
+
+
+def run_study(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from coopt_flower.byol import BYOL_RECIPES
+    from coopt_flower.data import open_source, select_samples
+    from coopt_flower.students import create_student
+    from simulations.benchmark.config import BYOL, load_config
+    from simulations.benchmark.features import log, slug
+    from simulations.benchmark.rows import ProbeSet, train_row
+
+    base = load_config(args.config)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "num_train": args.num_train,
+                                   "num_test": args.num_test, "threads": args.threads,
+                                   "device": args.device}.items() if v is not None}
+    base = dataclasses.replace(base, **overrides)
+    torch.set_num_threads(base.threads or 1)
+    train, test = open_source(base.data), open_source(base.test_data)
+    ids = select_samples(len(train), base.num_train, args.seed)
+    test_ids = select_samples(len(test), base.num_test, base.test_seed)
+    x_train, y_train = train.images(ids), train.labels(ids)
+    probes = ProbeSet(x_train, y_train, test.images(test_ids), test.labels(test_ids),
+                      base.image_size, base.probe_epochs, base.full_probe_steps, args.seed,
+                      device=base.device, threads=1 if base.threads == 1 else None)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = {k: getattr(base, k) for k in ("num_train", "num_test", "epochs", "image_size",
+                                             "batch_size", "lr", "weight_decay", "probe_epochs",
+                                             "full_probe_steps", "data", "test_data")}
+
+    def stored(name: str, fn) -> dict[str, Any]:
+        path = workdir / f"{slug(name)}.json"
+        key = json.dumps({**settings, "seed": args.seed}, sort_keys=True)
+        if path.exists():
+            one = json.loads(path.read_text())
+            if one["settings"] == key:
+                log(f"  reusing {name}")
+                return one["result"]
+        result = fn()
+        path.write_text(json.dumps({"settings": key, "result": result}))
+        return result
+
+    students: dict[str, Any] = {}
+    for arch in args.students.split(","):
+        def init_probe(arch=arch) -> dict[str, Any]:
+            torch.manual_seed(args.seed)  # the init every training function draws
+            return probes.probe_backbone(create_student(arch, image_size=base.image_size), full=True)
+
+        init = stored(f"{arch}-random-init", init_probe)
+        log(f"{arch} random init: probe {init['acc']:.4f} / full {init['full_acc']:.4f}")
+        runs = {}
+        for recipe in args.recipes.split(","):
+            cfg = dataclasses.replace(base, byol_recipe=recipe)
+            t = time.perf_counter()
+            run = stored(f"{arch}-byol-{recipe}-{base.epochs}ep", lambda cfg=cfg, arch=arch: train_row(
+                BYOL, arch, cfg, args.seed, probes, x_train, y_train, epochs=cfg.epochs))
+            run.update(healthy(init, run["probe_acc"], run["full_probe_acc"]))
+            runs[recipe] = run
+            log(f"{arch} BYOL {recipe}: full probe {run['full_probe_acc']:.4f} (init "
+                f"{init['full_acc']:.4f}; healthy {run['healthy']}; {time.perf_counter() - t:.0f} s)")
+        students[arch] = {"random_init": init, "recipes": runs}
+    return {"settings": {**settings, "seed": args.seed}, "students": students,
+            "recipes": {r: BYOL_RECIPES[r] for r in args.recipes.split(",")}}
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    s = results["settings"]
+    lines = [
+        "# BYOL optimizer recipes: is the baseline healthy on every student?", "",
+        f"`{command}`", "",
+        f"The benchmark's BYOL row (same data, augmentations, batch {s['batch_size']}, "
+        f"{s['epochs']} epochs, probe), seed {s['seed']}, {s['num_train']:,} training images, "
+        f"probe on {s['num_train']:,} labeled train / {s['num_test']:,} test features; only the "
+        "optimizer recipe changes. Healthy: the final full probe beats the random-init "
+        "student's. Accuracies in %.", "",
+        "| student | random init (full) | recipe | probe per epoch | final (full probe) | peak (epoch) "
+        "| healthy | above init every epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arch, one in results["students"].items():
+        init = one["random_init"]
+        for recipe, run in one["recipes"].items():
+            curve = " ".join(f"{100 * a:.1f}" for a in run["probe_acc"])
+            lines.append(
+                f"| {arch} | {100 * init['acc']:.1f} ({100 * init['full_acc']:.1f}) | {recipe} | {curve} | {100 * run['full_probe_acc']:.1f} "
+                f"| {100 * run['peak']:.1f} ({run['peak_epoch']}) | {'yes' if run['healthy'] else 'no'} "
+                f"| {'yes' if run['above_init_every_epoch'] else 'no'} |")
+    lines += ["", "Recipes (`coopt_flower.byol.BYOL_RECIPES`; `lr_per_256` scales linearly to "
+              "the batch size):", ""]
+    lines += [f"- `{name}`: {json.dumps(r) if r else 'the AdamW every row shares (lr %g, weight decay %g, constant)' % (s['lr'], s['weight_decay'])}"
+              for name, r in results["recipes"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = list(results["students"])
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.6), squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        one = results["students"][arch]
+        for recipe, run in one["recipes"].items():
+            ax.plot(range(1, len(run["probe_acc"]) + 1), [100 * a for a in run["probe_acc"]],
+                    marker="o", label=recipe)
+        ax.axhline(100 * one["random_init"]["acc"], color="gray", ls="--", label="random init")
+        ax.set(title=arch, xlabel="epoch", ylabel="linear probe accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from simulations.benchmark.config import DEFAULT_CONFIG
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the benchmark config to start from")
+    p.add_argument("--students", default="small-cnn,torchvision:resnet18,"
+                   "torchvision:mobilenet_v3_small,vit-tiny-4x4", help="comma list")
+    p.add_argument("--recipes", default="shared,adamw-cosine,sgd-cosine,lars-cosine", help="comma list")
+    p.add_argument("--seed", type=int, default=0)
+    for key in ("epochs", "num_train", "num_test", "threads"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, help="overrides the benchmark config's key")
+    p.add_argument("--device", help="overrides the benchmark config's key")
+    p.add_argument("--workdir", default="/tmp/coopt-byol-recipes")
+    p.add_argument("--out", default="simulations/results/byol-recipes")
+    args = p.parse_args(argv)
+    from coopt_flower.byol import BYOL_RECIPES
+
+    unknown = [r for r in args.recipes.split(",") if r not in BYOL_RECIPES]
+    if unknown:
+        p.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(BYOL_RECIPES)}")
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    command = "python -m simulations.byol_recipes" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    results = run_study(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{RESULTS}.json").write_text(json.dumps({"command": command, **results}, indent=2))
+    (out / f"{RESULTS}.md").write_text(render(results, command))
+    plot(results, out / f"{RESULTS}.png")
+    print(render(results, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
