@@ -55,7 +55,10 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
         "student-image-size": args.student_image_size,
         "num-server-rounds": args.rounds, "train-epochs": args.train_epochs,
         "refinement": policy, "probe-train-samples": args.probe_train,
-        "probe-test-samples": args.probe_test, "output-dir": str(out), "overwrite": True,
+        "probe-test-samples": args.probe_test, "output-dir": str(out),
+        # --resume: the app continues a run from the last round its checkpoint finished
+        # (same run config); otherwise every run starts afresh.
+        "overwrite": not getattr(args, "resume", False),
     }
     start = time.perf_counter()
     result = run_local_simulation(config, num_supernodes=len(specs.split(",")), echo=False,
@@ -154,8 +157,13 @@ def main(argv=None) -> int:
     parser.add_argument("--from-checkpoints", action="store_true",
                         help="run nothing: tabulate the runs already in --workdir (<pool>-<policy>/"
                              "checkpoint.json), also runs stopped before their last round")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the runs already in --workdir from their last finished "
+                             "round (same keys; e.g. after a stop) instead of starting afresh")
     parser.add_argument("--out", default="simulations/results")
     args = parser.parse_args(argv)
+    if args.resume and args.from_checkpoints:
+        parser.error("--resume runs the study; --from-checkpoints runs nothing: choose one")
     config = load_config(args.config)
     for key, value in config.items():
         if getattr(args, key, None) is None:

@@ -50,3 +50,31 @@ def test_a_stopped_study_is_tabulated_from_its_checkpoints(tmp_path):
     assert "| default | switch | 0.860 / 0.870 | lite0 / student | 0 / 1 | - |" in md
     results = json.loads((out / "multiround.json").read_text())["results"]
     assert [r["rounds_finished"] for r in results] == [2, 1]
+
+
+def test_resume_continues_the_runs_in_the_workdir_instead_of_overwriting(tmp_path, monkeypatch):
+    import json
+    import types
+
+    import simulations.local_run as local_run
+    from simulations.multiround_study import main
+
+    configs = []
+
+    def fake_run(config, **kw):  # the app, resumed or not, leaves a finished checkpoint
+        configs.append(config)
+        out = tmp_path / "work" / "default-switch"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoint.json").write_text(json.dumps({"rounds": {"1": {
+            "student": {"probe_accuracy": 0.8}, "reference_prototype": "lite0", "student_in": None,
+            "participants": [{"encoder": "own", "uniform_value": -2.0}]}}}))
+        return types.SimpleNamespace(returncode=0, output="")
+
+    monkeypatch.setattr(local_run, "run_local_simulation", fake_run)
+    common = ["--config", str(DEFAULT_CONFIG), "--only-pools", "default", "--only-policies",
+              "switch", "--rounds", "1", "--workdir", str(tmp_path / "work")]
+    main(common + ["--out", str(tmp_path / "a")])
+    main(common + ["--out", str(tmp_path / "b"), "--resume"])
+    assert [c["overwrite"] for c in configs] == [True, False]
+    with pytest.raises(SystemExit):
+        main(common + ["--resume", "--from-checkpoints"])
