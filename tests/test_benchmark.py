@@ -357,3 +357,27 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
     cfg = B.Config.from_dict(lars["config"])
     md = B.render_markdown(cfg, lars, B.summarize(cfg, lars))
     assert "BYOL rows with the small-image recipe `lars-cosine` (optimizer lars" in md
+
+
+def test_restored_runs_are_reused_under_equal_settings_only(tmp_path):
+    runs = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
+            B.BYOL: _run([0.71, 0.75], 0.75), B.BYOL_LONG: _run([0.71, 0.76, 0.77], 0.77)}
+    cfg = B.Config(seeds=(0,), arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10,
+                   epochs=2, byol_long_epochs=3)
+    results = _results(cfg, {"0": _seed_results({"small-cnn": runs})}, finished=True)
+    written = B.restore_runs(results, tmp_path / "runs")
+    assert sorted(written) == sorted(B.slug(n) for n in (
+        "seed0-small-cnn-CoOpt (aligned)-2ep", "seed0-small-cnn-BYOL-2ep",
+        "seed0-small-cnn-BYOL, longer budget-3ep"))  # random init is probed, never stored
+    stored = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").iterdir()}
+    aligned = stored[B.slug("seed0-small-cnn-CoOpt (aligned)-2ep")]
+    assert aligned["result"] == runs[B.ALIGNED]
+    # A run with a new BYOL recipe reuses the aligned run and retrains both BYOL rows.
+    rows_key, byol_key = B.run_keys(B.Config(**{**cfg.as_dict(), "byol_recipe": "lars-cosine"}))
+    assert aligned["config"] == rows_key
+    assert stored[B.slug("seed0-small-cnn-BYOL-2ep")]["config"] != byol_key
+    assert B.restore_runs(results, tmp_path / "runs") == []  # present runs are left alone
+    with pytest.raises(ValueError, match="finished"):
+        B.restore_runs(dict(results, finished=False), tmp_path / "other")
+    with pytest.raises(SystemExit):
+        B.parse_args(["--tiny", "--restore-runs", "x.json"])  # without --resume

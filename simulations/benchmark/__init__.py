@@ -70,5 +70,5 @@ from simulations.benchmark.config import (  # noqa: F401  (the package's public 
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup, time_to_reach  # noqa: F401
 from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401
 from simulations.benchmark.features import cached_features, slug  # noqa: F401
-from simulations.benchmark.main import main, parse_args, run, run_keys  # noqa: F401
+from simulations.benchmark.main import main, parse_args, restore_runs, run, run_keys  # noqa: F401
 from simulations.benchmark.report import check_targets, healthy_baseline, not_run, render_markdown, summarize  # noqa: F401

@@ -74,6 +74,11 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                         "/tmp/coopt-benchmark-tiny for --tiny)")
     p.add_argument("--resume", action="store_true",
                    help="reuse per-run results already in the work dir (same config)")
+    p.add_argument("--restore-runs", action="append", default=[], metavar="JSON",
+                   help="with --resume: first put the training runs of a finished benchmark.json "
+                        "into the work dir's run store (e.g. when the work dir is lost, or on "
+                        "another machine); --resume then reuses those whose settings equal this "
+                        "run's and retrains the rest; repeatable")
     p.add_argument("--skip-rows", default=None,
                    help="';'-separated rows not to train in this invocation (e.g. 'CoOpt (no "
                         "alignment);CoOpt (heads)' to fit a time limit); the report lists them as "
@@ -93,6 +98,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                    help="with --report-only: a Markdown file whose text goes under the title "
                         "(e.g. the commands that produced a run made of several invocations)")
     args = p.parse_args(argv)
+    if args.restore_runs and not args.resume:
+        p.error("--restore-runs fills the run store that --resume reuses: add --resume")
     if args.add_results and not args.report_only:
         p.error("--add-results merges finished runs into a report: use it with --report-only")
     if args.tiny and args.config:
@@ -134,6 +141,39 @@ def run_keys(cfg: Config) -> tuple[str, str]:
         return rows_key, rows_key
     return rows_key, json.dumps({k: v for k, v in values.items() if k not in RUN_KEY_IGNORES},
                                 sort_keys=True)
+
+
+def run_name(seed: int | str, arch: str, row: str, epochs: int) -> str:
+    """The name a training run is stored under in the work dir's run store."""
+    return f"seed{seed}-{arch}-{row}-{epochs}ep"
+
+
+def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
+    """Store the training runs of a finished results file as ``--resume`` reuses them.
+
+    Each run is stored under the settings of the file's own config (its BYOL rows under the
+    BYOL key), so a later run reuses exactly those whose settings equal its own. A run already
+    in the store is left as it is. Returns the names written.
+    """
+    if not results.get("finished", False):
+        raise ValueError("restore runs from a finished benchmark.json (finished: false)")
+    cfg = results_config(results["config"])
+    rows_key, byol_key = run_keys(cfg)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for seed, seed_results in results["seeds"].items():
+        for arch, runs in seed_results["runs"].items():
+            for row, result in runs.items():
+                if row == RANDOM:
+                    continue  # probed, not trained: never stored
+                epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
+                path = runs_dir / f"{slug(run_name(seed, arch, row, epochs))}.json"
+                if path.exists():
+                    continue
+                key = byol_key if row in (BYOL, BYOL_LONG) else rows_key
+                path.write_text(json.dumps({"config": key, "result": result}))
+                written.append(path.stem)
+    return written
 
 
 def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: bool = False,
@@ -256,7 +296,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
                 dataset = built["datasets"].get(row)
                 epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
                 seed_runs[arch][row] = cached_run(
-                    f"seed{seed}-{arch}-{row}-{epochs}ep",
+                    run_name(seed, arch, row, epochs),
                     lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
                         row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
                     byol_key if row in (BYOL, BYOL_LONG) else cfg_key)
@@ -314,6 +354,9 @@ def main(argv=None) -> int:
     for row in skip:
         if row not in known and not row.startswith(SINGLE):
             raise SystemExit(f"--skip-rows: unknown row {row!r}; rows: {'; '.join(sorted(known))}")
+    for path in args.restore_runs:
+        names = restore_runs(json.loads(Path(path).read_text()), work_dir / "runs")
+        log(f"restored {len(names)} training runs from {path}")
     run(cfg, cache_dir=cache_dir, work_dir=work_dir, out_dir=out_dir, resume=args.resume,
         command=command, config_file=_config_name(args.config), skip_rows=skip)
     return 0
