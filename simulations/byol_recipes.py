@@ -76,6 +76,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             if one["settings"] == key:
                 log(f"  reusing {name}")
                 return one["result"]
+        if args.from_runs:
+            return None  # tabulating only what is stored
         result = fn()
         path.write_text(json.dumps({"settings": key, "result": result}))
         return result
@@ -87,6 +89,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             return probes.probe_backbone(create_student(arch, image_size=base.image_size), full=True)
 
         init = stored(f"{arch}-random-init", init_probe)
+        if init is None:
+            continue
         log(f"{arch} random init: probe {init['acc']:.4f} / full {init['full_acc']:.4f}")
         runs = {}
         for recipe in args.recipes.split(","):
@@ -94,6 +98,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             run = stored(f"{arch}-byol-{recipe}-{base.epochs}ep", lambda cfg=cfg, arch=arch: train_row(
                 BYOL, arch, cfg, args.seed, probes, x_train, y_train, epochs=cfg.epochs))
+            if run is None:
+                continue
             run.update(healthy(init, run["probe_acc"], run["full_probe_acc"]))
             runs[recipe] = run
             log(f"{arch} BYOL {recipe}: full probe {run['full_probe_acc']:.4f} (init "
@@ -139,6 +145,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     archs = list(results["students"])
+    if not archs:
+        return  # nothing stored to draw
     fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.6), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         one = results["students"][arch]
@@ -167,6 +175,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", help="overrides the benchmark config's key")
     p.add_argument("--workdir", default="/tmp/coopt-byol-recipes")
     p.add_argument("--out", default="simulations/results/byol-recipes")
+    p.add_argument("--from-runs", action="store_true",
+                   help="train nothing: tabulate the runs of these students and recipes that are "
+                        "stored in --workdir (the others are left out of the table)")
     args = p.parse_args(argv)
     from coopt_flower.byol import BYOL_RECIPES
 

@@ -325,17 +325,26 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     assert sorted(written["seeds"]) == ["0", "1"] and "vit-tiny-4x4" in (out / B.MD_NAME).read_text()
 
 
-def test_a_byol_recipe_retrains_only_the_byol_rows_and_is_named_in_the_report():
+def test_a_byol_recipe_retrains_only_the_byol_rows_of_its_students():
     shared = B.Config()
-    lars = B.Config(byol_recipe="lars-cosine")
     rows_key, byol_key = B.run_keys(shared)
     assert rows_key == byol_key and "byol_recipe" not in rows_key  # runs stored before the key
-    lars_rows_key, lars_byol_key = B.run_keys(lars)
-    assert lars_rows_key == rows_key  # CoOpt, supervised, single rows: reused
-    assert lars_byol_key != byol_key and '"byol_recipe": "lars-cosine"' in lars_byol_key
-    assert B.run_keys(B.Config(byol_recipe="lars-cosine", seeds=(4,)))[1] == lars_byol_key
-    with pytest.raises(ValueError, match="byol_recipe must be one of shared, .*lars-cosine"):
+    lars = B.Config(byol_recipe="lars-cosine")
+    assert B.run_keys(lars)[0] == rows_key  # CoOpt, supervised, single rows: reused
+    assert B.run_keys(lars)[1] != byol_key and '"byol_recipe": "lars-cosine"' in B.run_keys(lars)[1]
+    assert B.run_keys(B.Config(byol_recipe="lars-cosine", seeds=(4,)))[1] == B.run_keys(lars)[1]
+    # Per student: only that student's BYOL key changes.
+    mixed = B.Config(byol_recipe="shared, torchvision:resnet18=sgd-cosine")
+    assert mixed.byol_recipe_for("torchvision:resnet18") == "sgd-cosine"
+    assert mixed.byol_recipe_for("small-cnn") == mixed.byol_recipe_for("vit-tiny-4x4") == "shared"
+    assert B.run_keys(mixed, "small-cnn") == (rows_key, rows_key)
+    assert B.run_keys(mixed, "torchvision:resnet18")[1] == B.run_keys(
+        B.Config(byol_recipe="sgd-cosine"), "torchvision:resnet18")[1] != rows_key
+    assert B.Config(byol_recipe="vit-tiny-4x4=adamw-cosine").byol_recipe_for("small-cnn") == "shared"
+    with pytest.raises(ValueError, match="unknown recipe 'lars' .*lars-cosine"):
         B.Config(byol_recipe="lars")
+    with pytest.raises(ValueError, match="names small-cnn twice"):
+        B.Config(byol_recipe="small-cnn=shared,small-cnn=sgd-cosine")
     assert B.parse_args(["--tiny", "--byol-recipe", "sgd-cosine"])[0].byol_recipe == "sgd-cosine"
 
 
@@ -356,7 +365,8 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
         merge_results(old, lars, where="x")
     cfg = B.Config.from_dict(lars["config"])
     md = B.render_markdown(cfg, lars, B.summarize(cfg, lars))
-    assert "BYOL rows with the small-image recipe `lars-cosine` (optimizer lars" in md
+    assert "BYOL's optimizer recipe per student (small-cnn: `lars-cosine`; `shared` is" in md
+    assert "`lars-cosine` = optimizer lars, lr_per_256 1.0" in md
 
 
 def test_restored_runs_are_reused_under_equal_settings_only(tmp_path):

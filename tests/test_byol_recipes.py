@@ -30,3 +30,16 @@ def test_tiny_study_end_to_end_reuses_stored_runs(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "w").iterdir()}
     assert S.main(args) == 0  # a second invocation trains nothing
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "w").iterdir()} == mtimes
+
+
+def test_from_runs_tabulates_only_what_is_stored(tmp_path):
+    common = ["--config", "simulations/configs/benchmark-tiny.yaml", "--students", "small-cnn",
+              "--epochs", "1", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]
+    S.main(common + ["--recipes", "shared", "--from-runs"])  # nothing stored: an empty table
+    assert "| small-cnn |" not in (tmp_path / "out" / "byol_recipes.md").read_text()
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+    S.main(common + ["--recipes", "shared"])
+    S.main(common + ["--recipes", "shared,sgd-cosine", "--from-runs"])
+    results = json.loads((tmp_path / "out" / "byol_recipes.json").read_text())
+    assert list(results["students"]["small-cnn"]["recipes"]) == ["shared"]
+    assert len(list((tmp_path / "w").iterdir())) == 2  # sgd-cosine was not trained

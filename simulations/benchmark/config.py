@@ -73,6 +73,8 @@ class Config:
     # The BYOL rows' optimizer recipe (coopt_flower.byol.BYOL_RECIPES): "shared" trains BYOL
     # with the AdamW every other row uses; the others are the small-image recipes of the
     # self-supervised libraries (SGD or LARS, warmup, cosine decay). Only BYOL rows change.
+    # One name for every student, or per student: "shared,torchvision:resnet18=sgd-cosine"
+    # (a bare name is the default of the students not listed).
     byol_recipe: str = "shared"
     probe_epochs: int = 100
     full_probe_steps: int = 3000
@@ -89,11 +91,7 @@ class Config:
             self.arch2 = ""
         if self.single_rows not in SINGLE_ROWS:
             raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
-        from coopt_flower.byol import BYOL_RECIPES
-
-        if self.byol_recipe not in BYOL_RECIPES:
-            raise ValueError(f"byol_recipe must be one of {', '.join(BYOL_RECIPES)}, "
-                             f"got {self.byol_recipe!r}")
+        self.byol_recipes()  # an unknown recipe is refused here
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
         self.archs()  # a student named twice is refused here, not after hours of training
@@ -106,6 +104,28 @@ class Config:
         if dup:
             raise ValueError(f"arch2 names a student twice (or repeats arch): {', '.join(dup)}")
         return [self.arch] + more
+
+    def byol_recipes(self) -> dict[str, str]:
+        """``byol_recipe`` parsed: ``{student: recipe}``, the default under ``""``."""
+        from coopt_flower.byol import BYOL_RECIPES
+
+        out: dict[str, str] = {}
+        for entry in [e.strip() for e in str(self.byol_recipe).split(",") if e.strip()]:
+            student, _, recipe = entry.rpartition("=")
+            student, recipe = student.strip(), recipe.strip()
+            if recipe not in BYOL_RECIPES:
+                raise ValueError(f"byol_recipe: unknown recipe {recipe!r} in {entry!r}; "
+                                 f"recipes: {', '.join(BYOL_RECIPES)}")
+            if student in out:
+                raise ValueError(f"byol_recipe names {student or 'the default'} twice")
+            out[student] = recipe
+        out.setdefault("", "shared")
+        return out
+
+    def byol_recipe_for(self, arch: str) -> str:
+        """The optimizer recipe of ``arch``'s BYOL rows."""
+        recipes = self.byol_recipes()
+        return recipes.get(arch, recipes[""])
 
     def arch_rows(self, arch: str, singles: Sequence[str]) -> list[str]:
         """The training rows of one student, most important first (a cut run keeps those).

@@ -123,24 +123,24 @@ def _config_name(path: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def run_keys(cfg: Config) -> tuple[str, str]:
-    """The settings a stored training run is reused under: (every row but BYOL's, BYOL's).
+def run_keys(cfg: Config, arch: str = "") -> tuple[str, str]:
+    """The settings a stored training run of ``arch`` is reused under: (every row but
+    BYOL's, BYOL's).
 
     Keys that do not change what one run trains on are left out: the supplementary row's
     epoch count and the seed are part of the run's name instead, and which other seeds,
     students and rows are run does not change this one (so a run cut to seed 0 and one
-    student is reused by the full run later). Keys of the BYOL rows only (their optimizer
-    recipe) are left out of every other row's key, so changing BYOL's recipe retrains BYOL
-    and reuses the rest; the default recipe is left out of BYOL's key too (runs stored
-    before the key existed used it).
+    student is reused by the full run later). BYOL's optimizer recipe is left out of every
+    other row's key, and BYOL's key has only the recipe of its own student, so changing one
+    student's BYOL recipe retrains that student's BYOL rows and reuses the rest; the default
+    recipe is left out of BYOL's key too (runs stored before the key existed used it).
     """
-    values = asdict(cfg)
-    rows_key = json.dumps({k: v for k, v in values.items()
-                           if k not in RUN_KEY_IGNORES + BYOL_ONLY_KEYS}, sort_keys=True)
-    if cfg.byol_recipe == "shared":
+    values = {k: v for k, v in asdict(cfg).items() if k not in RUN_KEY_IGNORES + BYOL_ONLY_KEYS}
+    rows_key = json.dumps(values, sort_keys=True)
+    recipe = cfg.byol_recipe_for(arch or cfg.arch)
+    if recipe == "shared":
         return rows_key, rows_key
-    return rows_key, json.dumps({k: v for k, v in values.items() if k not in RUN_KEY_IGNORES},
-                                sort_keys=True)
+    return rows_key, json.dumps({**values, "byol_recipe": recipe}, sort_keys=True)
 
 
 def run_name(seed: int | str, arch: str, row: str, epochs: int) -> str:
@@ -158,7 +158,6 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
     if not results.get("finished", False):
         raise ValueError("restore runs from a finished benchmark.json (finished: false)")
     cfg = results_config(results["config"])
-    rows_key, byol_key = run_keys(cfg)
     runs_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for seed, seed_results in results["seeds"].items():
@@ -170,6 +169,7 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
                 path = runs_dir / f"{slug(run_name(seed, arch, row, epochs))}.json"
                 if path.exists():
                     continue
+                rows_key, byol_key = run_keys(cfg, arch)
                 key = byol_key if row in (BYOL, BYOL_LONG) else rows_key
                 path.write_text(json.dumps({"config": key, "result": result}))
                 written.append(path.stem)
@@ -190,7 +190,6 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     runs_dir = work_dir / "runs"
     runs_dir.mkdir(exist_ok=True)
     log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
-    cfg_key, byol_key = run_keys(cfg)
 
     train, test = open_source(cfg.data), open_source(cfg.test_data)
     sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
@@ -299,7 +298,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
                     run_name(seed, arch, row, epochs),
                     lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
                         row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
-                    byol_key if row in (BYOL, BYOL_LONG) else cfg_key)
+                    run_keys(cfg, arch)[1 if row in (BYOL, BYOL_LONG) else 0])
                 write_outputs(final=False)  # a cut run still leaves a report of what finished
 
     summary = write_outputs(final=True)

@@ -510,12 +510,15 @@ def _byol_recipe_note(cfg: Config) -> str:
     """How BYOL's optimizer differs from the other rows' (nothing with the shared recipe)."""
     from coopt_flower.byol import BYOL_RECIPES
 
-    if cfg.byol_recipe == "shared":
+    used = {arch: cfg.byol_recipe_for(arch) for arch in cfg.archs()}
+    if set(used.values()) == {"shared"}:
         return " (BYOL too)"
-    recipe = ", ".join(f"{k} {v}" for k, v in BYOL_RECIPES[cfg.byol_recipe].items())
-    return (f"; BYOL rows with the small-image recipe `{cfg.byol_recipe}` ({recipe}; "
-            "lr_per_256 scaled to the batch size), the same students, data, augmentations, "
-            "batch size, epochs and probe")
+    per_student = "; ".join(f"{arch}: `{recipe}`" for arch, recipe in used.items())
+    recipes = "; ".join(f"`{name}` = " + ", ".join(f"{k} {v}" for k, v in BYOL_RECIPES[name].items())
+                        for name in dict.fromkeys(used.values()) if name != "shared")
+    return (f"; BYOL's optimizer recipe per student ({per_student}; `shared` is the AdamW above; "
+            f"{recipes}; lr_per_256 scaled to the batch size; chosen per student, the same on "
+            "every seed), with the same students, data, augmentations, batch size, epochs and probe")
 
 
 def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any]) -> str:

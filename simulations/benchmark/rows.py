@@ -82,7 +82,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
     if row == SUPERVISED:
         result = train_supervised(x_train, y_train, config, on_epoch_end=on_epoch_end)
     elif row in (BYOL, BYOL_LONG):
-        result = train_byol(x_train, byol_train_config(config, cfg.byol_recipe),
+        result = train_byol(x_train, byol_train_config(config, cfg.byol_recipe_for(arch)),
                             on_epoch_end=on_epoch_end)
     else:
         result = train_on_optimized(dataset, config, on_epoch_end=on_epoch_end)
