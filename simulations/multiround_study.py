@@ -65,7 +65,14 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
                                   flwr_home=workdir / f"home-{pool}-{policy}")
     if result.returncode != 0 or not (out / "checkpoint.json").exists():
         raise RuntimeError(f"{pool}/{policy} failed:\n{result.output[-3000:]}")
-    return read_run(out, pool, policy, seconds=time.perf_counter() - start)
+    run = read_run(out, pool, policy, seconds=time.perf_counter() - start)
+    if run["rounds_finished"] < args.rounds:
+        # The run ended without an error code but short of its rounds (e.g. Flower stopped it):
+        # say so, and how to continue, instead of tabulating a cut run as the study's result.
+        raise RuntimeError(
+            f"{pool}/{policy} ended after {run['rounds_finished']} of {args.rounds} rounds; "
+            f"continue it with the same command plus --resume:\n{result.output[-3000:]}")
+    return run
 
 
 def read_run(out: Path, pool: str, policy: str, *, seconds: float | None = None) -> dict:

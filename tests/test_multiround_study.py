@@ -78,3 +78,7 @@ def test_resume_continues_the_runs_in_the_workdir_instead_of_overwriting(tmp_pat
     assert [c["overwrite"] for c in configs] == [True, False]
     with pytest.raises(SystemExit):
         main(common + ["--resume", "--from-checkpoints"])
+    # A run that exits cleanly short of its rounds is an error that says how to continue.
+    with pytest.raises(RuntimeError, match="ended after 1 of 2 rounds; .*--resume"):
+        main(common[:-4] + ["--rounds", "2", "--workdir", str(tmp_path / "work"),
+                            "--out", str(tmp_path / "c")])
