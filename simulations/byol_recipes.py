@@ -111,9 +111,12 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(results: dict[str, Any], command: str) -> str:
     s = results["settings"]
+    stored = (" Tabulated from the runs stored in the work dir (`--from-runs`: the rows below are "
+              "the combinations that were trained, by the same command without `--from-runs`, "
+              "possibly over several invocations)." if "--from-runs" in command else "")
     lines = [
         "# BYOL optimizer recipes: is the baseline healthy on every student?", "",
-        f"`{command}`", "",
+        f"`{command}`{stored}", "",
         f"The benchmark's BYOL row (same data, augmentations, batch {s['batch_size']}, "
         f"{s['epochs']} epochs, probe), seed {s['seed']}, {s['num_train']:,} training images, "
         f"probe on {s['num_train']:,} labeled train / {s['num_test']:,} test features; only the "
