@@ -326,11 +326,11 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
 
 
 def test_a_byol_recipe_retrains_only_the_byol_rows_of_its_students():
-    shared = B.Config()
+    shared = B.Config(byol_recipe="shared")
     rows_key, byol_key = B.run_keys(shared)
     assert rows_key == byol_key and "byol_recipe" not in rows_key  # runs stored before the key
     lars = B.Config(byol_recipe="lars-cosine")
-    assert B.run_keys(lars)[0] == rows_key  # CoOpt, supervised, single rows: reused
+    assert B.run_keys(lars)[0] == rows_key and B.run_keys(B.Config())[0] == rows_key  # CoOpt, supervised, single rows: reused
     assert B.run_keys(lars)[1] != byol_key and '"byol_recipe": "lars-cosine"' in B.run_keys(lars)[1]
     assert B.run_keys(B.Config(byol_recipe="lars-cosine", seeds=(4,)))[1] == B.run_keys(lars)[1]
     # Per student: only that student's BYOL key changes.
@@ -353,7 +353,8 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
 
     runs = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
             B.BYOL: _run([0.71, 0.75], 0.75)}
-    kw = dict(arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10, epochs=2)
+    kw = dict(arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10, epochs=2,
+              byol_recipe="shared")
     old = _results(B.Config(seeds=(0,), **kw), {"0": _seed_results({"small-cnn": runs})}, finished=True)
     del old["config"]["byol_recipe"]  # as a file from before the key
     assert results_config(old["config"]).byol_recipe == "shared"
