@@ -2,8 +2,11 @@
 
 Every method trains the same student (:func:`coopt_flower.students.create_student`)
 with the same augmentation (:class:`~coopt_flower.augment.TrainAugment`), two views
-of every image per step, the same batch size and AdamW settings: only the objective
-differs, so the methods compare fairly. :class:`TrainConfig` holds the shared
+of every image per step, the same batch size and, by default, the same AdamW at a
+constant rate: only the objective differs, so the methods compare fairly (a method
+that needs its own optimizer recipe, such as BYOL on some students, sets
+``optimizer``/``lr_schedule`` of its config; see :data:`coopt_flower.byol.BYOL_RECIPES`).
+:class:`TrainConfig` holds the shared
 settings; a :class:`Recipe` holds what one method supplies (its model wrapper, its
 batches, its per-step loss, an optional after-step hook); :func:`fit` does the rest:
 seeding, building the model, the optimizer, the epoch loop, progress, checkpoints
