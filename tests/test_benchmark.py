@@ -360,7 +360,7 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
     assert results_config(old["config"]).byol_recipe == "shared"
     shared = _results(B.Config(seeds=(1,), **kw), {"1": _seed_results({"small-cnn": runs})}, finished=True)
     assert sorted(merge_results(old, shared, where="x")["seeds"]) == ["0", "1"]
-    lars = _results(B.Config(seeds=(1,), byol_recipe="lars-cosine", **kw),
+    lars = _results(B.Config(**{**kw, "seeds": (1,), "byol_recipe": "lars-cosine"}),
                     {"1": _seed_results({"small-cnn": runs})}, finished=True)
     with pytest.raises(ValueError, match="byol_recipe = 'lars-cosine' there, 'shared' here"):
         merge_results(old, lars, where="x")
