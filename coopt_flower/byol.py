@@ -64,6 +64,10 @@ BYOL_RECIPES: dict[str, dict[str, Any]] = {
     # weight decay 5e-4, warmup then cosine.
     "sgd-cosine": {"optimizer": "sgd", "lr_per_256": 0.06, "weight_decay": 5e-4,
                    "momentum": 0.9, "lr_schedule": "cosine", "warmup_epochs": 1.0},
+    # SGD as in lightly's CIFAR-10 benchmark: lr 0.06 per 128 (twice mmselfsup's), momentum
+    # 0.9, weight decay 5e-4, cosine decay to 0 without a warmup.
+    "sgd-cosine-lightly": {"optimizer": "sgd", "lr_per_256": 0.12, "weight_decay": 5e-4,
+                           "momentum": 0.9, "lr_schedule": "cosine"},
     # LARS as in solo-learn's CIFAR BYOL: lr 1.0 per 256, weight decay 1e-5, trust
     # coefficient 0.02, biases and norms excluded, warmup then cosine.
     "lars-cosine": {"optimizer": "lars", "lr_per_256": 1.0, "weight_decay": 1e-5,

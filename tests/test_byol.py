@@ -128,6 +128,8 @@ def test_byol_recipes_change_only_the_optimizer_and_scale_the_rate_to_the_batch(
     assert (lars.optimizer, lars.lr, lars.weight_decay, lars.lr_schedule, lars.warmup_epochs) == (
         "lars", 0.25, 1e-5, "cosine", 1.0)
     assert byol_train_config(base, "sgd-cosine").lr == pytest.approx(0.06 * 64 / 256)
+    lightly_sgd = byol_train_config(base, "sgd-cosine-lightly")  # lightly: 0.06 per 128
+    assert (lightly_sgd.lr, lightly_sgd.warmup_epochs) == (pytest.approx(0.06 * 64 / 128), 0.0)
     for recipe in BYOL_RECIPES:
         changed = byol_train_config(base, recipe)
         for kept in ("arch", "image_size", "epochs", "batch_size", "seed", "device", "augment"):
