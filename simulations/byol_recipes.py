@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -166,6 +164,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv=None) -> int:
     from simulations.benchmark.config import DEFAULT_CONFIG
+    from simulations.cli import add_key_overrides, reproducing_command
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the benchmark config to start from")
@@ -173,9 +172,8 @@ def main(argv=None) -> int:
                    "torchvision:mobilenet_v3_small,vit-tiny-4x4", help="comma list")
     p.add_argument("--recipes", default="shared,adamw-cosine,sgd-cosine,lars-cosine", help="comma list")
     p.add_argument("--seed", type=int, default=0)
-    for key in ("epochs", "num_train", "num_test", "threads"):
-        p.add_argument("--" + key.replace("_", "-"), type=int, help="overrides the benchmark config's key")
-    p.add_argument("--device", help="overrides the benchmark config's key")
+    add_key_overrides(p, {"epochs": int, "num_train": int, "num_test": int, "threads": int, "device": str},
+                      what="the benchmark config's key")
     p.add_argument("--workdir", default="/tmp/coopt-byol-recipes")
     p.add_argument("--out", default="simulations/results/byol-recipes")
     p.add_argument("--from-runs", action="store_true",
@@ -187,8 +185,7 @@ def main(argv=None) -> int:
     unknown = [r for r in args.recipes.split(",") if r not in BYOL_RECIPES]
     if unknown:
         p.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(BYOL_RECIPES)}")
-    argv_list = sys.argv[1:] if argv is None else list(argv)
-    command = "python -m simulations.byol_recipes" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    command = reproducing_command("simulations.byol_recipes", argv)
     results = run_study(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

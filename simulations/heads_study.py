@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -33,13 +31,14 @@ from simulations.benchmark.config import ALIGNED, HEADS, SINGLE, UNALIGNED, load
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log
 from simulations.benchmark.rows import ProbeSet, train_row
+from simulations.cli import add_key_overrides, reproducing_command
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="a benchmark YAML (simulations/configs/)")
-    for key in ("num_train", "num_test", "epochs", "proto_image_size", "probe_epochs", "full_probe_steps"):
-        p.add_argument("--" + key.replace("_", "-"), type=int)
+    add_key_overrides(p, dict.fromkeys(("num_train", "num_test", "epochs", "proto_image_size", "probe_epochs",
+                                        "full_probe_steps"), int), what="the benchmark config's key")
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--rows", help="comma-separated rows to train (default: every single prototype, "
                                   "CoOpt (no alignment), CoOpt (aligned), CoOpt (heads))")
@@ -93,8 +92,7 @@ def main(argv=None) -> int:
         full = mean_std([runs[str(s)][row]["full_probe_acc"] for s in cfg.seeds])
         table.append({"row": row, "acc_mean": acc[0], "acc_std": acc[1],
                       "full_acc_mean": full[0], "full_acc_std": full[1]})
-    command = "python -m simulations.heads_study" + "".join(
-        f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    command = reproducing_command("simulations.heads_study", argv)
     results = {"command": command, "config": asdict(cfg), "rows": table, "runs": runs,
                "wall_seconds": time.perf_counter() - started}
     (out / "heads_study.json").write_text(json.dumps(results, indent=2, default=float))

@@ -150,14 +150,11 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    import shlex
-    import sys
+    from simulations.cli import add_key_overrides, reproducing_command
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file with the study's keys")
-    for key, kind in KEYS.items():
-        if kind is int:
-            parser.add_argument("--" + key.replace("_", "-"), type=int, help="overrides the config's key")
+    add_key_overrides(parser, {key: int for key, kind in KEYS.items() if kind is int})
     parser.add_argument("--only-pools", help="comma list: run only these pools of the config")
     parser.add_argument("--only-policies", help="comma list: run only these policies of the config")
     parser.add_argument("--workdir", default="/tmp/coopt-multiround")
@@ -179,8 +176,7 @@ def main(argv=None) -> int:
         args.pools = {name: args.pools[name] for name in args.only_pools.split(",")}
     if args.only_policies:
         args.policies = args.only_policies.split(",")
-    argv_list = sys.argv[1:] if argv is None else list(argv)
-    args.command = "python -m simulations.multiround_study" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    args.command = reproducing_command("simulations.multiround_study", argv)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     results = []

@@ -45,6 +45,7 @@ from coopt_flower.trainer import TrainConfig
 from coopt_flower.training import train_on_optimized
 from simulations.benchmark.datasets import CachedParticipant
 from simulations.benchmark.features import cached_features, log, slug
+from simulations.cli import reproducing_command
 
 
 STUDY_PARTS = ("scores", "merges", "sweep")
@@ -356,7 +357,7 @@ def main(argv=None) -> int:
         if wanted and source["name"] not in wanted:
             continue
         results[source["name"]] = study_source(cfg, source, cache_dir, cache_dir / "work" / slug(source["name"]))
-    command = f"python -m simulations.selection_study --config {args.config} --out {args.out}"
+    command = reproducing_command("simulations.selection_study", argv)
     out.mkdir(parents=True, exist_ok=True)
     (out / "selection.json").write_text(json.dumps({"command": command, "config": raw, "results": results},
                                                    indent=2))

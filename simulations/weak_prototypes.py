@@ -31,6 +31,7 @@ from simulations.benchmark.config import ALIGNED, BYOL, DEFAULT_CONFIG, RESULTS_
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
 from simulations.benchmark.rows import ProbeSet, train_row
+from simulations.cli import reproducing_command
 
 WEAK_POOL = ("random:efficientnet-lite0", "random:efficientnet-lite1", "random:efficientnet-lite2")
 EARLY_EPOCHS = 3
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"CoOpt (aligned), random pool": weak, **{k: v for k, v in others.items() if v}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m simulations.weak_prototypes" + (f" --config {args.config}" if args.config != str(DEFAULT_CONFIG) else "") \
-        + f" --seed {args.seed} --threads {args.threads}"
+    command = reproducing_command("simulations.weak_prototypes", argv)
     record = {"command": command, "config": asdict(cfg), "pool": list(cfg.prototypes),
               "own_feature_probe": weakness, "raw_pixels_same_split": pixels,
               "random_init_probe": init["acc"], "rows": rows,

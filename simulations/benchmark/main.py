@@ -6,8 +6,6 @@ import argparse
 import json
 import os
 import platform as py_platform
-import shlex
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +22,7 @@ from simulations.benchmark.features import cached_features, log, slug
 from simulations.benchmark.merge import MERGEABLE_KEYS, merge_results, results_config
 from simulations.benchmark.report import plot, render_markdown, summarize
 from simulations.benchmark.rows import ProbeSet, train_row
+from simulations.cli import add_key_overrides, reproducing_command
 
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
@@ -60,9 +59,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
              "single_rows": "all: a single-prototype row per prototype; best: only the prototype "
                             "whose own features probe highest (the floors)",
              "extra_merges": "true/false: the CoOpt (procrustes) and CoOpt (cca) rows"}
-    for name in OVERRIDES:
-        p.add_argument("--" + name.replace("_", "-"), type=_bool if types[name] is bool else types[name],
-                       help=helps.get(name))
+    add_key_overrides(p, {name: _bool if types[name] is bool else types[name] for name in OVERRIDES},
+                      helps=helps)
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--prototypes", help="comma-separated prototype specs")
     p.add_argument("--cache-dir", default="/tmp/coopt-benchmark-cache",
@@ -346,8 +344,7 @@ def main(argv=None) -> int:
         plot(cfg, summary, out_dir / PLOT_NAME)
         log(f"re-rendered {out_dir / MD_NAME}")
         return 0
-    argv_list = sys.argv[1:] if argv is None else list(argv)
-    command = "python -m simulations.benchmark" + "".join(f" {shlex.quote(a)}" for a in argv_list)
+    command = reproducing_command("simulations.benchmark", argv)
     known = {r for arch in cfg.archs() for r in cfg.arch_rows(arch, [])} | {SINGLE}
     skip = [r.strip() for r in (args.skip_rows or "").split(";") if r.strip()]
     for row in skip:
