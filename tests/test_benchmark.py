@@ -370,6 +370,32 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
     assert "`lars-cosine` = optimizer lars, lr_per_256 1.0" in md
 
 
+def test_files_whose_byol_recipe_differs_only_for_students_one_did_not_train_merge():
+    from simulations.benchmark.merge import merge_results
+
+    small = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
+             B.BYOL: _run([0.71, 0.75], 0.75)}
+    kw = dict(prototypes=("p1", "p2"), num_train=10, num_test=10, epochs=2)
+    alone = _results(B.Config(seeds=(0,), arch2="", byol_recipe="shared,torchvision:resnet18=sgd-cosine", **kw),
+                     {"0": _seed_results({"small-cnn": small})}, finished=True)
+    resnet = _results(B.Config(seeds=(1,), arch2="torchvision:resnet18",
+                               byol_recipe="shared,torchvision:resnet18=sgd-cosine-lightly", **kw),
+                      {"1": _seed_results({"small-cnn": small, "torchvision:resnet18": small})}, finished=True)
+    merged = merge_results(alone, resnet, where="x")
+    cfg = B.Config.from_dict(merged["config"])
+    assert cfg.byol_recipe_for("torchvision:resnet18") == "sgd-cosine-lightly"
+    assert cfg.byol_recipe_for("small-cnn") == "shared"
+    vit = _results(B.Config(seeds=(2,), arch2="vit-tiny-4x4", byol_recipe="adamw-cosine", **kw),
+                   {"2": _seed_results({"small-cnn": small, "vit-tiny-4x4": small})}, finished=True)
+    with pytest.raises(ValueError, match="byol_recipe = 'adamw-cosine' there"):  # small-cnn differs
+        merge_results(merged, vit, where="x")
+    vit["config"]["byol_recipe"] = "shared,vit-tiny-4x4=adamw-cosine"
+    cfg = B.Config.from_dict(merge_results(merged, vit, where="x")["config"])
+    assert [cfg.byol_recipe_for(a) for a in cfg.archs()] == [
+        "shared", "sgd-cosine-lightly", "adamw-cosine"]
+    assert "torchvision:resnet18=sgd-cosine-lightly" in cfg.byol_recipe
+
+
 def test_restored_runs_are_reused_under_equal_settings_only(tmp_path):
     runs = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
             B.BYOL: _run([0.71, 0.75], 0.75), B.BYOL_LONG: _run([0.71, 0.76, 0.77], 0.77)}

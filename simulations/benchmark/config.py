@@ -76,9 +76,9 @@ class Config:
     # One name for every student, or per student: "shared,torchvision:resnet18=sgd-cosine"
     # (a bare name is the default of the students not listed). The default: the AdamW every
     # row shares is healthy for small-cnn and the ViT, not for ResNet-18 and MobileNetV3 (below
-    # their random init / collapsing), whose BYOL uses the SGD recipe that was best on both
+    # their random init / collapsing), whose BYOL uses the SGD recipe that was best on each
     # (simulations/results/byol-recipes).
-    byol_recipe: str = ("shared,torchvision:resnet18=sgd-cosine,"
+    byol_recipe: str = ("shared,torchvision:resnet18=sgd-cosine-lightly,"
                         "torchvision:mobilenet_v3_small=sgd-cosine")
     probe_epochs: int = 100
     full_probe_steps: int = 3000

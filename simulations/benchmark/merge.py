@@ -35,6 +35,30 @@ def _archs(config: dict[str, Any]) -> list[str]:
     return results_config(config).archs()[1:]
 
 
+def _student_byol_recipes(config: dict[str, Any]) -> dict[str, str]:
+    """``{student: its BYOL recipe}`` for the students a results file trained."""
+    cfg = results_config(config)
+    return {arch: cfg.byol_recipe_for(arch) for arch in cfg.archs()}
+
+
+def _byol_recipe_clash(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The students both files trained with different BYOL recipes.
+
+    A student's recipe changes only its own BYOL rows, so files whose ``byol_recipe`` differs
+    only for students one of them did not train merge (e.g. seed 0 of small-cnn alone and
+    seed 1 with a per-student recipe for ResNet-18).
+    """
+    a, b = _student_byol_recipes(mine), _student_byol_recipes(theirs)
+    return sorted(s for s in a.keys() & b.keys() if a[s] != b[s])
+
+
+def _merged_byol_recipe(mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """One ``byol_recipe`` that gives every student of either file the recipe it was run with."""
+    recipes = {**_student_byol_recipes(mine), **_student_byol_recipes(theirs)}
+    default = recipes[mine["arch"]]  # ``arch`` is equal in both (checked before)
+    return ",".join([default] + [f"{s}={r}" for s, r in recipes.items() if r != default])
+
+
 def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) -> dict[str, Any]:
     """``base`` with the seeds of ``other`` added (a new dict; neither input is changed).
 
@@ -46,7 +70,9 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) ->
     """
     mine, theirs = ({**LATER_KEYS, **base["config"]}, {**LATER_KEYS, **other["config"]})
     differ = sorted(k for k in set(mine) | set(theirs)
-                    if k not in MERGEABLE_KEYS and mine.get(k) != theirs.get(k))
+                    if k not in MERGEABLE_KEYS + ("byol_recipe",) and mine.get(k) != theirs.get(k))
+    if not differ and _byol_recipe_clash(mine, theirs):
+        differ = ["byol_recipe"]
     if differ:
         raise ValueError(f"{where}: cannot merge runs of different settings: " + "; ".join(
             f"{k} = {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ))
@@ -68,6 +94,7 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) ->
     cfg["single_rows"] = "all" if "all" in (mine["single_rows"], theirs["single_rows"]) else "best"
     cfg["extra_merges"] = bool(mine["extra_merges"] or theirs["extra_merges"])
     cfg["byol_long_epochs"] = max(mine["byol_long_epochs"], theirs["byol_long_epochs"])
+    cfg["byol_recipe"] = _merged_byol_recipe(mine, theirs)
     parts = merged.setdefault("merged_from", [_part(base)])
     if not any(p == _part(other) for p in parts):
         parts.append(_part(other))
