@@ -71,8 +71,8 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], *, where: str) ->
     mine, theirs = ({**LATER_KEYS, **base["config"]}, {**LATER_KEYS, **other["config"]})
     differ = sorted(k for k in set(mine) | set(theirs)
                     if k not in MERGEABLE_KEYS + ("byol_recipe",) and mine.get(k) != theirs.get(k))
-    if not differ and _byol_recipe_clash(mine, theirs):
-        differ = ["byol_recipe"]
+    if _byol_recipe_clash(mine, theirs):
+        differ = sorted(differ + ["byol_recipe"])
     if differ:
         raise ValueError(f"{where}: cannot merge runs of different settings: " + "; ".join(
             f"{k} = {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ))
