@@ -306,6 +306,16 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     collapsed["seeds"]["1"]["runs"]["vit-tiny-4x4"][B.BYOL] = _run([0.58, 0.55], 0.55)
     every = [c for c in B.summarize(cfg, collapsed)["targets"] if c["target"].startswith("every student")]
     assert not every[0]["met"] and "BYOL not above init" in every[0]["value"]
+    # Health is judged per seed: below its init on one seed of two fails though the mean is above.
+    one_seed_low = json.loads(json.dumps(merged))
+    one_seed_low["seeds"]["0"]["runs"]["vit-tiny-4x4"] = {
+        B.RANDOM: {"acc": 0.60, "full_acc": 0.60}, B.ALIGNED: _run([0.70, 0.80], 0.80),
+        B.BYOL: _run([0.55, 0.58], 0.58)}  # seed 1: 66 vs 60; seed 0: 58 vs 60; mean 62 vs 60
+    low_cfg = B.Config.from_dict({**merged["config"], "seeds": [0, 1]})
+    low = B.summarize(low_cfg, one_seed_low)
+    every = [c for c in low["targets"] if c["target"].startswith("every student")]
+    assert not every[0]["met"] and "vit-tiny-4x4 +18.0 (BYOL not above init)" in every[0]["value"]
+    assert [h["above_init"] for h in B.healthy_baseline(low) if h["arch"] == "vit-tiny-4x4"] == [False]
 
     with pytest.raises(ValueError, match="epochs = 3 there, 2 here"):
         merge_results(base, _results(B.Config(**{**more_cfg.as_dict(), "epochs": 3}),
