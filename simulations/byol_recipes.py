@@ -148,12 +148,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     archs = list(results["students"])
     if not archs:
         return  # nothing stored to draw
+    # One colour per recipe across every panel, so a recipe reads the same from student to student.
+    recipes = list(dict.fromkeys(r for one in results["students"].values() for r in one["recipes"]))
+    colour = {recipe: f"C{i % 10}" for i, recipe in enumerate(recipes)}
     fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.6), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         one = results["students"][arch]
         for recipe, run in one["recipes"].items():
             ax.plot(range(1, len(run["probe_acc"]) + 1), [100 * a for a in run["probe_acc"]],
-                    marker="o", label=recipe)
+                    marker="o", label=recipe, color=colour[recipe])
         ax.axhline(100 * one["random_init"]["acc"], color="gray", ls="--", label="random init")
         ax.set(title=arch, xlabel="epoch", ylabel="linear probe accuracy (%)")
         ax.legend(fontsize=7)
