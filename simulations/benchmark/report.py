@@ -728,7 +728,8 @@ def plot(cfg: Config, summary: dict[str, Any], path: Path) -> None:
             ax.set_xlabel("epoch" if j == 0 else "training wall clock (s, probe excluded)")
             ax.set_ylabel("linear probe accuracy (%)")
             seeds = sorted({int(x) for r in rows for x in r["seeds"]})
-            ax.set_title(f"{arch}: probe accuracy vs {'epoch' if j == 0 else 'wall clock'} "
+            # Two lines: a long student name with the seed note overran its panel on one line.
+            ax.set_title(f"{arch}: probe accuracy vs {'epoch' if j == 0 else 'wall clock'}\n"
                          f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
                          f"{'; each row: mean of the seeds it ran' if len(seeds) > 1 else ''})",
                          fontsize=9)
