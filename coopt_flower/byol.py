@@ -35,14 +35,14 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from coopt_flower.images import as_nchw_images
 from coopt_flower.inputs import on_device
 from coopt_flower.losses import BYOLLoss
-from coopt_flower.trainer import (
+from coopt_flower.training_loop import (
     EpochCallback,
     FitResult,
     Recipe,
     TrainConfig,
-    as_uint8_images,
     fit,
     num_batches,
     tensor_batches,
@@ -179,7 +179,7 @@ class ByolResult(FitResult):
     momentums : list of float
         Target momentum at the end of each epoch.
 
-    The other attributes are those of :class:`~coopt_flower.trainer.FitResult`.
+    The other attributes are those of :class:`~coopt_flower.training_loop.FitResult`.
     """
 
     momentums: list[float] = field(default_factory=list)
@@ -202,7 +202,7 @@ def train_byol(
     images : uint8 array or tensor
         ``(N, C, H, W)`` or ``(N, H, W, C)``, kept in memory.
     config : TrainConfig, optional
-        The settings shared with :func:`coopt_flower.training.train_on_optimized`
+        The settings shared with :func:`coopt_flower.student_training.train_on_optimized`
         (same defaults).
     momentum_start, momentum_end : float
         Target momentum schedule (cosine over all steps).
@@ -216,7 +216,7 @@ def train_byol(
     ByolResult
     """
     config = config or TrainConfig()
-    x = as_uint8_images(images)
+    x = as_nchw_images(images)
     if len(x) < 2:
         raise ValueError("need at least 2 images to train")
     steps_per_epoch = num_batches(len(x), config.batch_size)

@@ -3,15 +3,15 @@
 One function per subcommand, each delegating to the module that does the work:
 
 ``coopt run``      local simulation of the Flower app (:mod:`deploy.local_run`)
-``coopt train``    train a student on a round or an export (:mod:`coopt_flower.training`)
+``coopt train``    train a student on a round or an export (:mod:`coopt_flower.student_training`)
 ``coopt probe``    linear-probe a trained student (:func:`coopt_flower.probing.probe_checkpoint`)
 ``coopt export``   self-contained HF / WebDataset export (:mod:`coopt_flower.export`)
 ``coopt report``   verify a dataset and print its report (or an export's card)
-``coopt deploy``   certificates, keys, SuperLink/SuperNodes, runs (:mod:`deploy.cli`)
+``coopt deploy``   certificates, keys, SuperLink/SuperNodes, runs (:mod:`deploy.cluster`)
 
 ``run``, ``train`` and ``deploy`` hand the rest of the command line to their module's own
 parser, so ``coopt train --help`` shows exactly the options ``python -m
-coopt_flower.training`` takes. Heavy imports (torch, datasets, Flower helpers) happen inside
+coopt_flower.student_training`` takes. Heavy imports (torch, datasets, Flower helpers) happen inside
 the subcommand, so ``coopt --help`` is instant.
 """
 
@@ -38,15 +38,15 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    """``coopt train``: :func:`coopt_flower.training.main`."""
-    from coopt_flower.training import main
+    """``coopt train``: :func:`coopt_flower.student_training.main`."""
+    from coopt_flower.student_training import main
 
     return main(rest, prog=f"{PROG} train")
 
 
 def cmd_deploy(args: argparse.Namespace, rest: list[str]) -> int:
-    """``coopt deploy``: :func:`deploy.cli.main`."""
-    from deploy.cli import main
+    """``coopt deploy``: :func:`deploy.cluster.main`."""
+    from deploy.cluster import main
 
     return main(rest, prog=f"{PROG} deploy")
 

@@ -34,6 +34,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from coopt_flower.image_decoding import decode_reason, fit_square, open_rgb, to_rgb
 from coopt_flower.registry import Registry
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -164,23 +165,12 @@ def open_fashion_mnist(split: str = "train", root: str | None = None) -> ArraySo
     return ArraySource(spec, read_idx(image_file), read_idx(label_file))
 
 
-def fit_square(image, size: int):
-    """Resize the shorter side to ``size`` (bilinear) and center-crop to ``size x size``:
-    sources whose images differ in size hand out one shape per batch."""
-    from PIL import Image  # pillow comes with torchvision
-
-    scale = size / min(image.size)
-    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                           Image.BILINEAR)
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
-
-
 class DecodedSource:
     """A source whose images are decoded one by one (files, Hugging Face rows): batches of
     one square size, and a sample that cannot be decoded is reported, not raised, by
     :meth:`decode`. Subclasses give ``spec``, ``image_size``, ``__len__``, ``open_image``
-    (one sample as an 8-bit RGB Pillow image, see :func:`to_rgb`) and ``name_of``."""
+    (one sample as an 8-bit RGB Pillow image, see :func:`~coopt_flower.image_decoding.to_rgb`)
+    and ``name_of``."""
 
     spec: str
     image_size: int
@@ -270,57 +260,6 @@ class FolderSource(DecodedSource):
 
 
 # ----------------------------------------------------------------------------- decoding
-
-
-def decode_reason(error: BaseException) -> str:
-    """The decoder's one-line reason, e.g. ``OSError: image file is truncated (...)``."""
-    from coopt_flower.errors import one_line
-
-    return one_line(f"{type(error).__name__}: {error}", table=True)
-
-
-def _scaled_to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:
-    """Intensities in ``[0, full_scale]`` as uint8 ``[0, 255]`` (rounded, clipped)."""
-    scaled = np.asarray(array, dtype=np.float64) * (255.0 / full_scale)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def to_rgb(image):
-    """A Pillow image of any mode as 8-bit RGB, the way a viewer shows it.
-
-    - EXIF orientation is applied (phone photos stand upright).
-    - 16-bit (``I;16*``) and 32-bit integer (``I``) grayscale are scaled from the 16-bit range
-      (``v * 255 / 65535``); Pillow's own conversion clips them to white.
-    - 32-bit float (``F``) is read as intensity in ``[0, 1]``; Pillow's own clips it to 0/1.
-    - Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index) is composited
-      over white, so hidden colour under transparent pixels does not leak into the image.
-    - Palette, bilevel, CMYK, YCbCr, LAB and HSV go through Pillow's conversion.
-    """
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode.startswith("I;16") or mode == "I" or mode == "F":
-        full_scale = 1.0 if mode == "F" else 65535.0
-        gray = _scaled_to_uint8(np.asarray(image), full_scale)
-        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_rgb(path: str | os.PathLike):
-    """Open an image file fully decoded as 8-bit RGB (see :func:`to_rgb`); a truncated or
-    corrupt file raises here, not later."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(image)
 
 
 def decode_images(source: ImageSource, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[BadSample]]:

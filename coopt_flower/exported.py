@@ -9,7 +9,7 @@ training CLI (``coopt train``) trains on an export directly.
 Random access without loading everything: an ``hf`` export is memory-mapped Arrow; a
 ``webdataset`` export is indexed once from its tar headers (offsets only) and each item is
 read with one seek. Both expose ``targets``, a lazy ``(N, n)`` view that reads slices on
-demand, so :func:`coopt_flower.training.target_stats` never decodes an image.
+demand, so :func:`coopt_flower.target_statistics.target_stats` never decodes an image.
 """
 
 from __future__ import annotations

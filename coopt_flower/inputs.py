@@ -21,7 +21,9 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
+from coopt_flower.images import as_nchw_images
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +104,37 @@ def on_device(tensor: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """A training set's tensor where its batches are sliced: on a GPU when training there."""
     device = torch.device(device)
     return tensor.to(device) if device.type != "cpu" else tensor
+
+
+def preload_dataset(dataset: Any, device: str | torch.device, *,
+                    progress: bool = False) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """A dataset of ``(image, target)`` as two tensors that batches are sliced from.
+
+    Parameters
+    ----------
+    dataset : TensorDataset or OptimizedDataset
+        A ``TensorDataset`` whose first two tensors are the images and the targets, or a
+        dataset that reads its images in batches (:func:`dataset_images`) and holds its
+        targets as an ``(N, n)`` array.
+    device : str or torch.device
+        The training device (see :func:`on_device`).
+    progress : bool
+        Show a bar while the images are decoded.
+
+    Returns
+    -------
+    (images, targets) or None
+        uint8 ``(N, C, H, W)`` images and the targets, or None when the dataset can only be
+        read item by item (then a DataLoader reads it).
+    """
+    if isinstance(dataset, TensorDataset):
+        images, targets = as_nchw_images(dataset.tensors[0]), dataset.tensors[1]
+    else:
+        read = dataset_images(dataset)
+        targets = getattr(dataset, "targets", None)
+        if read is None or targets is None or getattr(targets, "ndim", 0) != 2:
+            return None
+        images = preload_images(read, len(dataset), device=device, progress=progress)
+        # float32 as the loader returns them (float16 on disk): 4 bytes per value, N x n.
+        targets = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    return on_device(images, device), on_device(targets, device)

@@ -41,7 +41,7 @@ class CoOptLoss(nn.Module):
     mean, std : Tensor or sequence of float
         Per-dimension mean and standard deviation of the targets over the whole dataset
         (``std`` already floored away from zero, e.g. by
-        :func:`coopt_flower.training.target_stats`).
+        :func:`coopt_flower.target_statistics.target_stats`).
 
     Examples
     --------

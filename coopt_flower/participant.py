@@ -2,7 +2,7 @@
 
 :class:`PrototypeParticipant` answers the two requests of :mod:`coopt_flower.protocol`
 (describe itself; encode the shared subset or a page of ids into projected targets). The
-ClientApp is a thin Flower shell around it, and :func:`coopt_flower.round.run_in_process`
+ClientApp is a thin Flower shell around it, and :func:`coopt_flower.engine.run_in_process`
 drives the same objects without Flower. Every answer is stateless apart from the round's
 student, which the caller keeps and hands back (the Flower shell keeps it in the node's
 context state), so pages can be retried or reassigned to another participant.
@@ -18,16 +18,10 @@ from typing import Any
 import numpy as np
 
 from coopt_flower.data import decode_images, open_source
+from coopt_flower.devices import default_device
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
-from coopt_flower.refinement import payload_digest
+from coopt_flower.round_student import payload_digest
 from coopt_flower.targets import compute_targets
-
-
-def default_device() -> str:
-    """CUDA when this machine has a GPU, else the CPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,7 +48,7 @@ def load_student(student: tuple[Any, dict[str, Any]] | None, device: str):
     so that a caller holding them serialized (the ClientApp's node state) deserializes them
     only when this process has not built the student yet, not for every page.
     """
-    from coopt_flower.refinement import student_from_payload
+    from coopt_flower.round_student import student_from_payload
 
     if student is None:
         raise RuntimeError("asked to encode with the student, but no student was received "

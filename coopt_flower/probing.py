@@ -25,14 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from coopt_flower.images import as_nchw_images
 
 __all__ = [
     "ProbeResult",
+    "default_probe_epochs",
     "extract_features",
     "linear_probe",
     "mean_std",
     "probe_backbone",
     "probe_checkpoint",
+    "probe_steps_per_epoch",
 ]
 
 
@@ -65,13 +68,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
-def _as_image_tensor(images: Any) -> torch.Tensor:
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
-    return x
+def probe_steps_per_epoch(num_samples: int, batch_size: int = 256) -> int:
+    """Optimizer steps of one probe epoch over ``num_samples`` features (``batch_size`` 0 or
+    >= ``num_samples``: one full-batch step)."""
+    bs = num_samples if batch_size <= 0 or batch_size >= num_samples else batch_size
+    return math.ceil(num_samples / bs)
+
+
+def default_probe_epochs(num_samples: int, batch_size: int = 256, min_steps: int = 3000) -> int:
+    """The epochs :func:`linear_probe` runs when not given any: at least 100, and enough for
+    ``min_steps`` optimizer steps (the probe's accuracy depends on its number of steps)."""
+    return max(100, math.ceil(min_steps / probe_steps_per_epoch(num_samples, batch_size)))
 
 
 @torch.inference_mode()
@@ -107,7 +114,9 @@ def extract_features(
     Tensor
         float32 ``(N, d)`` on the CPU.
     """
-    x = _as_image_tensor(images)
+    # Any dtype (EvalTransform scales uint8 and takes floats as they are), and an NHWC input
+    # stays a strided view: the transform sees the memory layout it always saw.
+    x = as_nchw_images(images, uint8_only=False, contiguous=False)
     transform = EvalTransform(int(image_size or x.shape[-1]), mean=mean, std=std)
     device = torch.device(device)
     was_training = backbone.training
@@ -237,7 +246,7 @@ def _linear_probe(
     n = len(xtr)
     bs = n if batch_size <= 0 or batch_size >= n else batch_size
     if epochs is None:
-        epochs = max(100, math.ceil(min_steps / math.ceil(n / bs)))
+        epochs = default_probe_epochs(n, batch_size, min_steps)
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
     num_classes = int(num_classes or int(max(ytr.max(), yte.max())) + 1)

@@ -32,7 +32,8 @@ import torch
 def make_dataset(num_images: int, target_dim: int, folder: Path):
     """An optimized dataset over the first Fashion-MNIST training images (random targets)."""
     from coopt_flower.data import select_samples
-    from coopt_flower.dataset_format import DatasetWriter, load_optimized_dataset
+    from coopt_flower.dataset_format import load_optimized_dataset
+    from coopt_flower.dataset_writer import DatasetWriter
 
     ids = select_samples(60000, num_images, 0)
     targets = np.random.default_rng(0).normal(size=(num_images, target_dim)).astype(np.float32)
@@ -44,7 +45,7 @@ def make_dataset(num_images: int, target_dim: int, folder: Path):
 
 def time_methods(args) -> dict[str, list[float]]:
     from coopt_flower.data import open_source
-    from coopt_flower.training import TrainConfig, train_on_optimized, train_supervised
+    from coopt_flower.student_training import TrainConfig, train_on_optimized, train_supervised
 
     folder = Path(tempfile.mkdtemp(prefix="coopt-train-speed-"))
     dataset = make_dataset(args.num_images, args.target_dim, folder)

@@ -12,7 +12,7 @@ def train_tiny_student(tmp_path):
     A one-epoch small-cnn checkpoint in ``tmp_path``: enough to exercise every path that
     loads, ships or encodes with a student.
     """
-    from coopt_flower.training import TrainConfig, train_on_optimized
+    from coopt_flower.student_training import TrainConfig, train_on_optimized
 
     def train(image_size: int = 16, target_dim: int = 8):
         gen = torch.Generator().manual_seed(0)

@@ -10,9 +10,10 @@ from coopt_flower.augment import TrainAugment
 import torch.nn.functional as F
 
 from coopt_flower.byol import BYOL, byol_momentum, byol_step, train_byol
+from coopt_flower.optimizers import make_optimizer
+from coopt_flower.student_training import load_student
 from coopt_flower.students import create_student
-from coopt_flower.trainer import TrainConfig, make_optimizer
-from coopt_flower.training import load_student
+from coopt_flower.training_loop import TrainConfig
 
 
 def _flat(module):
@@ -140,7 +141,7 @@ def test_byol_recipes_change_only_the_optimizer_and_scale_the_rate_to_the_batch(
 
 def test_train_byol_with_the_lars_recipe_trains_and_keeps_its_settings_in_the_record(tmp_path):
     from coopt_flower.byol import byol_train_config
-    from coopt_flower.training import load_checkpoint
+    from coopt_flower.student_training import load_checkpoint
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g)

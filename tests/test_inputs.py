@@ -6,9 +6,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from coopt_flower.data import select_samples
-from coopt_flower.dataset_format import DatasetWriter, load_optimized_dataset
+from coopt_flower.dataset_format import load_optimized_dataset
+from coopt_flower.dataset_writer import DatasetWriter
 from coopt_flower.inputs import loader_order_batches, preload_images
-from coopt_flower.training import TrainConfig, train_on_optimized
+from coopt_flower.student_training import TrainConfig, train_on_optimized
 
 
 @pytest.mark.parametrize("n, batch_size", [(37, 8), (33, 8), (16, 16), (5, 8)])

@@ -113,7 +113,7 @@ def test_available_prototypes_lists_every_family():
 
 
 def test_student_checkpoint_is_a_prototype(tmp_path, train_tiny_student):
-    from coopt_flower.training import load_student
+    from coopt_flower.student_training import load_student
 
     result, images = train_tiny_student(image_size=16, target_dim=8)
     spec = f"student:{result.checkpoint_path}"

@@ -44,7 +44,7 @@ Examples: ``open_clip:ViT-B-32/laion2b_s34b_b79k``,
 * ``random:`` builds the architecture with random initialization under a fixed seed
   (:data:`RANDOM_INIT_SEED`) so that every process gets the same weak prototype; it is
   meant for ablations ("weak prototypes still speed up early training").
-* ``student:PATH`` is a model trained by this project (``coopt_flower.training``
+* ``student:PATH`` is a model trained by this project (``coopt_flower.student_training``
   checkpoint), fed back as a prototype in multi-round CoOpt: backbone and target head, so
   it outputs the target space it learned; it is preprocessed with the normalization and
   input size it was trained with.
@@ -61,9 +61,10 @@ callers keep the prototype they build.
 
 Modules
 -------
-``factory`` (specs, the family registry :data:`PROTOTYPE_FAMILIES`, :func:`create_prototype`),
-``preprocess``, ``base`` (:class:`Prototype`, :class:`TorchPrototype`), and one module per
-family: ``efficientnet_lite``, ``open_clip``, ``onnx``, ``random_init``, ``student``.
+``spec`` (:class:`PrototypeSpec`), ``factory`` (spec parsing, the family registry
+:data:`PROTOTYPE_FAMILIES`, :func:`create_prototype`), ``preprocess``, ``base``
+(:class:`Prototype`, :class:`TorchPrototype`), and one module per family:
+``efficientnet_lite``, ``open_clip``, ``onnx``, ``random_init``, ``student``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ from coopt_flower.prototypes import efficientnet_lite, open_clip, onnx, random_i
 from coopt_flower.prototypes.base import DEFAULT_MAX_BATCH, PRECISIONS, Prototype, TorchPrototype
 from coopt_flower.prototypes.factory import (
     PROTOTYPE_FAMILIES,
-    PrototypeSpec,
     UnknownPrototypeError,
     available_prototypes,
     create_prototype,
@@ -84,6 +84,7 @@ from coopt_flower.prototypes.factory import (
 from coopt_flower.prototypes.onnx import OnnxPrototype
 from coopt_flower.prototypes.preprocess import Preprocess, preprocess_batch
 from coopt_flower.prototypes.random_init import RANDOM_INIT_SEED
+from coopt_flower.prototypes.spec import PrototypeSpec
 from coopt_flower.prototypes.student import student_prototype
 
 __all__ = [

@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from coopt_flower.prototypes.preprocess import Preprocess, as_uint8_nhwc, preprocess_batch
-
-if TYPE_CHECKING:  # the factory builds prototypes; they only carry its parsed spec
-    from coopt_flower.prototypes.factory import PrototypeSpec
+from coopt_flower.images import as_uint8_nhwc
+from coopt_flower.prototypes.preprocess import Preprocess, preprocess_batch
+from coopt_flower.prototypes.spec import PrototypeSpec
 
 __all__ = [
     "DEFAULT_MAX_BATCH",

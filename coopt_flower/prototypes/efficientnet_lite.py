@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from coopt_flower.prototypes.base import Prototype, TorchPrototype, torch_device
-from coopt_flower.prototypes.factory import PrototypeSpec, UnknownPrototypeError, register_family
+from coopt_flower.prototypes.factory import UnknownPrototypeError, register_family
 from coopt_flower.prototypes.preprocess import Preprocess
+from coopt_flower.prototypes.spec import PrototypeSpec
 
 __all__ = ["NATIVE_SIZES", "PREPROCESS"]
 

@@ -1,4 +1,4 @@
-"""Prototype specs, the family registry and the factory :func:`create_prototype`.
+"""Parsing prototype specs, the family registry and the factory :func:`create_prototype`.
 
 Parsing is cheap and imports no model code, so a server can validate specs of models
 that only its clients can build.
@@ -10,15 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from coopt_flower.prototypes.spec import PrototypeSpec
 from coopt_flower.registry import Registry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # builders return prototypes; the base classes never import the factory
     from coopt_flower.prototypes.base import Prototype
 
 __all__ = [
     "PROTOTYPE_FAMILIES",
     "Family",
-    "PrototypeSpec",
     "UnknownPrototypeError",
     "available_prototypes",
     "create_prototype",
@@ -29,34 +29,6 @@ __all__ = [
 
 class UnknownPrototypeError(ValueError):
     """A spec names a family or model this registry does not know."""
-
-
-@dataclass(frozen=True)
-class PrototypeSpec:
-    """A parsed prototype spec.
-
-    Attributes
-    ----------
-    family : str
-        Registered family, e.g. ``"open_clip"``, ``"efficientnet-lite"``, ``"onnx"``,
-        ``"random"``.
-    name : str
-        Model or architecture name inside the family, e.g. ``"ViT-B-32"``,
-        ``"efficientnet-lite0"``, ``"open-nsfw"``. For ``random`` it is the architecture
-        spec without weights, e.g. ``"efficientnet-lite0"`` or ``"open_clip:ViT-B-32"``.
-    weights : str or None
-        Pretrained tag or local path; ``None`` means random initialization.
-    raw : str
-        The original spec string.
-    """
-
-    family: str
-    name: str
-    weights: str | None
-    raw: str
-
-    def __str__(self) -> str:
-        return self.raw
 
 
 ParseFn = Callable[[str], tuple[str, "str | None"]]

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from coopt_flower.prototypes.base import Prototype, probe_output_dim
-from coopt_flower.prototypes.factory import PrototypeSpec, UnknownPrototypeError, register_family
+from coopt_flower.prototypes.factory import UnknownPrototypeError, register_family
 from coopt_flower.prototypes.preprocess import Preprocess, preprocess_batch
+from coopt_flower.prototypes.spec import PrototypeSpec
 
 if TYPE_CHECKING:  # imported where needed: parsing specs must not pay for onnx
     import onnx

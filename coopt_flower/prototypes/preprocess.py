@@ -12,7 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Preprocess", "as_uint8_nhwc", "preprocess_batch"]
+from coopt_flower.images import as_uint8_nhwc
+
+__all__ = ["Preprocess", "preprocess_batch"]
 
 
 @dataclass(frozen=True)
@@ -41,20 +43,6 @@ class Preprocess:
     crop_fraction: float = 1.0
     interpolation: str = "bilinear"
     bgr: bool = False
-
-
-def as_uint8_nhwc(images: np.ndarray) -> np.ndarray:
-    """Validate a batch; grayscale (B, H, W) or (B, H, W, 1) is expanded to RGB."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}")
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"images must have shape (B, H, W, 3) (or grayscale (B, H, W)), got {images.shape}")
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    return images
 
 
 def _center_crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int]:

@@ -14,13 +14,8 @@ from collections.abc import Iterator
 import torch
 
 from coopt_flower.prototypes.base import Prototype
-from coopt_flower.prototypes.factory import (
-    Family,
-    PrototypeSpec,
-    UnknownPrototypeError,
-    family_of,
-    register_family,
-)
+from coopt_flower.prototypes.factory import Family, UnknownPrototypeError, family_of, register_family
+from coopt_flower.prototypes.spec import PrototypeSpec
 
 __all__ = ["RANDOM_INIT_SEED"]
 

@@ -14,8 +14,9 @@ from typing import Any
 from torch import nn
 
 from coopt_flower.prototypes.base import Prototype, TorchPrototype, torch_device
-from coopt_flower.prototypes.factory import PrototypeSpec, register_family
+from coopt_flower.prototypes.factory import register_family
 from coopt_flower.prototypes.preprocess import Preprocess
+from coopt_flower.prototypes.spec import PrototypeSpec
 
 __all__ = ["student_prototype"]
 
@@ -34,7 +35,7 @@ def student_prototype(
     Parameters
     ----------
     backbone : nn.Module
-        From :func:`coopt_flower.training.load_student` or rebuilt from transported weights.
+        From :func:`coopt_flower.checkpoints.load_student` or rebuilt from transported weights.
     config : dict
         The training config (``image_size``, ``mean``, ``std`` in 0..1 units).
     spec : str
@@ -52,7 +53,7 @@ def student_prototype(
 
 @register_family("student", parse=_parse_student, forms=("student:/path/to/checkpoint.pt",))
 def _build_student(spec: PrototypeSpec, image_size: int | None, device: str) -> Prototype:
-    from coopt_flower.training import load_student  # training imports the students registry
+    from coopt_flower.checkpoints import load_student  # imports torch models: only when a student is built
 
     if not os.path.isfile(str(spec.weights)):
         raise FileNotFoundError(f"student checkpoint {spec.weights} does not exist")

@@ -53,7 +53,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
               epochs: Optional[int] = None) -> dict[str, Any]:
     """Train one row for ``epochs`` (default ``cfg.epochs``), probing after every epoch."""
     from coopt_flower.byol import byol_train_config, train_byol
-    from coopt_flower.training import TrainConfig, train_on_optimized, train_supervised
+    from coopt_flower.student_training import TrainConfig, train_on_optimized, train_supervised
 
     epochs = int(epochs or cfg.epochs)
     curve: list[dict[str, float]] = []

@@ -5,8 +5,8 @@ with the same augmentation (:class:`~coopt_flower.augment.TrainAugment`), two vi
 of every image per step, the same batch size and, by default, the same AdamW at a
 constant rate: only the objective differs, so the methods compare fairly (a method
 that needs its own optimizer recipe, such as BYOL on some students, sets
-``optimizer``/``lr_schedule`` of its config; see :data:`coopt_flower.byol.BYOL_RECIPES`).
-:class:`TrainConfig` holds the shared
+``optimizer``/``lr_schedule`` of its config, from :mod:`coopt_flower.optimizers`; see
+:data:`coopt_flower.byol.BYOL_RECIPES`). :class:`TrainConfig` holds the shared
 settings; a :class:`Recipe` holds what one method supplies (its model wrapper, its
 batches, its per-step loss, an optional after-step hook); :func:`fit` does the rest:
 seeding, building the model, the optimizer, the epoch loop, progress, checkpoints
@@ -19,17 +19,16 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
 import warnings
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +40,9 @@ from coopt_flower.checkpoints import (
     save_checkpoint,
     write_loss_curve,
 )
+from coopt_flower.optimizers import LR_SCHEDULES, OPTIMIZERS, learning_rate, make_optimizer
 from coopt_flower.students import create_student
+from coopt_flower.target_statistics import TargetStats
 
 __all__ = [
     "VIEWS",
@@ -49,10 +50,8 @@ __all__ = [
     "FitResult",
     "Recipe",
     "TrainConfig",
-    "as_uint8_images",
+    "TrainResult",
     "fit",
-    "learning_rate",
-    "make_optimizer",
     "num_batches",
     "tensor_batches",
 ]
@@ -61,13 +60,6 @@ logger = logging.getLogger(__name__)
 
 #: Augmented views of every image per step, for every method (same compute per epoch).
 VIEWS = 2
-
-#: Optimizers :func:`make_optimizer` builds, and the learning-rate schedules of :func:`learning_rate`.
-OPTIMIZERS = ("adamw", "sgd", "lars")
-LR_SCHEDULES = ("constant", "cosine")
-
-#: LARS trust coefficient (solo-learn's ``eta`` for its CIFAR BYOL recipe).
-LARS_TRUST = 0.02
 
 #: Steps between progress-bar loss updates (each one reads the loss back from the device).
 PROGRESS_EVERY = 20
@@ -96,12 +88,12 @@ class TrainConfig:
         learning rate of a schedule.
     optimizer : str
         ``"adamw"`` (every method's default), ``"sgd"`` or ``"lars"`` (SGD with momentum,
-        with LARS's layer-wise trust ratio): see :func:`make_optimizer`.
+        with LARS's layer-wise trust ratio): see :func:`coopt_flower.optimizers.make_optimizer`.
     momentum : float
         SGD/LARS momentum.
     lr_schedule : str
         ``"constant"`` (the default) or ``"cosine"``: linear warmup over ``warmup_epochs``,
-        then cosine decay to 0 at the last step (see :func:`learning_rate`).
+        then cosine decay to 0 at the last step (see :func:`coopt_flower.optimizers.learning_rate`).
     warmup_epochs : float
         Linear warmup length (either schedule).
     seed : int
@@ -253,23 +245,36 @@ class FitResult:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(FitResult)}
 
 
+@dataclass(kw_only=True)
+class TrainResult(FitResult):
+    """What training a student with a linear head returns: CoOpt
+    (:func:`coopt_flower.student_training.train_on_optimized`, one head per participant in
+    :func:`coopt_flower.heads.train_on_heads`) and the supervised ceiling
+    (:func:`coopt_flower.student_training.train_supervised`).
+
+    Attributes
+    ----------
+    model : StudentWithHead
+        The student (``backbone``, eval mode) and its linear ``head``.
+    target_stats : TargetStats or None
+        The z-score statistics (CoOpt runs only).
+
+    The other attributes (``backbone``, ``losses``, ``epoch_times``, ``config``,
+    ``epoch_metrics``, ``checkpoint_path``, ``loss_curve_path``, ``train_time``) are
+    those of :class:`FitResult`.
+    """
+
+    target_stats: Optional[TargetStats] = None
+
+    @property
+    def head(self) -> nn.Module:
+        """Linear head (to the target dimension, or to the classes for supervised)."""
+        return self.model.head
+
+
 # ---------------------------------------------------------------------------
 # Small shared pieces
 # ---------------------------------------------------------------------------
-
-
-def as_uint8_images(images: Any) -> torch.Tensor:
-    """Images as a uint8 ``(N, C, H, W)`` tensor (accepts NCHW or NHWC arrays)."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
-    if x.dim() == 3:  # (N, H, W) gray
-        x = x.unsqueeze(1)
-    if x.dim() != 4:
-        raise ValueError(f"expected images (N, C, H, W) or (N, H, W, C), got {tuple(x.shape)}")
-    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = x.permute(0, 3, 1, 2)
-    if x.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images, got {x.dtype}")
-    return x.contiguous()
 
 
 def tensor_batches(
@@ -288,47 +293,6 @@ def num_batches(n: int, batch_size: int, min_batch: int = 2) -> int:
     """How many batches :func:`tensor_batches` yields."""
     full, rest = divmod(n, batch_size)
     return full + (1 if rest >= min_batch else 0)
-
-
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float,
-                   name: str = "adamw", momentum: float = 0.9) -> torch.optim.Optimizer:
-    """The optimizer of a run: AdamW (every method's default), SGD or LARS.
-
-    AdamW decays every parameter (as it always has here). SGD and LARS follow the
-    self-supervised recipes (solo-learn, lightly): biases and normalization parameters
-    (1-d tensors) get no weight decay, and LARS does not rescale them (lightly's ``LARS``
-    skips the trust ratio of a group whose weight decay is 0).
-    """
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    params = list(params)
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "lars":
-        from lightly.utils.lars import LARS
-
-        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=LARS_TRUST)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-
-
-def learning_rate(step: int, total_steps: int, peak: float, schedule: str = "constant",
-                  warmup_steps: int = 0) -> float:
-    """Learning rate of optimizer step ``step`` (counted from 0) of ``total_steps``.
-
-    Linear warmup from ``peak / warmup_steps`` to ``peak`` over ``warmup_steps``; then
-    ``peak`` (``"constant"``) or a cosine decay from ``peak`` to 0 at the last step
-    (``"cosine"``). A pure function of the step, so a resumed run needs no scheduler state.
-    """
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return peak
-    decay_steps = max(total_steps - warmup_steps - 1, 1)
-    progress = min((step - warmup_steps) / decay_steps, 1.0)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""Augmentations, target statistics, and training a student on a tiny optimized dataset."""
+"""Augmentations, and training a student on a tiny optimized dataset."""
 
 import json
 import sys
@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from coopt_flower import augment as A
-from coopt_flower.losses import CoOptLoss
-from coopt_flower.training import (
+from coopt_flower.student_training import (
     LOSS_CURVE_NAME,
     TrainConfig,
     load_checkpoint,
     load_student,
     main,
-    target_stats,
     train_on_optimized,
     train_supervised,
 )
@@ -109,48 +107,6 @@ def test_eval_transform():
     assert torch.allclose(same, A.normalize(x.float() / 255))
     # Non-square: shorter side resized, then center-cropped.
     assert t(torch.zeros(2, 3, 40, 60, dtype=torch.uint8)).shape == (2, 3, 32, 32)
-
-
-# ---------------------------------------------------------------------------
-# target statistics
-# ---------------------------------------------------------------------------
-
-
-class _PlainDataset(Dataset):
-    """No ``targets`` attribute: statistics must come from one pass over items."""
-
-    def __init__(self, images, targets):
-        self.images, self._t = images, targets
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], self._t[i]
-
-
-class _MemmapLikeDataset(_PlainDataset):
-    def __init__(self, images, targets):
-        super().__init__(images, targets)
-        self.targets = targets.numpy()
-
-    def __getitem__(self, i):  # pragma: no cover - must not be needed for stats
-        raise AssertionError("target_stats should read .targets, not decode images")
-
-
-def test_target_stats_streaming_matches_full_computation():
-    g = torch.Generator().manual_seed(0)
-    y = torch.randn(103, 6, generator=g) * torch.arange(1, 7) + 5
-    y[:, 3] = 2.0  # a constant dimension: std floored, no division by zero
-    imgs = torch.zeros(103, 3, 4, 4, dtype=torch.uint8)
-    for ds in (TensorDataset(imgs, y), _PlainDataset(imgs, y), _MemmapLikeDataset(imgs, y), y):
-        stats = target_stats(ds, chunk_size=10)
-        assert stats.count == 103
-        assert torch.allclose(stats.mean, y.mean(0), atol=1e-5)
-        expected_std = y.std(0, unbiased=False).clamp_min(1e-6)
-        assert torch.allclose(stats.std, expected_std, rtol=1e-4, atol=1e-6)
-    z = CoOptLoss(stats.mean, stats.std).zscore(y)
-    assert torch.isfinite(z).all()
 
 
 # ---------------------------------------------------------------------------
@@ -272,9 +228,9 @@ def test_epochs_are_logged_not_printed(caplog, capsys):
     ds = _tiny_optimized_dataset(n=16, size=8)
     config = TrainConfig(image_size=8, epochs=2, batch_size=8, progress=False,
                          arch_kwargs={"widths": (8, 16)})
-    with caplog.at_level("INFO", logger="coopt_flower.trainer"):
+    with caplog.at_level("INFO", logger="coopt_flower.training_loop"):
         result = train_on_optimized(ds, config)
-    lines = [r.getMessage() for r in caplog.records if r.name == "coopt_flower.trainer"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "coopt_flower.training_loop"]
     assert [line.split(":")[0] for line in lines] == ["coopt epoch 1/2", "coopt epoch 2/2"]
     assert f"loss {result.losses[1]:.4f}" in lines[1]
     assert capsys.readouterr().err == ""

@@ -11,8 +11,9 @@ AdamW, lr 1e-3, weight decay 0.01.
 :func:`train_supervised` trains the same student with a linear classifier and
 cross-entropy, with the same augmentations, views and optimizer: the ceiling that
 benchmarks show next to CoOpt and BYOL (:func:`coopt_flower.byol.train_byol`).
-Both take the data plus a :class:`~coopt_flower.trainer.TrainConfig` and run the
-loop of :mod:`coopt_flower.trainer`.
+Both take the data plus a :class:`~coopt_flower.training_loop.TrainConfig` and run the
+loop of :mod:`coopt_flower.training_loop`; both return a
+:class:`~coopt_flower.training_loop.TrainResult`.
 
 Checkpoints (``last.pt``, written atomically every epoch; see
 :mod:`coopt_flower.checkpoints`) hold the model and optimizer state, the run record
@@ -21,7 +22,7 @@ student can be reloaded with :func:`load_student`.
 
 Command line::
 
-    python -m coopt_flower.training --dataset DIR --arch small-cnn --epochs 10 --out DIR
+    python -m coopt_flower.student_training --dataset DIR --arch small-cnn --epochs 10 --out DIR
 """
 
 from __future__ import annotations
@@ -31,26 +32,29 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from coopt_flower.checkpoints import CHECKPOINT_NAME, LOSS_CURVE_NAME, load_checkpoint, load_student
-from coopt_flower.inputs import dataset_images, loader_order_batches, on_device, preload_images
+from coopt_flower.devices import default_device
+from coopt_flower.heads import is_heads_dataset, train_on_heads
+from coopt_flower.manifest import Manifest
+from coopt_flower.images import as_nchw_images
+from coopt_flower.inputs import loader_order_batches, on_device, preload_dataset
 from coopt_flower.losses import CoOptLoss
 from coopt_flower.students import StudentWithHead
-from coopt_flower.trainer import (
+from coopt_flower.target_statistics import target_stats
+from coopt_flower.training_loop import (
     VIEWS,
     EpochCallback,
-    FitResult,
     Recipe,
     TrainConfig,
-    as_uint8_images,
+    TrainResult,
     fit,
     num_batches,
     tensor_batches,
@@ -59,135 +63,13 @@ from coopt_flower.trainer import (
 __all__ = [
     "CHECKPOINT_NAME",
     "LOSS_CURVE_NAME",
-    "TargetStats",
     "TrainConfig",
-    "TrainResult",
     "load_checkpoint",
     "load_student",
     "main",
-    "target_stats",
     "train_on_optimized",
     "train_supervised",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Target statistics
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class TargetStats:
-    """Per-dimension mean and standard deviation of the targets.
-
-    :class:`coopt_flower.losses.CoOptLoss` z-scores the targets with them.
-
-    Attributes
-    ----------
-    mean, std : Tensor
-        float32 ``(n,)``; ``std`` is floored at ``eps`` so constant dimensions do
-        not divide by zero.
-    count : int
-        Number of target rows seen.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    count: int
-
-
-def _target_chunks(dataset: Any, chunk_size: int, num_workers: int) -> Iterator[torch.Tensor]:
-    # Fast paths read the target array directly (a memory map for OptimizedDataset),
-    # so computing the statistics does not decode a single image.
-    if isinstance(dataset, (torch.Tensor, np.ndarray)):
-        targets = dataset
-    elif isinstance(dataset, TensorDataset):
-        targets = dataset.tensors[1]
-    else:
-        targets = getattr(dataset, "targets", None)
-        if targets is not None and (getattr(targets, "ndim", 0) != 2 or len(targets) != len(dataset)):
-            targets = None  # e.g. torchvision's class-label lists: not ours
-    if targets is not None:
-        for start in range(0, len(targets), chunk_size):
-            chunk = targets[start : start + chunk_size]
-            # np.array copies: read-only memory maps cannot back a tensor.
-            yield chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
-        return
-    loader = DataLoader(dataset, batch_size=chunk_size, shuffle=False, num_workers=num_workers)
-    for _, y in loader:
-        yield y
-
-
-def target_stats(
-    dataset: Any, *, chunk_size: int = 8192, eps: float = 1e-6, num_workers: int = 0
-) -> TargetStats:
-    """Per-dimension mean/std of the targets in one streaming pass.
-
-    Chunks are merged with Chan et al.'s parallel update in float64, so the
-    result is exact to rounding without holding all targets in memory.
-
-    Parameters
-    ----------
-    dataset : Dataset, Tensor or ndarray
-        A dataset of ``(image, target)`` (its ``targets`` attribute or a
-        ``TensorDataset``'s second tensor is read directly when available), or
-        the ``(N, n)`` targets themselves.
-    chunk_size : int
-        Rows per chunk.
-    eps : float
-        Floor of the standard deviation.
-    """
-    count = 0
-    mean: Optional[torch.Tensor] = None
-    m2: Optional[torch.Tensor] = None
-    for chunk in _target_chunks(dataset, chunk_size, num_workers):
-        chunk = chunk.to(torch.float64).reshape(len(chunk), -1)
-        n_b = chunk.shape[0]
-        if n_b == 0:
-            continue
-        mean_b = chunk.mean(0)
-        m2_b = ((chunk - mean_b) ** 2).sum(0)
-        if mean is None:
-            mean, m2, count = mean_b, m2_b, n_b
-            continue
-        total = count + n_b
-        delta = mean_b - mean
-        mean = mean + delta * (n_b / total)
-        m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-        count = total
-    if mean is None or m2 is None:
-        raise ValueError("cannot compute target statistics of an empty dataset")
-    std = torch.sqrt(m2 / count).clamp_min(eps)
-    return TargetStats(mean.float(), std.float(), count)
-
-
-# ---------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class TrainResult(FitResult):
-    """What :func:`train_on_optimized` and :func:`train_supervised` return.
-
-    Attributes
-    ----------
-    model : StudentWithHead
-        The student (``backbone``, eval mode) and its linear ``head``.
-    target_stats : TargetStats or None
-        The z-score statistics (CoOpt runs only).
-
-    The other attributes (``backbone``, ``losses``, ``epoch_times``, ``config``,
-    ``epoch_metrics``, ``checkpoint_path``, ``loss_curve_path``, ``train_time``) are
-    those of :class:`~coopt_flower.trainer.FitResult`.
-    """
-
-    target_stats: Optional[TargetStats] = None
-
-    @property
-    def head(self) -> nn.Module:
-        """Linear head (to the target dimension, or to the classes for supervised)."""
-        return self.model.head
 
 
 # ---------------------------------------------------------------------------
@@ -224,8 +106,6 @@ def train_on_optimized(
     A dataset whose manifest says ``merge: heads`` is trained with one head per participant
     (:func:`coopt_flower.heads.train_on_heads`).
     """
-    from coopt_flower.heads import is_heads_dataset, train_on_heads
-
     if is_heads_dataset(dataset):  # targets in per-participant spaces: one head per participant
         return train_on_heads(dataset, config, on_epoch_end=on_epoch_end)
     config = config or TrainConfig()
@@ -236,7 +116,7 @@ def train_on_optimized(
     target_dim = int(stats.mean.numel())
     criterion = CoOptLoss(stats.mean, stats.std).to(device)
     batch_size = config.batch_size
-    arrays = _preloaded(dataset, config) if config.preload else None
+    arrays = preload_dataset(dataset, config.device, progress=config.progress) if config.preload else None
 
     if arrays is not None:
         images, targets = arrays
@@ -268,22 +148,6 @@ def train_on_optimized(
         extra_state={"target_mean": stats.mean, "target_std": stats.std},
     )
     return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), target_stats=stats)
-
-
-def _preloaded(dataset: Any, config: TrainConfig) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """The dataset's images (uint8 ``(N, C, H, W)``) and targets as tensors where batches are
-    sliced, or None when it can only be read item by item (then a DataLoader reads it)."""
-    if isinstance(dataset, TensorDataset):
-        images, targets = as_uint8_images(dataset.tensors[0]), dataset.tensors[1]
-    else:
-        read = dataset_images(dataset)
-        targets = getattr(dataset, "targets", None)
-        if read is None or targets is None or getattr(targets, "ndim", 0) != 2:
-            return None
-        images = preload_images(read, len(dataset), device=config.device, progress=config.progress)
-        # float32 as the loader returns them (float16 on disk): 4 bytes per value, N x n.
-        targets = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-    return on_device(images, config.device), on_device(targets, config.device)
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +182,7 @@ def train_supervised(
         As in :func:`train_on_optimized`.
     """
     config = config or TrainConfig()
-    x = as_uint8_images(images)
+    x = as_nchw_images(images)
     y = labels.long() if isinstance(labels, torch.Tensor) else torch.from_numpy(np.array(labels, dtype=np.int64))
     if len(x) != len(y):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -343,7 +207,11 @@ def train_supervised(
 # ---------------------------------------------------------------------------
 
 
-def _parse_args(argv: Optional[Sequence[str]], prog: str = "python -m coopt_flower.training") -> argparse.Namespace:
+#: How the command line names itself in its help (``coopt train`` passes its own).
+PROG = "python -m coopt_flower.student_training"
+
+
+def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Train a student on a CoOpt optimized dataset.",
@@ -360,7 +228,7 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = "python -m coopt_flow
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device())
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--source", default=None,
                    help="image source spec, if not the one recorded in the dataset's manifest")
@@ -370,8 +238,8 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = "python -m coopt_flow
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flower.training") -> int:
-    """Entry point of ``python -m coopt_flower.training`` (and ``coopt train``)."""
+def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
+    """Entry point of ``python -m coopt_flower.student_training`` (and ``coopt train``)."""
     args = _parse_args(argv, prog)
     # One line per epoch on stderr, unless the user asked for quiet.
     logging.basicConfig(level=logging.WARNING if args.no_progress else logging.INFO,
@@ -386,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m coopt_flow
         from pathlib import Path
 
         copy = Path(args.dataset) / "coopt_manifest.json"  # the round's manifest, as exported
-        if copy.is_file() and json.loads(copy.read_text(encoding="utf-8")).get("merge") == "heads":
+        if copy.is_file() and Manifest.from_json(json.loads(copy.read_text(encoding="utf-8"))).is_heads:
             # One head on targets that live in several spaces would train silently wrong.
             print(f"{args.dataset}: a merge=heads export cannot be trained yet (its targets live in "
                   "one space per participant); train its round directory instead", file=sys.stderr)
