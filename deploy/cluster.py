@@ -1,45 +1,11 @@
-"""A real Flower deployment of coopt-flower: one SuperLink, N SuperNodes, TLS and node auth.
+"""``python -m deploy.cluster SUBCOMMAND``: the deployment's command line, one function per subcommand.
 
-This is Flower's deployment runtime (``flower-superlink`` / ``flower-supernode`` / ``flwr
-run``), not the simulation engine. TLS and SuperNode authentication are on by default:
-
-- ``certs/``: a private CA and the SuperLink's server certificate (:mod:`deploy.pki`). The
-  SuperLink serves its Fleet, Control and Runtime APIs over HTTPS on one port.
-- ``keys/``: one EC P-384 key pair per SuperNode (OpenSSH format). The SuperLink runs with
-  ``--enable-supernode-auth``; each public key is registered with ``flwr supernode register``
-  through the Control API before its SuperNode starts. A SuperNode whose key is not
-  registered is refused (it exits with Flower exit code 305, "Failed to activate SuperNode").
-- ``flwr-home/config.toml``: the connection ``flwr`` uses (``address`` + ``root-certificates``),
-  in a private ``FLWR_HOME`` so the user's own ``~/.flwr`` is never touched.
-- Isolation: Flower's default ``subprocess`` mode on both sides. The SuperLink starts a
-  ``flower-superexec`` that launches ``flwr-serverapp`` per run; each SuperNode starts a
-  ``flower-superexec`` that launches one ``flwr-clientapp`` process per run (prototypes are
-  loaded once per run, not once per message). The SuperNode's own Runtime API, which only its
-  ``flwr-clientapp`` talks to, is bound to 127.0.0.1 without TLS (Flower's default).
-- Runtime dependency installation is off (``--disable-runtime-dependency-installation`` and
-  ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1``): every machine uses this environment.
-- Every process we start gets a pid file in ``pids/`` and the environment variable
-  ``COOPT_DEPLOY_WORKDIR=<workdir>``; :func:`stop_workdir` stops each pid, the processes it
-  started, and any process still carrying the marker (Flower's ``flower-superexec`` children
-  are detached or outlive their parent for a moment), by PID: SIGTERM, then SIGKILL.
-
-Modules: :mod:`deploy.flower` (binaries, environment, TOML values, connection config, shared
-with the local simulation driver), :mod:`deploy.processes` (process trees, with psutil),
-:mod:`deploy.workdir` (state file, pid files, stopping), :mod:`deploy.runs` (``flwr run`` and
-the run's status), :mod:`deploy.pki` (certificates and keys), :mod:`deploy.cli` (the
-command line). This module holds :class:`LocalCluster` and re-exports the names of the others
-that callers import from here.
-
-Node order: the platform sorts participants by ``partition-id`` when nodes report one, else by
-node id (random in deployment). :class:`LocalCluster` therefore gives node ``i`` the node
-config ``partition-id=i`` unless one is set, so shards go to prototypes in the same order as
-in simulation.
-
-Python::
-
-    with LocalCluster(2, [{"prototype": "efficientnet-lite0"}, {"prototype": "onnx:open-nsfw"}],
-                      workdir="/tmp/cluster") as cluster:
-        returncode, output = cluster.run_app({"num-samples": 120, "output-dir": "/abs/out"})
+Each ``cmd_*`` function takes the parsed arguments and returns the process exit code;
+:func:`build_parser` wires it to its subparser with ``set_defaults(func=...)``. The cluster
+itself (:class:`~deploy.local_cluster.LocalCluster`, a lone SuperNode) is in
+:mod:`deploy.local_cluster`; this module also re-exports the names callers import from here
+(``from deploy.cluster import LocalCluster, ...``). ``coopt deploy`` is the same command line
+(:mod:`coopt_flower.cli` hands it the rest of its arguments).
 
 CLI (``python -m deploy.cluster --help``)::
 
@@ -57,29 +23,24 @@ README section "Deployment on separate machines".
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
+import argparse
+import os
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
 
-import psutil
-
-from coopt_flower.config import DEFAULT_PROTOTYPES
-from coopt_flower.errors import one_line
 from deploy.flower import (
-    APP_DIR, BIN_DIR, CONNECTION, flower_bin, free_port, node_config_arg,
-    parse_node_config, port_open, toml_value, write_connection,
+    APP_DIR, BIN_DIR, CONNECTION, flower_bin, free_port, node_config_arg, parse_node_config, parse_run_config,
+    port_open, toml_value, write_connection,
 )
-from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
-from deploy.processes import alive, descendants, listening_pids, listens, stop_pids
+from deploy.local_cluster import (
+    NODE_ID_RE, REFUSED_MARKERS, LocalCluster, start_supernode, wait_for_node_id, was_refused,
+)
+from deploy.pki import certificate_hosts, make_certificates, make_node_key
+from deploy.processes import alive, descendants, stop_pids
 from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status
 from deploy.workdir import (
-    MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids,
-    read_pid, running_pid, running_pids, spawn, stop_workdir, workdir_env,
+    MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids, read_pid,
+    running_pids, stop_workdir,
 )
 
 # Callers import these from here (the module users run); they live in the modules above.
@@ -92,319 +53,196 @@ __all__ = [
     "toml_value", "wait_for_node_id", "was_refused", "write_connection",
 ]
 
-NODE_ID_RE = re.compile(r"SuperNode ID: (\d+)")
-REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")
+# Outside the app: `flwr run` packs every *.py/*.toml/*.json under the app directory into the
+# FAB (only the top-level .gitignore is honoured), and a workdir holds installed app copies.
+DEFAULT_WORKDIR = Path(os.environ.get("COOPT_DEPLOY_DIR", Path.home() / ".coopt-flower" / "cluster"))
+DEFAULT_NODE_WORKDIR = DEFAULT_WORKDIR.with_name("node")
+SUPERNODE_CONNECT_S = 60.0
 
 
-def _read_log(path: Path) -> str:
+# ---------------------------------------------------------------------------- subcommands
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Write a CA and the SuperLink's server certificate."""
+    files = make_certificates(args.dir, args.host, days=args.days, overwrite=args.overwrite)
+    print(f"CA certificate (copy to every SuperNode machine): {files.ca_cert}")
+    print(f"SuperLink certificate: {files.server_cert} (names: {', '.join(certificate_hosts(files.server_cert))})")
+    print(f"SuperLink key: {files.server_key}; CA key (keep private): {files.ca_key}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a SuperNode key pair."""
+    key = make_node_key(args.path, overwrite=args.overwrite)
+    print(f"private key (stays on the SuperNode machine): {key.private}")
+    print(f"public key (register it on the platform): {key.public}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a SuperLink and N SuperNodes, detached."""
+    configs = [parse_node_config(c) for c in args.node_config]
+    num = args.nodes if args.nodes is not None else (len(configs) or 2)
+    tls = not args.insecure
+    local = LocalCluster(num, configs, tls=tls, auth=tls and not args.no_auth,
+                         workdir=args.workdir, port=args.port, bind=args.bind,
+                         hosts=args.host, node_ports=range(args.node_port, args.node_port + num))
+    local.start()
+    print(f"SuperLink {local.address} ({'TLS' if tls else 'insecure'}"
+          f"{', SuperNode auth' if local.auth else ''}); workdir {local.workdir}")
+    for node in local.nodes:
+        print(f"  {node.name}: node id {node.node_id}, pid {node.pid}, {node_config_arg(node.node_config)}")
+    print(f"logs: {local.log_dir}; stop with: python -m deploy.cluster down --workdir {local.workdir}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Register a SuperNode's public key with the SuperLink of a running cluster."""
+    state = ClusterState.load(args.workdir)
+    local = LocalCluster(0, workdir=state.workdir)
+    local.state = state
+    print(f"registered: node id {local.register(args.public_key)}")
+    return 0
+
+
+def cmd_supernode(args: argparse.Namespace) -> int:
+    """Start one detached SuperNode and report whether it connected."""
+    workdir = Path(args.workdir).resolve()
+    pid = start_supernode(workdir, superlink=args.superlink,
+                          ca_cert=None if args.insecure else args.ca, key=args.key,
+                          node_config=parse_node_config(args.node_config),
+                          port=args.port, name=args.name)
+    log = workdir / "logs" / f"{args.name}.log"
+    node_id = wait_for_node_id(log, pid, SUPERNODE_CONNECT_S)
+    if node_id is not None:
+        print(f"SuperNode connected: node id {node_id}, pid {pid}, log {log}")
+        return 0
+    text = log.read_text(errors="replace")
+    print(text[-3000:])
+    if alive(pid):
+        print(f"SuperNode has not connected yet (pid {pid}, log {log}); it keeps trying. "
+              f"Stop it with: python -m deploy.cluster down --workdir {args.workdir}")
+    else:
+        (workdir / "pids" / f"{args.name}.pid").unlink(missing_ok=True)
+        print(f"SuperNode exited (log {log})" + (": its key is not registered on the SuperLink"
+              if was_refused(text) else ""))
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``flwr run . --stream`` against the cluster; exit 0 only for a completed run."""
+    from coopt_flower.config import ConfigError
+
     try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
+        result = run_app(args.workdir, parse_run_config(args.run_config),
+                         timeout_s=args.timeout, echo=True)
+    except ConfigError as error:
+        print(f"run config: {error}", file=sys.stderr)
+        return 2
+    print(f"[deploy] run {result.run_id}: {result.status or 'unknown status'}")
+    return result.returncode
 
 
-def wait_for_node_id(log: Path, pid: int, timeout_s: float) -> int | None:
-    """Poll a SuperNode's log until it names its node id (returned).
-
-    Returns None when the process exits or ``timeout_s`` passes first.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if match := NODE_ID_RE.search(_read_log(log)):
-            return int(match.group(1))
-        if not alive(pid) or time.monotonic() > deadline:
-            return None
-        time.sleep(0.3)
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each pid file's process, and the SuperNodes the SuperLink knows."""
+    workdir = Path(args.workdir).resolve()
+    for pid_file in sorted((workdir / "pids").glob("*.pid")):
+        pid = read_pid(pid_file)
+        state = "running" if pid is not None and alive(pid) else "gone"
+        print(f"{pid_file.stem}: pid {pid} {state}")
+    if (workdir / STATE_FILE).is_file():
+        print(LocalCluster(0, workdir=workdir).flwr("supernode", "ls", CONNECTION).stdout)
+    return 0
 
 
-def was_refused(log_text: str) -> bool:
-    """Whether a SuperNode's log says the SuperLink refused it (key not registered)."""
-    return any(marker in log_text for marker in REFUSED_MARKERS) and not NODE_ID_RE.search(log_text)
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every process started for the workdir, by PID."""
+    stopped = stop_workdir(args.workdir)
+    print(f"stopped {len(stopped)} processes" + (f": {stopped}" if stopped else ""))
+    return 0
 
 
-# ---------------------------------------------------------------------------- the cluster
-class LocalCluster:
-    """A SuperLink and SuperNodes on this machine, as separate real processes.
-
-    Parameters
-    ----------
-    num_nodes : int
-        SuperNodes to start (0: only the SuperLink, e.g. on a platform machine whose
-        participants run elsewhere).
-    node_configs : list of dict, optional
-        Node config per SuperNode (``prototype``, ``device``, ``partition-id``, ``data`` ...).
-        Missing entries default to ``prototype`` from :data:`DEFAULT_PROTOTYPES` and
-        ``device='cpu'``; ``partition-id`` defaults to the node's index.
-    tls, auth : bool
-        TLS on the SuperLink's APIs; SuperNode authentication (needs TLS).
-    workdir : path, optional
-        Where certificates, keys, logs, pid files and the private ``FLWR_HOME`` go (a new
-        temporary directory when omitted). Certificates and keys already there are reused.
-    port : int, optional
-        The SuperLink's one HTTP(S) port (Fleet, Control and Runtime APIs); a free one when
-        omitted. SuperNode Runtime API ports are picked free too.
-    bind : str
-        Interface the SuperLink listens on (``0.0.0.0`` to accept SuperNodes of other machines).
-    hosts : list of str
-        Extra names/IPs for the server certificate (the names other machines use).
-    start_timeout_s : float
-        How long to wait for the SuperLink and for each SuperNode to connect.
-    """
-
-    def __init__(self, num_nodes: int = 2, node_configs: list[Mapping[str, Any]] | None = None, *,
-                 tls: bool = True, auth: bool = True, workdir: str | Path | None = None,
-                 port: int | None = None, bind: str = "127.0.0.1", hosts: Iterable[str] = (),
-                 app_dir: Path = APP_DIR, start_timeout_s: float = 90.0,
-                 node_ports: Iterable[int] | None = None) -> None:
-        if auth and not tls:
-            raise ValueError("SuperNode authentication needs TLS (Flower refuses it otherwise)")
-        configs = [dict(c) for c in (node_configs or [])]
-        if len(configs) > num_nodes:
-            raise ValueError(f"{len(configs)} node configs for {num_nodes} nodes")
-        configs += [{} for _ in range(num_nodes - len(configs))]
-        self.node_configs = [self._default_node_config(i, c) for i, c in enumerate(configs)]
-        self.tls, self.auth = tls, auth
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="coopt-cluster-")).resolve()
-        self.app_dir = Path(app_dir).resolve()
-        check_workdir(self.workdir, self.app_dir)
-        self.bind = bind
-        self.hosts = list(hosts)
-        self.port = port
-        self.start_timeout_s = start_timeout_s
-        self._node_ports = list(node_ports or [])
-        self.state: ClusterState | None = None
-        self.tls_files: TlsFiles | None = None
-
-    @staticmethod
-    def _default_node_config(index: int, config: dict[str, Any]) -> dict[str, Any]:
-        out = {"prototype": DEFAULT_PROTOTYPES[index % len(DEFAULT_PROTOTYPES)], "device": "cpu"}
-        out.update(config)
-        out.setdefault("partition-id", index)
-        return out
-
-    # -------------------------------------------------------------- paths
-    @property
-    def flwr_home(self) -> Path:
-        return self.workdir / "flwr-home"
-
-    @property
-    def pid_dir(self) -> Path:
-        return self.workdir / "pids"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.workdir / "logs"
-
-    @property
-    def address(self) -> str:
-        assert self.state is not None, "cluster not started"
-        return self.state.address
-
-    @property
-    def nodes(self) -> list[NodeInfo]:
-        return self.state.nodes if self.state else []
-
-    # -------------------------------------------------------------- lifecycle
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> LocalCluster:
-        """Certificates, keys, SuperLink, registrations, SuperNodes; stops all on failure."""
-        private_dir(self.workdir)
-        for d in (self.pid_dir, self.log_dir):
-            private_dir(d)
-        if running_pids(self.workdir):
-            raise ClusterError(f"{self.workdir} already runs a cluster (pid files in "
-                               f"{self.pid_dir}); stop it first (`down --workdir {self.workdir}`)")
-        for stale in self.pid_dir.glob("*.pid"):  # from a cluster whose processes are gone
-            stale.unlink()
-        try:
-            self._start_superlink()
-            for index, config in enumerate(self.node_configs):
-                self.add_node(config, name=f"node-{index}")
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_superlink(self) -> None:
-        port = self.port or free_port()
-        connect_host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "127.0.0.1") else self.bind
-        self.state = ClusterState(str(self.workdir), connect_host, port, self.tls, self.auth)
-        command = [flower_bin("flower-superlink"), "--host", self.bind, "--port", str(port),
-                   "--disable-runtime-dependency-installation"]
-        if self.tls:
-            self.tls_files = make_certificates(self.workdir / "certs", [*self.hosts, connect_host])
-            self.state.ca_cert = str(self.tls_files.ca_cert)
-            command += ["--ssl-ca-certfile", str(self.tls_files.ca_cert),
-                        "--ssl-certfile", str(self.tls_files.server_cert),
-                        "--ssl-keyfile", str(self.tls_files.server_key)]
-        else:
-            command += ["--insecure"]
-        if self.auth:
-            command += ["--enable-supernode-auth"]
-        port_in_use(connect_host, port)
-        superlink_dir = private_dir(self.workdir / "superlink")
-        pid = self._spawn("superlink", command, flwr_home=superlink_dir, cwd=superlink_dir)
-        write_connection(self.flwr_home, self.state.address,
-                         self.tls_files.ca_cert if self.tls else None)
-        self.state.save()
-        # Success means *our* SuperLink is alive and listening: something else answering on
-        # the port (another SuperLink) is not success.
-        deadline = time.monotonic() + self.start_timeout_s
-        while not (port_open(connect_host, port) and listens(pid, port) is not False):
-            if not alive(pid) or time.monotonic() > deadline:
-                lines = self.log_tail("superlink", 2000).strip().splitlines()
-                tail = one_line(lines[-1]) if lines else "no output"
-                state = "exited" if not alive(pid) else f"is not listening on port {port}"
-                raise ClusterError(f"the SuperLink (pid {pid}) {state}: {tail} "
-                                   f"(log: {self.log_dir / 'superlink.log'})")
-            time.sleep(0.2)
-
-    def add_node(self, node_config: Mapping[str, Any] | None = None, *, name: str | None = None,
-                 register: bool = True, wait: bool = True) -> NodeInfo:
-        """Start one more SuperNode (``register=False``: its key is not registered).
-
-        With ``wait`` (default) this returns once the node has connected, and raises
-        :class:`ClusterError` if it exits or does not connect in time; an unregistered node
-        is expected to be refused, so for it ``wait`` returns once it has exited.
-        """
-        assert self.state is not None, "start the SuperLink first"
-        index = len(self.state.nodes)
-        name = name or f"node-{index}"
-        config = self._default_node_config(index, dict(node_config or {}))
-        port = self._node_ports[index] if index < len(self._node_ports) else free_port()
-        node = NodeInfo(name, config, port, register=register)
-        node_dir = private_dir(private_dir(self.workdir / "nodes") / name)
-        command = [flower_bin("flower-supernode"), "--superlink", self.state.address,
-                   "--node-config", node_config_arg(config), "--port", str(port)]
-        if self.tls:
-            command += ["--root-certificates", self.state.ca_cert]
-        else:
-            command += ["--insecure"]
-        if self.auth:
-            key = make_node_key(self.workdir / "keys" / name)
-            node.key = str(key.private)
-            command += ["--auth-supernode-private-key", str(key.private)]
-            if register:
-                node.node_id = self.register(key)
-        node.log = str(self.log_dir / f"{name}.log")
-        node.pid = self._spawn(name, command, flwr_home=node_dir, cwd=node_dir)
-        self.state.nodes.append(node)
-        self.state.save()
-        if wait:
-            self.wait_for_node(node)
-        return node
-
-    def register(self, key: NodeKey | Path) -> int:
-        """``flwr supernode register KEY.pub`` through the Control API; returns the node id."""
-        public = key.public if isinstance(key, NodeKey) else Path(key)
-        proc = self.flwr("supernode", "register", str(public), CONNECTION, "--format", "json")
-        try:
-            reply = json.loads(proc.stdout[proc.stdout.index("{"):])
-        except ValueError:
-            reply = {}
-        if not reply.get("success"):
-            raise ClusterError(f"registering {public} failed:\n{proc.stdout}\n{proc.stderr}")
-        return int(reply["node-id"])
-
-    def wait_for_node(self, node: NodeInfo, timeout_s: float | None = None) -> None:
-        """Until ``node`` says it connected; for an unregistered node, until it was refused."""
-        timeout_s = timeout_s or self.start_timeout_s
-        node_id = wait_for_node_id(self.log_dir / f"{node.name}.log", node.pid or -1, timeout_s)
-        if node_id is not None:
-            node.node_id = node_id
-            assert self.state is not None
-            self.state.save()
-            return
-        text = self.log_tail(node.name, 3000)
-        if alive(node.pid or -1):
-            raise ClusterError(f"SuperNode {node.name} did not connect within {timeout_s:.0f} s:\n{text}")
-        if node.register:
-            raise ClusterError(f"SuperNode {node.name} exited:\n{text}")
-        # An unregistered node is expected to be refused (see `node_refused`).
-
-    def node_refused(self, node: NodeInfo) -> bool:
-        """True when the SuperLink refused ``node`` (its log says so and it is gone)."""
-        return was_refused(self.log_tail(node.name, 20000)) and not alive(node.pid or -1)
-
-    def stop(self, grace_s: float = 10.0) -> list[int]:
-        """Stop every process of this cluster by PID (nodes first); returns the PIDs."""
-        return stop_workdir(self.workdir, grace_s)
-
-    # -------------------------------------------------------------- runs
-    def flwr(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
-        """A ``flwr`` CLI command with this cluster's private ``FLWR_HOME``."""
-        return subprocess.run([flower_bin("flwr"), *args], env=workdir_env(self.flwr_home, self.workdir),
-                              cwd=self.app_dir, capture_output=True, text=True, timeout=timeout_s)
-
-    def run_app(self, run_config: Mapping[str, Any] | None = None, *, timeout_s: float = 900.0,
-                echo: bool = False) -> RunResult:
-        """``flwr run <app> coopt --stream`` with ``run_config`` overrides.
-
-        ``num-participants`` (``min-participants`` in app versions without it) defaults to the
-        number of SuperNodes started here that are still running (the app would otherwise
-        wait ``node-wait-s`` for one node per entry of ``prototypes``). Returns
-        ``(returncode, output, run_id, status)``: ``returncode`` is 0 only when the run's final
-        status is ``finished:completed`` (``flwr run --stream`` exits 0 after a failed
-        ServerApp, so the status is read back with ``flwr ls``).
-        """
-        return run_app(self.workdir, run_config, timeout_s=timeout_s, echo=echo, app_dir=self.app_dir)
-
-    def log_tail(self, name: str, chars: int = 4000) -> str:
-        """The last ``chars`` characters of process ``name``'s log ("" before it has one)."""
-        return _read_log(self.log_dir / f"{name}.log")[-chars:]
-
-    # -------------------------------------------------------------- internals
-    def _spawn(self, name: str, command: list[str], *, flwr_home: Path, cwd: Path) -> int:
-        return spawn(self.workdir, name, command, flwr_home=flwr_home, cwd=cwd)
-
-    def _read_pid(self, name: str) -> int:
-        pid = read_pid(self.pid_dir / f"{name}.pid")
-        return -1 if pid is None else pid
+# ---------------------------------------------------------------------------- the parser
+def _workdir_option(parser: argparse.ArgumentParser, default: Path = DEFAULT_WORKDIR) -> None:
+    parser.add_argument("--workdir", type=Path, default=default)
 
 
-def port_in_use(host: str, port: int) -> None:
-    """Refuse a port that something already listens on, in one line naming it and ``--port``."""
-    owners = listening_pids(port)
-    if port_open(host, port) or owners:
-        names = []
-        for pid in sorted(owners or ()):
-            try:
-                names.append(f"{psutil.Process(pid).name()} pid {pid}")
-            except psutil.Error:
-                names.append(f"pid {pid}")
-        by = f" by {', '.join(names)}" if names else ""
-        raise ClusterError(f"port {port} is already in use{by}: stop it or choose another port with --port")
+def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentParser:
+    """The ``python -m deploy.cluster`` (``coopt deploy``) parser; each subparser's ``func`` runs it."""
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description="Flower deployment of coopt-flower (TLS + SuperNode auth).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("certs", help="write a CA and the SuperLink's server certificate")
+    p.add_argument("--dir", type=Path, default=DEFAULT_WORKDIR / "certs")
+    p.add_argument("--host", action="append", default=[],
+                   help="name or IP the SuperLink is reached at (repeatable; 127.0.0.1 and localhost are always added)")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("keygen", help="write a SuperNode key pair (PATH and PATH.pub)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("up", help="start a SuperLink (and N SuperNodes) on this machine, detached")
+    _workdir_option(p)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="SuperNodes to start here (default: one per --node-config, else 2)")
+    p.add_argument("--node-config", action="append", default=[],
+                   help="per-node config, e.g. \"prototype='efficientnet-lite0' device='cpu'\" (repeatable, in order)")
+    p.add_argument("--port", type=int, default=8000, help="the SuperLink's port (default 8000)")
+    p.add_argument("--bind", default="127.0.0.1", help="interface to listen on (0.0.0.0 for other machines)")
+    p.add_argument("--host", action="append", default=[], help="extra certificate name/IP (repeatable)")
+    p.add_argument("--node-port", type=int, default=9094, help="first SuperNode Runtime API port")
+    p.add_argument("--insecure", action="store_true", help="no TLS (implies --no-auth)")
+    p.add_argument("--no-auth", action="store_true", help="no SuperNode authentication")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")
+    p.add_argument("public_key", type=Path)
+    _workdir_option(p)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("supernode", help="start one detached SuperNode (e.g. on a GPU machine)")
+    _workdir_option(p, DEFAULT_NODE_WORKDIR)
+    p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    p.add_argument("--ca", type=Path, help="the platform's ca.crt (omit only with --insecure)")
+    p.add_argument("--key", type=Path, help="this node's private key (from `keygen`)")
+    p.add_argument("--node-config", default="", help="e.g. \"prototype='open_clip:...' device='cuda' partition-id=0\"")
+    p.add_argument("--port", type=int, default=9094, help="local Runtime API port")
+    p.add_argument("--name", default="supernode")
+    p.add_argument("--insecure", action="store_true")
+    p.set_defaults(func=cmd_supernode)
+
+    p = sub.add_parser("run", help="`flwr run . --stream` against the cluster")
+    _workdir_option(p)
+    p.add_argument("-c", "--run-config", action="append", default=[],
+                   help="\"key=value ...\" (TOML values) or a .toml file; repeatable")
+    p.add_argument("--timeout", type=float, default=24 * 3600)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="processes and nodes of the cluster")
+    _workdir_option(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("down", help="stop every process started for the workdir, by PID")
+    _workdir_option(p)
+    p.set_defaults(func=cmd_down)
+    return parser
 
 
-# ---------------------------------------------------------------------------- a lone SuperNode
-def start_supernode(workdir: Path, *, superlink: str, ca_cert: Path | None, key: Path | None,
-                    node_config: Mapping[str, Any], port: int = 9094, name: str = "supernode") -> int:
-    """Start one detached SuperNode (e.g. on a GPU machine) with a pid file in ``workdir/pids``."""
-    check_workdir(workdir)
-    workdir = private_dir(Path(workdir).resolve())
-    if (old := running_pid(workdir, name)) is not None:
-        raise ClusterError(f"{name} already runs (pid {old}): run `down --workdir {workdir}` first")
-    (workdir / "pids" / f"{name}.pid").unlink(missing_ok=True)
-    command = [flower_bin("flower-supernode"), "--superlink", superlink,
-               "--node-config", node_config_arg(node_config), "--port", str(port)]
-    command += ["--root-certificates", str(Path(ca_cert).resolve())] if ca_cert else ["--insecure"]
-    if key:
-        command += ["--auth-supernode-private-key", str(Path(key).resolve())]
-    node_dir = private_dir(private_dir(workdir / "nodes") / name)
-    return spawn(workdir, name, command, flwr_home=node_dir, cwd=node_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.cluster``: see :mod:`deploy.cli`."""
-    from deploy.cli import main as cli_main
-
-    return cli_main(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m deploy.cluster") -> int:
+    """Parse ``argv`` and run its subcommand; errors print one line and exit 1."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.command == "supernode" and not args.insecure and not args.ca:
+        parser.error("--ca is required (or --insecure)")
+    try:
+        return args.func(args)
+    except (ClusterError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv=None) -> int:
     from simulations.benchmark.config import DEFAULT_CONFIG
-    from simulations.cli import add_key_overrides, reproducing_command
+    from simulations.study_args import add_key_overrides, reproducing_command
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the benchmark config to start from")

@@ -31,7 +31,7 @@ from simulations.benchmark.config import ALIGNED, HEADS, SINGLE, UNALIGNED, load
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log
 from simulations.benchmark.rows import ProbeSet, train_row
-from simulations.cli import add_key_overrides, reproducing_command
+from simulations.study_args import add_key_overrides, reproducing_command
 
 
 def parse_args(argv=None) -> argparse.Namespace:

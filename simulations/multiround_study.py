@@ -12,12 +12,13 @@ override single keys.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import time
 from pathlib import Path
 
 import yaml
+
+from coopt_flower.errors import did_you_mean
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "multiround.yaml"
 # The study's keys (also its command-line options, with dashes) and their types.
@@ -34,9 +35,7 @@ def load_config(path: str | Path) -> dict:
     values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     for key in values:
         if key not in KEYS:
-            close = difflib.get_close_matches(key, list(KEYS), n=1)
-            raise ValueError(f"{path}: unknown study key {key!r}"
-                             + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"{path}: unknown study key {key!r}{did_you_mean(key, KEYS)}")
     values = {**OPTIONAL, **values}
     missing = sorted(set(KEYS) - set(values))
     if missing:
@@ -150,7 +149,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from simulations.cli import add_key_overrides, reproducing_command
+    from simulations.study_args import add_key_overrides, reproducing_command
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file with the study's keys")

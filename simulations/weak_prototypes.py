@@ -31,7 +31,7 @@ from simulations.benchmark.config import ALIGNED, BYOL, DEFAULT_CONFIG, RESULTS_
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
 from simulations.benchmark.rows import ProbeSet, train_row
-from simulations.cli import reproducing_command
+from simulations.study_args import reproducing_command
 
 WEAK_POOL = ("random:efficientnet-lite0", "random:efficientnet-lite1", "random:efficientnet-lite2")
 EARLY_EPOCHS = 3

@@ -101,9 +101,9 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     aligned = load_optimized_dataset(B.dataset_dir(work, seed, B.ALIGNED))
     unaligned = load_optimized_dataset(B.dataset_dir(work, seed, B.UNALIGNED))
     assert len(aligned) == cfg["num_train"]
-    assert len(aligned.manifest["participants"]) == len(cfg["prototypes"])
-    reference = aligned.manifest["reference"]
-    ref_index = [p["name"] for p in aligned.manifest["participants"]].index(reference)
+    assert len(aligned.manifest.participants) == len(cfg["prototypes"])
+    reference = aligned.manifest.reference
+    ref_index = aligned.manifest.participant_names.index(reference)
     rows = np.asarray(aligned.owners) == ref_index
     assert rows.any() and not rows.all()
     np.testing.assert_array_equal(np.asarray(aligned.targets)[rows],
@@ -112,14 +112,14 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                               np.asarray(unaligned.targets)[~rows])
     # The heads row: the same shards, nobody aligned, trained with one head per participant.
     heads = load_optimized_dataset(B.dataset_dir(work, seed, B.HEADS))
-    assert heads.merge == "heads" and heads.manifest["exposed_head"] == reference
+    assert heads.merge == "heads" and heads.manifest.exposed_head == reference
     np.testing.assert_array_equal(np.asarray(heads.owners), np.asarray(aligned.owners))
     np.testing.assert_array_equal(np.asarray(heads.targets), np.asarray(unaligned.targets))
     assert any(c["target"].endswith("heads >= unaligned + 2 points") for c in summary["targets"])
     # The product's other alignment merges: the same shards, the reference's rows untouched.
     for row, merge in ((B.PROCRUSTES, "align-procrustes"), (B.CCA, "align-cca")):
         other = load_optimized_dataset(B.dataset_dir(work, seed, row))
-        assert other.manifest["merge"] == merge
+        assert other.manifest.merge == merge
         np.testing.assert_array_equal(np.asarray(other.owners), np.asarray(aligned.owners))
         np.testing.assert_array_equal(np.asarray(other.targets)[rows], np.asarray(unaligned.targets)[rows])
     assert results["finished"] and summary["not_run"] == []
@@ -264,7 +264,7 @@ def test_arch2_is_a_list_of_further_students():
 
 def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     """Seeds and students trained by separate invocations give the report one run would."""
-    from simulations.benchmark.merge import merge_results
+    from simulations.benchmark.combine import combine_results
 
     base_cfg = B.Config(seeds=(0,), arch2="", prototypes=("p1", "p2"), num_train=10,
                         num_test=10, epochs=2, single_rows="best")
@@ -280,11 +280,11 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     more = _results(more_cfg, {"1": _seed_results({"small-cnn": {
         **small, B.ALIGNED: _run([0.75, 0.84], 0.84)}, "vit-tiny-4x4": vit})}, finished=True)
 
-    merged = merge_results(base, more, where="more.json")
+    merged = combine_results(base, more, where="more.json")
     assert merged["config"]["seeds"] == [0, 1] and merged["config"]["arch2"] == "vit-tiny-4x4"
     assert merged["config"]["byol_long_epochs"] == 30 and merged["config"]["extra_merges"]
     assert list(base["config"]["seeds"]) == [0] and "1" not in base["seeds"]  # inputs untouched
-    assert merge_results(merged, more, where="again") == merged  # idempotent
+    assert combine_results(merged, more, where="again") == merged  # idempotent
     cfg = B.Config.from_dict(merged["config"])
     summary = B.summarize(cfg, merged)
     rows = {(r["row"], r["arch"]): r for r in summary["rows"]}
@@ -318,12 +318,12 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
     assert [h["above_init"] for h in B.healthy_baseline(low) if h["arch"] == "vit-tiny-4x4"] == [False]
 
     with pytest.raises(ValueError, match="epochs = 3 there, 2 here"):
-        merge_results(base, _results(B.Config(**{**more_cfg.as_dict(), "epochs": 3}),
+        combine_results(base, _results(B.Config(**{**more_cfg.as_dict(), "epochs": 3}),
                                      more["seeds"], finished=True), where="x")
     with pytest.raises(ValueError, match="seed 0 is in both"):
-        merge_results(base, _results(base_cfg, {"0": more["seeds"]["1"]}, finished=True), where="x")
+        combine_results(base, _results(base_cfg, {"0": more["seeds"]["1"]}, finished=True), where="x")
     with pytest.raises(ValueError, match="did not finish"):
-        merge_results(base, dict(more, finished=False), where="x")
+        combine_results(base, dict(more, finished=False), where="x")
 
     # The command line: the out dir's benchmark.json gets the other run's seeds.
     out = tmp_path / "out"
@@ -359,7 +359,7 @@ def test_a_byol_recipe_retrains_only_the_byol_rows_of_its_students():
 
 
 def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe():
-    from simulations.benchmark.merge import merge_results, results_config
+    from simulations.benchmark.combine import combine_results, results_config
 
     runs = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
             B.BYOL: _run([0.71, 0.75], 0.75)}
@@ -369,11 +369,11 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
     del old["config"]["byol_recipe"]  # as a file from before the key
     assert results_config(old["config"]).byol_recipe == "shared"
     shared = _results(B.Config(seeds=(1,), **kw), {"1": _seed_results({"small-cnn": runs})}, finished=True)
-    assert sorted(merge_results(old, shared, where="x")["seeds"]) == ["0", "1"]
+    assert sorted(combine_results(old, shared, where="x")["seeds"]) == ["0", "1"]
     lars = _results(B.Config(**{**kw, "seeds": (1,), "byol_recipe": "lars-cosine"}),
                     {"1": _seed_results({"small-cnn": runs})}, finished=True)
     with pytest.raises(ValueError, match="byol_recipe = 'lars-cosine' there, 'shared' here"):
-        merge_results(old, lars, where="x")
+        combine_results(old, lars, where="x")
     cfg = B.Config.from_dict(lars["config"])
     md = B.render_markdown(cfg, lars, B.summarize(cfg, lars))
     assert "BYOL's optimizer recipe per student (small-cnn: `lars-cosine`; `shared` is" in md
@@ -381,7 +381,7 @@ def test_results_written_before_the_byol_recipe_key_merge_as_the_shared_recipe()
 
 
 def test_files_whose_byol_recipe_differs_only_for_students_one_did_not_train_merge():
-    from simulations.benchmark.merge import merge_results
+    from simulations.benchmark.combine import combine_results
 
     small = {B.RANDOM: {"acc": 0.70, "full_acc": 0.70}, B.ALIGNED: _run([0.74, 0.86], 0.86),
              B.BYOL: _run([0.71, 0.75], 0.75)}
@@ -391,16 +391,16 @@ def test_files_whose_byol_recipe_differs_only_for_students_one_did_not_train_mer
     resnet = _results(B.Config(seeds=(1,), arch2="torchvision:resnet18",
                                byol_recipe="shared,torchvision:resnet18=sgd-cosine-lightly", **kw),
                       {"1": _seed_results({"small-cnn": small, "torchvision:resnet18": small})}, finished=True)
-    merged = merge_results(alone, resnet, where="x")
+    merged = combine_results(alone, resnet, where="x")
     cfg = B.Config.from_dict(merged["config"])
     assert cfg.byol_recipe_for("torchvision:resnet18") == "sgd-cosine-lightly"
     assert cfg.byol_recipe_for("small-cnn") == "shared"
     vit = _results(B.Config(seeds=(2,), arch2="vit-tiny-4x4", byol_recipe="adamw-cosine", **kw),
                    {"2": _seed_results({"small-cnn": small, "vit-tiny-4x4": small})}, finished=True)
     with pytest.raises(ValueError, match="byol_recipe = 'adamw-cosine' there"):  # small-cnn differs
-        merge_results(merged, vit, where="x")
+        combine_results(merged, vit, where="x")
     vit["config"]["byol_recipe"] = "shared,vit-tiny-4x4=adamw-cosine"
-    cfg = B.Config.from_dict(merge_results(merged, vit, where="x")["config"])
+    cfg = B.Config.from_dict(combine_results(merged, vit, where="x")["config"])
     assert [cfg.byol_recipe_for(a) for a in cfg.archs()] == [
         "shared", "sgd-cosine-lightly", "adamw-cosine"]
     assert "torchvision:resnet18=sgd-cosine-lightly" in cfg.byol_recipe

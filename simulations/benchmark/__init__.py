@@ -4,7 +4,7 @@ Fashion-MNIST, side by side, several seeds, the same student, augmentations, bat
 optimizer and epoch budget for every trained row:
 
 - floors and ceiling: raw pixels, a random-init student, each prototype's own features,
-  a supervised student (labels, :func:`coopt_flower.training.train_supervised`);
+  a supervised student (labels, :func:`coopt_flower.student_training.train_supervised`);
 - BYOL (:func:`coopt_flower.byol.train_byol`, momentum 0.99 -> 1.0 on a cosine schedule);
 - each prototype alone (centralized: targets = that prototype's projected features of
   every training image);
@@ -26,8 +26,8 @@ and plot are rewritten after every finished row, so a run cut short still leaves
 what finished, with what did not listed as not run (``--report-only`` re-renders it).
 
 The CoOpt datasets are built by the product's own round engine
-(:class:`coopt_flower.round.CoOptRound`, driven in-process by
-:func:`coopt_flower.round.run_in_process`: the round a Flower run performs) with
+(:func:`coopt_flower.engine.run_round`, driven in-process by
+:func:`coopt_flower.engine.run_in_process`: the round a Flower run performs) with
 participants that answer from the feature cache (:mod:`simulations.benchmark.datasets`), and
 read back with :func:`~coopt_flower.dataset_format.load_optimized_dataset` for training: the
 students train on real optimized datasets, exactly as a user would.
@@ -71,4 +71,8 @@ from simulations.benchmark.curves import acc_at_time, curve_points, speedup, tim
 from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401
 from simulations.benchmark.features import cached_features, slug  # noqa: F401
 from simulations.benchmark.main import main, parse_args, restore_runs, run, run_keys  # noqa: F401
-from simulations.benchmark.report import check_targets, healthy_baseline, not_run, render_markdown, summarize  # noqa: F401
+from simulations.benchmark.comparisons import healthy_baseline  # noqa: F401
+from simulations.benchmark.goals import check_goals  # noqa: F401
+from simulations.benchmark.plots import plot  # noqa: F401
+from simulations.benchmark.report import render_markdown  # noqa: F401
+from simulations.benchmark.summary import not_run, summarize  # noqa: F401

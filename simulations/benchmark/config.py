@@ -8,7 +8,6 @@ the file they came from.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 import yaml
 
 from coopt_flower.config import DEFAULT_PROTOTYPES
+from coopt_flower.errors import did_you_mean
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "benchmark.yaml"
@@ -153,9 +153,7 @@ class Config:
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{where}: unknown benchmark key {key!r}{hint}")
+                raise ValueError(f"{where}: unknown benchmark key {key!r}{did_you_mean(key, known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def as_dict(self) -> dict[str, Any]:

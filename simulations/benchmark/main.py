@@ -7,22 +7,24 @@ import json
 import os
 import platform as py_platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from coopt_flower.data import open_source, select_samples
+from simulations.benchmark.combine import COMBINABLE_KEYS, combine_results, results_config
 from simulations.benchmark.config import (BYOL, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
                                           RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
-from simulations.benchmark.merge import MERGEABLE_KEYS, merge_results, results_config
-from simulations.benchmark.report import plot, render_markdown, summarize
+from simulations.benchmark.plots import plot
+from simulations.benchmark.report import render_markdown
 from simulations.benchmark.rows import ProbeSet, train_row
-from simulations.cli import add_key_overrides, reproducing_command
+from simulations.benchmark.summary import summarize
+from simulations.study_args import add_key_overrides, reproducing_command
 
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
@@ -31,8 +33,8 @@ OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim"
 
 
 # Config keys that do not change a stored training run (see ``run``); runs that differ only
-# in these also merge into one report (``--add-results``).
-RUN_KEY_IGNORES = MERGEABLE_KEYS
+# in these also combine into one report (``--add-results``).
+RUN_KEY_IGNORES = COMBINABLE_KEYS
 
 # Config keys that change only the BYOL rows' training runs.
 BYOL_ONLY_KEYS = ("byol_recipe",)
@@ -174,6 +176,111 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
     return written
 
 
+@dataclass
+class _Data:
+    """The images every seed draws from: the training source, each seed's sample, the test set.
+
+    ``union`` is every training image some seed uses, sorted (the prototypes encode it once).
+    """
+
+    train: Any
+    sample_ids: dict[int, np.ndarray]
+    union: np.ndarray
+    test: Any
+    test_ids: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass
+class _Encoded:
+    """Every prototype's features of ``_Data.union`` and of the test set, and its encoding meta."""
+
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    metas: dict[str, dict[str, Any]]
+
+
+@dataclass
+class _Invocation:
+    """What one ``run`` writes to: its results, the out dir, and the stored training runs."""
+
+    cfg: Config
+    results: dict[str, Any]
+    out_dir: Path
+    runs_dir: Path
+    resume: bool
+    t_start: float
+
+    def cached_run(self, key: str, fn: Callable[[], dict[str, Any]], run_key: str) -> dict[str, Any]:
+        """The training run stored under ``key`` when ``--resume`` finds one of ``run_key``'s
+        settings, else ``fn()``, stored for the next invocation."""
+        path = self.runs_dir / f"{slug(key)}.json"
+        if self.resume and path.exists():
+            stored = json.loads(path.read_text())
+            if stored.get("config") == run_key:
+                log(f"  reusing {key}")
+                self.results["reused_runs"].append(key)
+                return stored["result"]
+        result = fn()
+        path.write_text(json.dumps({"config": run_key, "result": result}))
+        return result
+
+    def write_outputs(self, final: bool) -> dict[str, Any]:
+        """The JSON, Markdown and plot from what has run so far (after every finished row)."""
+        results = self.results
+        results["finished"] = final
+        results["wall_seconds"] = time.perf_counter() - self.t_start
+        results["environment"]["loadavg_end"] = os.getloadavg()
+        summary = summarize(self.cfg, results)
+        results["summary"] = summary
+        _write_report(self.cfg, results, summary, self.out_dir)
+        return summary
+
+
+def _write_report(cfg: Config, results: dict[str, Any], summary: dict[str, Any], out_dir: Path) -> None:
+    """``benchmark.json`` (with ``summary``), ``benchmark.md`` and the plot in ``out_dir``."""
+    (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
+    (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
+    plot(cfg, summary, out_dir / PLOT_NAME)
+
+
+def _open_data(cfg: Config) -> _Data:
+    """The training source, every seed's sample of it and the fixed test set."""
+    train, test = open_source(cfg.data), open_source(cfg.test_data)
+    sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
+    test_ids = select_samples(len(test), cfg.num_test, cfg.test_seed)
+    union = np.unique(np.concatenate(list(sample_ids.values())))
+    return _Data(train, sample_ids, union, test, test_ids, test.images(test_ids), test.labels(test_ids))
+
+
+def _encode_prototypes(cfg: Config, cache_dir: Path, data: _Data) -> _Encoded:
+    """One encode of every needed image per prototype (cached in ``cache_dir``)."""
+    encoded = _Encoded({}, {}, {})
+    for spec in cfg.prototypes:
+        encoded.train[spec], encoded.metas[spec] = cached_features(
+            cache_dir, spec, cfg.proto_image_size, data.train, data.union,
+            batch_size=cfg.encode_batch_size, split="train", device=cfg.device)
+        encoded.test[spec], _ = cached_features(
+            cache_dir, spec, cfg.proto_image_size, data.test, data.test_ids,
+            batch_size=cfg.encode_batch_size, split="test", device=cfg.device)
+    return encoded
+
+
+def _new_results(cfg: Config, encoded: _Encoded, *, command: str, config_file: str,
+                 load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The results of a run before any seed: its settings, encoding rates and environment."""
+    rates = {spec: encoded.metas[spec]["images_per_second"] for spec in cfg.prototypes}
+    return {
+        "config": asdict(cfg), "config_file": config_file, "command": command,
+        "encoding_rates": rates,
+        "encoding_meta": encoded.metas, "seeds": {}, "reused_runs": [],
+        "environment": {"torch": torch.__version__, "threads": cfg.threads,
+                        "cpu_count": os.cpu_count(), "python": py_platform.python_version(),
+                        "machine": py_platform.machine(), "loadavg_start": load_start},
+    }
+
+
 def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: bool = False,
         command: str = "", config_file: str = "", skip_rows: Sequence[str] = ()) -> dict[str, Any]:
     """Run the whole benchmark and write the JSON, the Markdown and the plot.
@@ -189,122 +296,102 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     runs_dir.mkdir(exist_ok=True)
     log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
 
-    train, test = open_source(cfg.data), open_source(cfg.test_data)
-    sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
-    test_ids = select_samples(len(test), cfg.num_test, cfg.test_seed)
-    union = np.unique(np.concatenate(list(sample_ids.values())))
-    x_test, y_test = test.images(test_ids), test.labels(test_ids)
-    load_start = os.getloadavg()
-
-    # One encode of every needed image per prototype (cached).
-    train_feats, test_feats, metas = {}, {}, {}
-    for spec in cfg.prototypes:
-        train_feats[spec], metas[spec] = cached_features(
-            cache_dir, spec, cfg.proto_image_size, train, union,
-            batch_size=cfg.encode_batch_size, split="train", device=cfg.device)
-        test_feats[spec], _ = cached_features(
-            cache_dir, spec, cfg.proto_image_size, test, test_ids,
-            batch_size=cfg.encode_batch_size, split="test", device=cfg.device)
-    rates = {spec: metas[spec]["images_per_second"] for spec in cfg.prototypes}
-    log("encoding throughput (img/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
-
-    results: dict[str, Any] = {
-        "config": asdict(cfg), "config_file": config_file, "command": command,
-        "encoding_rates": rates,
-        "encoding_meta": metas, "seeds": {}, "reused_runs": [],
-        "environment": {"torch": torch.__version__, "threads": cfg.threads,
-                        "cpu_count": os.cpu_count(), "python": py_platform.python_version(),
-                        "machine": py_platform.machine(), "loadavg_start": load_start},
-    }
-
-    def cached_run(key: str, fn: Callable[[], dict[str, Any]], run_key: str) -> dict[str, Any]:
-        path = runs_dir / f"{slug(key)}.json"
-        if resume and path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("config") == run_key:
-                log(f"  reusing {key}")
-                results["reused_runs"].append(key)
-                return stored["result"]
-        result = fn()
-        path.write_text(json.dumps({"config": run_key, "result": result}))
-        return result
-
-    def write_outputs(final: bool) -> dict[str, Any]:
-        """The JSON, Markdown and plot from what has run so far (after every finished row)."""
-        results["finished"] = final
-        results["wall_seconds"] = time.perf_counter() - t_start
-        results["environment"]["loadavg_end"] = os.getloadavg()
-        summary = summarize(cfg, results)
-        results["summary"] = summary
-        (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
-        (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
-        plot(cfg, summary, out_dir / PLOT_NAME)
-        return summary
-
+    data = _open_data(cfg)
+    load_start = os.getloadavg()  # before encoding: the load the run started under
+    encoded = _encode_prototypes(cfg, cache_dir, data)
+    results = _new_results(cfg, encoded, command=command, config_file=config_file, load_start=load_start)
+    log("encoding throughput (img/s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in results["encoding_rates"].items()))
+    invocation = _Invocation(cfg, results, out_dir, runs_dir, resume, t_start)
     for seed in cfg.seeds:
-        ids = sample_ids[seed]
-        rows = np.searchsorted(union, ids)
-        feats = {spec: train_feats[spec][rows] for spec in cfg.prototypes}
-        x_train, y_train = train.images(ids), train.labels(ids)
-        probes = ProbeSet(x_train, y_train, x_test, y_test, cfg.image_size, cfg.probe_epochs,
-                          cfg.full_probe_steps, seed, device=cfg.device,
-                          threads=1 if cfg.threads == 1 else None)
+        _run_seed(invocation, data, encoded, seed, work_dir, skip_rows)
 
-        floors = {}
-        # Gray pixels (the three RGB channels of Fashion-MNIST are copies).
-        r = probes.probe(x_train[..., 0], x_test[..., 0], full=True)
-        floors["raw pixels"] = dict(r, dim=int(np.prod(x_train.shape[1:3])))
-        for spec in cfg.prototypes:
-            r = probes.probe(feats[spec], test_feats[spec], full=True)
-            floors[f"features:{spec}"] = dict(r, dim=int(feats[spec].shape[1]))
-        log(f"  floors: " + ", ".join(f"{k} {v['acc']:.4f}/{v['full_acc']:.4f}"
-                                     for k, v in floors.items()))
-        singles = pick_singles(cfg, floors)
-        if cfg.single_rows == "best":
-            log(f"  single-prototype row: only {singles[0]} (its own features probe highest: "
-                f"full probe {floors['features:' + singles[0]]['full_acc']:.4f})")
-
-        log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
-            f"participants, |S| = {cfg.shared_size})")
-        built = build_datasets(cfg, seed, train, ids, feats, metas, work_dir, singles=singles)
-        a = built["alignment"]
-        log(f"  reference {a['reference']} ({a['reference_prototype']}); " + ", ".join(
-            f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
-            for p in a["participants"]))
-        seed_runs: dict[str, dict[str, Any]] = {}
-        results["seeds"][str(seed)] = {
-            "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
-            "encoding": built["encoding"], "num_train": int(len(ids)),
-            "single_rows": {"mode": cfg.single_rows, "prototypes": list(singles),
-                            "picked_by": SINGLE_PICK_RULE if cfg.single_rows == "best" else "all"},
-        }
-        for arch in cfg.archs():
-            from coopt_flower.students import create_student
-
-            torch.manual_seed(seed)  # the same init every training function draws
-            init = create_student(arch, image_size=cfg.image_size)
-            seed_runs[arch] = {RANDOM: probes.probe_backbone(init, full=True)}
-            log(f"  seed {seed} {arch} {RANDOM}: probe {seed_runs[arch][RANDOM]['acc']:.4f}")
-            del init
-            write_outputs(final=False)
-            for row in cfg.arch_rows(arch, singles):
-                if row in skip_rows:
-                    continue
-                dataset = built["datasets"].get(row)
-                epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
-                seed_runs[arch][row] = cached_run(
-                    run_name(seed, arch, row, epochs),
-                    lambda row=row, arch=arch, dataset=dataset, epochs=epochs: train_row(
-                        row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
-                    run_keys(cfg, arch)[1 if row in (BYOL, BYOL_LONG) else 0])
-                write_outputs(final=False)  # a cut run still leaves a report of what finished
-
-    summary = write_outputs(final=True)
+    summary = invocation.write_outputs(final=True)
     log(f"done in {results['wall_seconds'] / 60:.1f} min: {out_dir / MD_NAME}")
     for c in summary["targets"]:
         state = "NOT RUN" if c.get("not_run") else ("MET    " if c["met"] else "MISSED ")
         log(f"  target {state} {c['target']}: {c['value']}")
     return results
+
+
+def _probe_floors(probes: ProbeSet, x_train: np.ndarray, x_test: np.ndarray,
+                  feats: dict[str, np.ndarray], test_feats: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The floors: raw pixels and each prototype's own features, probed directly."""
+    floors = {}
+    # Gray pixels (the three RGB channels of Fashion-MNIST are copies).
+    r = probes.probe(x_train[..., 0], x_test[..., 0], full=True)
+    floors["raw pixels"] = dict(r, dim=int(np.prod(x_train.shape[1:3])))
+    for spec, train_feats in feats.items():
+        r = probes.probe(train_feats, test_feats[spec], full=True)
+        floors[f"features:{spec}"] = dict(r, dim=int(train_feats.shape[1]))
+    log(f"  floors: " + ", ".join(f"{k} {v['acc']:.4f}/{v['full_acc']:.4f}"
+                                 for k, v in floors.items()))
+    return floors
+
+
+def _run_seed(invocation: _Invocation, data: _Data, encoded: _Encoded, seed: int, work_dir: Path,
+              skip_rows: Sequence[str]) -> None:
+    """One seed: its floors, its optimized datasets, then every student's rows."""
+    cfg = invocation.cfg
+    ids = data.sample_ids[seed]
+    rows = np.searchsorted(data.union, ids)
+    feats = {spec: encoded.train[spec][rows] for spec in cfg.prototypes}
+    x_train, y_train = data.train.images(ids), data.train.labels(ids)
+    probes = ProbeSet(x_train, y_train, data.x_test, data.y_test, cfg.image_size, cfg.probe_epochs,
+                      cfg.full_probe_steps, seed, device=cfg.device,
+                      threads=1 if cfg.threads == 1 else None)
+
+    floors = _probe_floors(probes, x_train, data.x_test, feats, encoded.test)
+    singles = pick_singles(cfg, floors)
+    if cfg.single_rows == "best":
+        log(f"  single-prototype row: only {singles[0]} (its own features probe highest: "
+            f"full probe {floors['features:' + singles[0]]['full_acc']:.4f})")
+
+    log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
+        f"participants, |S| = {cfg.shared_size})")
+    built = build_datasets(cfg, seed, data.train, ids, feats, encoded.metas, work_dir, singles=singles)
+    a = built["alignment"]
+    log(f"  reference {a['reference']} ({a['reference_prototype']}); " + ", ".join(
+        f"{p['name']} UV {p['uniform_value']:.3f} held-out residual {p['holdout_residual']:.3f}"
+        for p in a["participants"]))
+    seed_runs: dict[str, dict[str, Any]] = {}
+    invocation.results["seeds"][str(seed)] = {
+        "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
+        "encoding": built["encoding"], "num_train": int(len(ids)),
+        "single_rows": {"mode": cfg.single_rows, "prototypes": list(singles),
+                        "picked_by": SINGLE_PICK_RULE if cfg.single_rows == "best" else "all"},
+    }
+    for arch in cfg.archs():
+        seed_runs[arch] = {}
+        _train_student(invocation, built["datasets"], seed, arch, probes, x_train, y_train,
+                       singles, skip_rows, seed_runs[arch])
+
+
+def _train_student(invocation: _Invocation, datasets: dict[str, Any], seed: int, arch: str,
+                   probes: ProbeSet, x_train: np.ndarray, y_train: np.ndarray, singles: Sequence[str],
+                   skip_rows: Sequence[str], runs: dict[str, Any]) -> None:
+    """One student's rows on one seed, random init first, into ``runs`` (the seed's results
+    hold it, so the report written after every finished row shows it)."""
+    from coopt_flower.students import create_student
+
+    cfg = invocation.cfg
+    torch.manual_seed(seed)  # the same init every training function draws
+    init = create_student(arch, image_size=cfg.image_size)
+    runs[RANDOM] = probes.probe_backbone(init, full=True)
+    log(f"  seed {seed} {arch} {RANDOM}: probe {runs[RANDOM]['acc']:.4f}")
+    del init
+    invocation.write_outputs(final=False)
+    for row in cfg.arch_rows(arch, singles):
+        if row in skip_rows:
+            continue
+        dataset = datasets.get(row)
+        epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
+        runs[row] = invocation.cached_run(
+            run_name(seed, arch, row, epochs),
+            lambda row=row, dataset=dataset, epochs=epochs: train_row(
+                row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
+            run_keys(cfg, arch)[1 if row in (BYOL, BYOL_LONG) else 0])
+        invocation.write_outputs(final=False)  # a cut run still leaves a report of what finished
 
 
 SINGLE_PICK_RULE = ("the prototype whose own features probe highest on the labeled probe "
@@ -319,37 +406,59 @@ def pick_singles(cfg: Config, floors: dict[str, dict[str, float]]) -> list[str]:
                                                floors[f"features:{s}"]["acc"]))]
 
 
+def _exclude_rows(results: dict[str, Any], rows: Sequence[str]) -> None:
+    """Drop ``rows`` from every seed and student of ``results`` (``--exclude-rows``); the
+    report then lists them as not run."""
+    for row in rows:
+        for seed_results in results["seeds"].values():
+            for runs in seed_results["runs"].values():
+                if runs.pop(row, None) is not None:
+                    results.setdefault("excluded_rows", []).append(row)
+        results["reused_runs"] = [k for k in results.get("reused_runs", []) if f"-{row}-" not in k]
+
+
+def _row_list(text: Optional[str]) -> list[str]:
+    """A ``;``-separated row list of the command line (``--skip-rows``, ``--exclude-rows``)."""
+    return [r.strip() for r in (text or "").split(";") if r.strip()]
+
+
+def rerender_report(args: argparse.Namespace, out_dir: Path) -> None:
+    """``--report-only``: the report of ``out_dir``'s ``benchmark.json`` again, with the
+    ``--add-results`` files combined in, ``--notes`` added and ``--exclude-rows`` left out."""
+    results = json.loads((out_dir / JSON_NAME).read_text())
+    for path in args.add_results:
+        results = combine_results(results, json.loads(Path(path).read_text()), where=path)
+    cfg = results_config(results["config"], where=str(out_dir / JSON_NAME))
+    if args.notes:
+        results["notes"] = Path(args.notes).read_text(encoding="utf-8")
+    _exclude_rows(results, _row_list(args.exclude_rows))
+    results["summary"] = summary = summarize(cfg, results)
+    _write_report(cfg, results, summary, out_dir)
+    log(f"re-rendered {out_dir / MD_NAME}")
+
+
+def _checked_skip_rows(cfg: Config, text: Optional[str]) -> list[str]:
+    """The rows of ``--skip-rows``; an unknown one stops the run before anything trains."""
+    known = {r for arch in cfg.archs() for r in cfg.arch_rows(arch, [])} | {SINGLE}
+    skip = _row_list(text)
+    for row in skip:
+        if row not in known and not row.startswith(SINGLE):
+            raise SystemExit(f"--skip-rows: unknown row {row!r}; rows: {'; '.join(sorted(known))}")
+    return skip
+
+
 def main(argv=None) -> int:
+    """``python -m simulations.benchmark``: run the benchmark, or re-render its report."""
     cfg, args = parse_args(argv)
     cache_dir = Path(args.cache_dir)
     work_dir = Path(args.work_dir) if args.work_dir else cache_dir / ("work-tiny" if cfg.tiny else "work")
     out_dir = Path(args.out_dir) if args.out_dir else (
         Path("/tmp/coopt-benchmark-tiny") if cfg.tiny else RESULTS_DIR / args.config.stem)
     if args.report_only:
-        results = json.loads((out_dir / JSON_NAME).read_text())
-        for path in args.add_results:
-            results = merge_results(results, json.loads(Path(path).read_text()), where=path)
-        cfg = results_config(results["config"], where=str(out_dir / JSON_NAME))
-        if args.notes:
-            results["notes"] = Path(args.notes).read_text(encoding="utf-8")
-        for row in [r.strip() for r in (args.exclude_rows or "").split(";") if r.strip()]:
-            for seed_results in results["seeds"].values():
-                for runs in seed_results["runs"].values():
-                    if runs.pop(row, None) is not None:
-                        results.setdefault("excluded_rows", []).append(row)
-            results["reused_runs"] = [k for k in results.get("reused_runs", []) if f"-{row}-" not in k]
-        results["summary"] = summary = summarize(cfg, results)
-        (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, default=float))
-        (out_dir / MD_NAME).write_text(render_markdown(cfg, results, summary))
-        plot(cfg, summary, out_dir / PLOT_NAME)
-        log(f"re-rendered {out_dir / MD_NAME}")
+        rerender_report(args, out_dir)
         return 0
     command = reproducing_command("simulations.benchmark", argv)
-    known = {r for arch in cfg.archs() for r in cfg.arch_rows(arch, [])} | {SINGLE}
-    skip = [r.strip() for r in (args.skip_rows or "").split(";") if r.strip()]
-    for row in skip:
-        if row not in known and not row.startswith(SINGLE):
-            raise SystemExit(f"--skip-rows: unknown row {row!r}; rows: {'; '.join(sorted(known))}")
+    skip = _checked_skip_rows(cfg, args.skip_rows)
     for path in args.restore_runs:
         names = restore_runs(json.loads(Path(path).read_text()), work_dir / "runs")
         log(f"restored {len(names)} training runs from {path}")

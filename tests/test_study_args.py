@@ -1,10 +1,10 @@
-"""Tests for simulations/cli.py: config-key flags and the reproducing command."""
+"""Tests for simulations/study_args.py: config-key flags and the reproducing command."""
 
 import argparse
 
 import pytest
 
-from simulations.cli import add_key_overrides, reproducing_command
+from simulations.study_args import add_key_overrides, reproducing_command
 
 
 def test_key_override_flags_parse_their_type_and_default_to_none():
