@@ -7,38 +7,30 @@ A dataset is a directory that anyone can load without Flower::
                       timings, and a sha256 for every data file
     targets.npy       (N, n) float16/float32, memory-mappable, rows sorted by sample id
     sample_ids.npy    (N,) int64, sorted: row i holds the target of sample sample_ids[i]
-    owners.npy        (N,) int16, index into manifest["participants"] of who encoded row i
+    owners.npy        (N,) int16, index into the manifest's participants of who encoded row i
                       (under ``merge: heads`` also the space row i's target lives in)
     shared_embeddings.npy  (optional) (K, |S|, n) float32: every participant's projected,
                       unaligned embeddings of the shared subset, so later participants can be
                       scored and aligned against this dataset without re-encoding S
 
-:class:`DatasetWriter` streams pages of targets straight into memory-mapped files in a hidden
-temporary directory and only renames it into place once everything is written, checksummed and
-fsynced, so a crash never leaves a half-written dataset where a reader would find it.
-
-Disk space is reserved when a file is created (``posix_fallocate``): a memory-mapped write on a
-full filesystem kills the process with SIGBUS, while a reservation that does not fit raises
-:class:`~coopt_flower.errors.OutputDirError` at once, and the temporary directory is removed.
+The manifest's schema is :class:`coopt_flower.manifest.Manifest`; the writer that streams a
+dataset here and publishes it atomically is :class:`coopt_flower.dataset_writer.DatasetWriter`.
+This module reads: :func:`load_optimized_dataset` checks the checksums and returns a torch
+``Dataset`` of ``(image, target)``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 import json
 import os
-import shutil
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from coopt_flower.atomic import fsync_dir, fsync_file, write_text_atomic
-from coopt_flower.errors import OutputDirError, describe_os_error
+from coopt_flower.manifest import FORMAT_VERSION, Manifest
+from coopt_flower.merges import Merge
 
-FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TARGETS_FILE = "targets.npy"
 SAMPLE_IDS_FILE = "sample_ids.npy"
@@ -51,116 +43,6 @@ class DatasetIntegrityError(RuntimeError):
     """A dataset on disk is incomplete, corrupted or of an unknown format."""
 
 
-def reserve_space(path: str | os.PathLike) -> None:
-    """Allocate a file's blocks now, so writing it through a memory map cannot hit a full disk.
-
-    Raises
-    ------
-    OutputDirError
-        One line when the filesystem cannot hold the file.
-    """
-    size = os.path.getsize(path)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        if size and hasattr(os, "posix_fallocate"):
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as error:
-                if error.errno not in (95, 22):  # EOPNOTSUPP/EINVAL: filesystem cannot reserve
-                    raise
-    except OSError as error:
-        raise OutputDirError(f"{describe_os_error(error, Path(path).parent.parent)} "
-                             f"({size / 2**20:.1f} MiB needed for {Path(path).name})") from None
-    finally:
-        os.close(fd)
-
-
-def open_reserved_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """``open_memmap(mode="w+")`` with its disk space reserved first (see :func:`reserve_space`)."""
-    try:
-        header_only = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    except OSError as error:
-        raise OutputDirError(describe_os_error(error, path.parent.parent)) from None
-    del header_only  # the file has its full size; reserve its blocks before writing any
-    reserve_space(path)
-    return np.lib.format.open_memmap(path, mode="r+")
-
-
-#: Memory a writer may dirty through its memory maps before it writes the pages back and lets
-#: go of them. The rows of a page are scattered over the whole file (shards are random
-#: samples), so every row dirties a whole memory page: without this the entire file would end
-#: up resident and memory would grow with N.
-RELEASE_EVERY_BYTES = 32 << 20
-
-#: Memory one piece of a page may dirty: :meth:`DatasetWriter.write` stores a page in pieces
-#: and releases between them, so the memory a write holds does not depend on the page size.
-WRITE_PIECE_BYTES = 8 << 20
-
-#: Rows per step when the writer scans its per-row state (bounded temporaries for any N).
-SCAN_ROWS = 1 << 20
-
-
-def sorted_unique_ids(ids: np.ndarray) -> np.ndarray:
-    """``ids`` as sorted unique int64: the array itself (read-only view, no copy) when it is
-    sorted and unique already, as a round's sample ids are; else a sorted copy.
-
-    Raises
-    ------
-    ValueError
-        When ``ids`` holds an id twice.
-    """
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    last = len(ids) - 1  # compared in chunks: a whole-array comparison is a byte per id
-    increasing = all(bool(np.all(ids[i + 1: i + SCAN_ROWS + 1] > ids[i: min(i + SCAN_ROWS, last)]))
-                     for i in range(0, max(last, 0), SCAN_ROWS))
-    if increasing:
-        view = ids.view()
-        view.flags.writeable = False
-        return view
-    unique = np.unique(ids)
-    if len(unique) != len(ids):
-        raise ValueError("sample ids given to the writer contain duplicates")
-    return unique
-
-
-class RowBits:
-    """One bit per row (``n / 8`` bytes, not a byte per row as a bool array takes)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = int(n)
-        self.bits = np.zeros((self.n + 7) // 8, dtype=np.uint8)
-
-    def get(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        return ((self.bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1).astype(bool)
-
-    def set(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=np.int64)
-        np.bitwise_or.at(self.bits, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
-
-    def chunk(self, start: int, stop: int) -> np.ndarray:
-        """Bools of rows ``start:stop`` (``start`` a multiple of 8)."""
-        return np.unpackbits(self.bits[start // 8: (stop + 7) // 8], count=stop - start,
-                             bitorder="little").astype(bool)
-
-    def count(self) -> int:
-        return int(np.unpackbits(self.bits, count=self.n, bitorder="little").sum()) if self.n else 0
-
-
-def release_pages(array: np.ndarray) -> None:
-    """Write a memory map's dirty pages to its file and drop them from this process's memory.
-
-    The data stays in the file (and the page cache); the mapping faults pages back in if they
-    are touched again.
-    """
-    mapped = getattr(array, "_mmap", None)
-    if mapped is None:
-        return
-    array.flush()
-    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
-
-
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so memory stays flat for any size."""
     digest = hashlib.sha256()
@@ -168,265 +50,6 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class DatasetWriter:
-    """Stream targets page by page into a new dataset directory, then publish it atomically.
-
-    Parameters
-    ----------
-    path : path-like
-        Final directory. Must not exist yet unless ``overwrite`` is set; it appears only
-        when :meth:`commit` succeeds.
-    sample_ids : np.ndarray
-        Every sample id the dataset will hold (any order; stored sorted, unique). Ids that are
-        sorted and unique already are kept by reference, not copied: do not change them while
-        the writer is open.
-    target_dim : int
-        Common target dimension n.
-    dtype : str
-        ``"float16"`` (half the disk) or ``"float32"``.
-    overwrite : bool
-        Replace an existing directory at ``path`` on commit.
-
-    Use it as a context manager: leaving the block with an exception discards the temporary
-    directory and leaves whatever was at ``path`` before untouched.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        sample_ids: np.ndarray,
-        target_dim: int,
-        dtype: str = "float16",
-        overwrite: bool = False,
-    ) -> None:
-        if dtype not in TARGET_DTYPES:
-            raise ValueError(f"target dtype must be one of {TARGET_DTYPES}, got {dtype!r}")
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} already exists; choose another output path")
-        # Sorted unique ids (a round's) are kept as they are: no second copy of N ids.
-        self.sample_ids = sorted_unique_ids(sample_ids)
-        self.target_dim = int(target_dim)
-        self.dtype = dtype
-        self.overwrite = overwrite
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{time.time_ns()}"
-        self._arrays: dict[str, np.ndarray] = {}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp.mkdir()
-        except OSError as error:
-            raise OutputDirError(describe_os_error(error, self.path.parent)) from None
-        n = len(self.sample_ids)
-        try:
-            self._targets = open_reserved_memmap(self.tmp / TARGETS_FILE, dtype, (n, self.target_dim))
-            self._owners = open_reserved_memmap(self.tmp / OWNERS_FILE, np.int16, (n,))
-        except BaseException:
-            self.abort()
-            raise
-        self._owners[:] = -1
-        self._unreleased = 0
-        self._written = RowBits(n)
-        self._excluded = RowBits(n)
-        self._num_written = 0
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row index of every id; raises for ids the dataset does not hold."""
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = np.searchsorted(self.sample_ids, ids)
-        rows = np.minimum(rows, len(self.sample_ids) - 1)
-        unknown = ids[self.sample_ids[rows] != ids]
-        if unknown.size:
-            raise ValueError(f"{unknown.size} sample ids are not part of this dataset, e.g. {unknown[:5]}")
-        return rows
-
-    def write(self, ids: np.ndarray, targets: np.ndarray, owner: int) -> None:
-        """Store one page: ``targets[i]`` is the target of sample ``ids[i]``."""
-        targets = np.asarray(targets)
-        if targets.shape != (len(ids), self.target_dim):
-            raise ValueError(
-                f"page of {len(ids)} ids needs targets of shape {(len(ids), self.target_dim)}, "
-                f"got {targets.shape}"
-            )
-        rows = self.rows_of(ids)
-        # Stored in row order, piece by piece: a piece's rows share memory pages, and a release
-        # between pieces bounds what one write holds however large the page is.
-        order = np.argsort(rows, kind="stable")
-        rows = rows[order]
-        if np.any(rows[1:] == rows[:-1]) or self._written.get(rows).any():
-            raise ValueError("page writes sample ids that were already written")
-        row_bytes = self._targets.itemsize * self.target_dim
-        piece = max(1, WRITE_PIECE_BYTES // max(row_bytes, mmap.PAGESIZE))
-        for start in range(0, len(rows), piece):
-            part = rows[start: start + piece]
-            self._targets[part] = targets[order[start: start + piece]].astype(self.dtype)
-            self._owners[part] = owner
-            first = (self._targets.offset + part * row_bytes) // mmap.PAGESIZE
-            last = (self._targets.offset + (part + 1) * row_bytes - 1) // mmap.PAGESIZE
-            touched = np.unique(np.concatenate([first, last])).size + int((last - first - 1).clip(0).sum())
-            self._unreleased += touched * mmap.PAGESIZE
-            if self._unreleased >= RELEASE_EVERY_BYTES:
-                self.release()
-        self._written.set(rows)
-        self._num_written += len(rows)
-
-    def release(self) -> None:
-        """Write what the memory maps hold back to disk and drop their pages from memory
-        (see :data:`RELEASE_EVERY_BYTES`); called every so many bytes written."""
-        for array in (self._targets, self._owners, *self._arrays.values()):
-            release_pages(array)
-        self._unreleased = 0
-
-    def exclude(self, ids: np.ndarray) -> None:
-        """Leave ``ids`` out of the dataset on purpose (samples whose image cannot be decoded):
-        they are not written and, unlike missing samples, do not block :meth:`commit`."""
-        if len(ids):
-            self._excluded.set(self.rows_of(ids))
-
-    @property
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays made with :meth:`create_array`, by file name."""
-        return self._arrays
-
-    def create_array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """A memory-mapped ``name.npy`` in the dataset, written in place, checksummed on commit.
-
-        Used for data that arrives page by page besides the targets (uploaded images).
-        """
-        if not safe_file_name(name) or not name.endswith(".npy") or name in DATA_FILES \
-                or name in self._arrays:
-            raise ValueError(f"array name must be a new '<name>.npy', got {name!r}")
-        self._arrays[name] = open_reserved_memmap(self.tmp / name, dtype, tuple(shape))
-        return self._arrays[name]
-
-    def _rows_where(self, keep) -> np.ndarray:
-        """Rows whose ``keep(written, excluded)`` holds, scanned in bounded chunks."""
-        n = len(self.sample_ids)
-        found = [start + np.flatnonzero(keep(self._written.chunk(start, stop), self._excluded.chunk(start, stop)))
-                 for start in range(0, n, SCAN_ROWS) for stop in [min(start + SCAN_ROWS, n)]]
-        return np.concatenate(found) if found else np.empty(0, np.int64)
-
-    def missing_ids(self) -> np.ndarray:
-        """Ids that no page has written yet (excluded ones aside)."""
-        if self._num_written == len(self.sample_ids):
-            return np.empty(0, np.int64)
-        return self.sample_ids[self._rows_where(lambda written, excluded: ~written & ~excluded)]
-
-    def excluded_ids(self) -> np.ndarray:
-        """Ids left out with :meth:`exclude`."""
-        return self.sample_ids[self._rows_where(lambda written, excluded: excluded & ~written)]
-
-    def commit(
-        self,
-        manifest: dict[str, Any],
-        extra_files: dict[str, str] | None = None,
-        extra_arrays: dict[str, np.ndarray] | None = None,
-        allow_missing: bool = False,
-    ) -> Path:
-        """Checksum, fsync and publish the dataset; returns its final path.
-
-        Parameters
-        ----------
-        manifest : dict
-            Run metadata; the writer adds format, shape, dtype and checksum fields.
-        extra_files : dict, optional
-            Small text files (e.g. a report) published inside the dataset directory.
-        extra_arrays : dict, optional
-            ``name.npy`` -> array, stored and checksummed like the data files.
-        allow_missing : bool
-            Publish even though some samples were never written (they are left out and listed
-            in the manifest's ``missing_sample_ids``); otherwise that is an error.
-        """
-        try:
-            return self._commit(manifest, extra_files, extra_arrays, allow_missing)
-        except OutputDirError:
-            raise
-        except OSError as error:  # e.g. the disk filled up writing the small files
-            raise OutputDirError(describe_os_error(error, self.path.parent)) from None
-
-    def _commit(self, manifest, extra_files, extra_arrays, allow_missing) -> Path:
-        missing = self.missing_ids()
-        if missing.size and not allow_missing:
-            raise DatasetIntegrityError(
-                f"{missing.size} samples were never written (e.g. {missing[:5]}); refusing "
-                "to publish an incomplete dataset"
-            )
-        if self._num_written != len(self.sample_ids):
-            self._drop_unwritten_rows()
-        np.save(self.tmp / SAMPLE_IDS_FILE, self.sample_ids)
-        for name, array in (extra_arrays or {}).items():
-            if not safe_file_name(name) or not name.endswith(".npy") or name in DATA_FILES:
-                raise ValueError(f"extra array name must be a new '<name>.npy', got {name!r}")
-            np.save(self.tmp / name, array)
-        for array in (self._targets, self._owners, *self._arrays.values()):
-            array.flush()
-        streamed = tuple(self._arrays)
-        # Close the memory maps before hashing and renaming.
-        del self._targets, self._owners
-        self._arrays.clear()
-        checked = DATA_FILES + tuple(extra_arrays or ()) + streamed
-        for name in checked:
-            fsync_file(self.tmp / name)
-        full = dict(manifest)
-        full["missing_sample_ids"] = missing.tolist()
-        full.update(
-            format_version=FORMAT_VERSION,
-            num_samples=int(len(self.sample_ids)),
-            target_dim=self.target_dim,
-            target_dtype=self.dtype,
-            files={name: {"sha256": sha256_file(self.tmp / name)} for name in checked},
-        )
-        for name, text in (extra_files or {}).items():
-            write_text_atomic(self.tmp / name, text)
-        write_text_atomic(self.tmp / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True))
-        fsync_dir(self.tmp)
-
-        backup = None
-        if self.path.exists():  # only reachable with overwrite=True
-            backup = self.path.parent / f".{self.path.name}.old-{time.time_ns()}"
-            os.rename(self.path, backup)
-        os.rename(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-        return self.path
-
-    def _drop_unwritten_rows(self, chunk_rows: int = 65536) -> None:
-        """Compact the memory maps to the written rows, copying in chunks (bounded memory)."""
-        keep = self._rows_where(lambda written, excluded: written)
-        n = len(keep)
-        targets = open_reserved_memmap(self.tmp / f"{TARGETS_FILE}.compact", self.dtype, (n, self.target_dim))
-        owners = open_reserved_memmap(self.tmp / f"{OWNERS_FILE}.compact", np.int16, (n,))
-        for start in range(0, n, chunk_rows):
-            rows = keep[start: start + chunk_rows]
-            targets[start: start + len(rows)] = self._targets[rows]
-            owners[start: start + len(rows)] = self._owners[rows]
-        targets.flush(), owners.flush()
-        del self._targets, self._owners, targets, owners
-        os.replace(self.tmp / f"{TARGETS_FILE}.compact", self.tmp / TARGETS_FILE)
-        os.replace(self.tmp / f"{OWNERS_FILE}.compact", self.tmp / OWNERS_FILE)
-        self._targets = np.load(self.tmp / TARGETS_FILE, mmap_mode="r+")
-        self._owners = np.load(self.tmp / OWNERS_FILE, mmap_mode="r+")
-        self.sample_ids = self.sample_ids[keep]
-        self._written, self._excluded = RowBits(n), RowBits(n)
-        self._written.set(np.arange(n))
-        self._num_written = n
-
-    def abort(self) -> None:
-        """Discard everything written so far."""
-        for name in ("_targets", "_owners"):
-            if hasattr(self, name):
-                delattr(self, name)
-        self._arrays.clear()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def safe_file_name(name: str) -> bool:
@@ -438,24 +61,24 @@ def safe_file_name(name: str) -> bool:
             and "\x00" not in name and len(name) <= 200)
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+def read_manifest(path: str | os.PathLike) -> Manifest:
     """Load and sanity-check ``manifest.json`` of a dataset directory."""
     manifest_path = Path(path) / MANIFEST_FILE
     if not manifest_path.exists():
         raise DatasetIntegrityError(f"{path} is not an optimized dataset (no {MANIFEST_FILE})")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    version = manifest.get("format_version")
+    values = json.loads(manifest_path.read_text(encoding="utf-8"))
+    version = values.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetIntegrityError(
             f"{path} has format version {version}; this coopt_flower reads {FORMAT_VERSION}"
         )
-    return manifest
+    return Manifest.from_json(values)
 
 
-def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
+def verify_dataset(path: str | os.PathLike) -> Manifest:
     """Check every data file's sha256 against the manifest; returns the manifest."""
     manifest = read_manifest(path)
-    for name, meta in manifest["files"].items():
+    for name, meta in manifest.files.items():
         actual = sha256_file(Path(path) / name)
         if actual != meta["sha256"]:
             raise DatasetIntegrityError(
@@ -489,12 +112,12 @@ class OptimizedDataset:
         self.targets = np.load(self.path / TARGETS_FILE, mmap_mode="r")
         self.sample_ids = np.load(self.path / SAMPLE_IDS_FILE)
         self.owners = np.load(self.path / OWNERS_FILE, mmap_mode="r")
-        if self.targets.shape != (len(self.sample_ids), self.manifest["target_dim"]):
+        if self.targets.shape != (len(self.sample_ids), self.manifest.target_dim):
             raise DatasetIntegrityError(f"{self.path}: targets shape disagrees with manifest")
         self._source = source
         self.transform = transform
         # Samples that came from participants' node-local data: their ids follow the source's.
-        self.local_sources = sorted(self.manifest.get("local_sources", []), key=lambda e: e["first_id"])
+        self.local_sources = sorted(self.manifest.local_sources, key=lambda e: e.first_id)
         self._local_images: dict[str, np.ndarray] = {}
 
     @property
@@ -502,32 +125,32 @@ class OptimizedDataset:
         if self._source is None or isinstance(self._source, str):
             from coopt_flower.data import open_source
 
-            self._source = open_source(self._source or self.manifest["source"])
+            self._source = open_source(self._source or self.manifest.source)
         return self._source
 
     def __len__(self) -> int:
         return len(self.sample_ids)
 
     @property
-    def merge(self) -> str:
-        """How the targets were merged (manifest ``merge``): ``align-ridge`` (one space, the
+    def merge(self) -> Merge:
+        """How the targets were merged (manifest ``merge``): ``align-*`` (one space, the
         reference's), ``heads`` (row ``i`` lives in the space of participant ``owners[i]``) or
         ``none`` (the no-alignment ablation). Datasets written before the key: ``align-ridge``."""
-        return self.manifest.get("merge", "align-ridge")
+        return self.manifest.merge
 
     def image(self, sample_id: int) -> np.ndarray:
         """uint8 ``(H, W, 3)`` of one sample: from the source, or from node-local data
         (uploaded into the dataset, or read from the node's folder where it was not)."""
         for entry in self.local_sources:
-            if entry["first_id"] <= sample_id < entry["first_id"] + entry["count"]:
-                row = sample_id - entry["first_id"]
-                if entry.get("images"):
-                    if entry["images"] not in self._local_images:
-                        self._local_images[entry["images"]] = np.load(self.path / entry["images"], mmap_mode="r")
-                    return np.array(self._local_images[entry["images"]][row])  # copy out of the read-only map
+            if entry.holds(sample_id):
+                row = sample_id - entry.first_id
+                if entry.images:
+                    if entry.images not in self._local_images:
+                        self._local_images[entry.images] = np.load(self.path / entry.images, mmap_mode="r")
+                    return np.array(self._local_images[entry.images][row])  # copy out of the read-only map
                 from coopt_flower.data import open_source
 
-                return open_source(entry["spec"]).images(np.array([row]))[0]
+                return open_source(entry.spec).images(np.array([row]))[0]
         return self.source.images(np.array([sample_id]))[0]
 
     def images(self, rows: np.ndarray) -> np.ndarray:

@@ -50,6 +50,16 @@ def one_line(text: object, limit: int = 300, *, table: bool = False) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def did_you_mean(name: str, valid, *, cutoff: float = 0.6) -> str:
+    """A hint for a misspelt key or name: `` (did you mean 'x'?)``, or ``""`` when nothing in
+    ``valid`` is close. Every "unknown key" message (run config, benchmark and study configs)
+    words its hint through this one function."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(map(str, valid)), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class OutputDirError(OSError):
     """The output directory cannot take the run's files; the message says what to do."""
 

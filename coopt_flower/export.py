@@ -43,8 +43,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from coopt_flower.atomic import fsync_dir, fsync_file
-from coopt_flower.dataset_format import (DatasetIntegrityError, load_optimized_dataset, sha256_file,
+from coopt_flower.dataset_format import (MANIFEST_FILE, DatasetIntegrityError, load_optimized_dataset, sha256_file,
                                          verify_dataset)
+from coopt_flower.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def iter_samples(round_dir: str | os.PathLike, image_format: str, jpeg_quality: 
     dtype), ``sample_id``, ``owner`` and ``prototype``. The round is not re-verified here.
     """
     dataset = load_optimized_dataset(round_dir, source=source, verify=False)
-    prototypes = [p["prototype"] for p in dataset.manifest["participants"]]
+    prototypes = [p.prototype for p in dataset.manifest.participants]
     shape = None
     for row, sample_id in enumerate(dataset.sample_ids):
         sample_id = int(sample_id)
@@ -138,7 +139,7 @@ def iter_samples(round_dir: str | os.PathLike, image_format: str, jpeg_quality: 
             pixels = dataset.image(sample_id)
         except Exception as err:  # noqa: BLE001 - whatever the source raises, say which sample
             raise ExportError(f"cannot read the image of sample {sample_id} from its source "
-                              f"({dataset.manifest['source']!r}; pass --source to use another "
+                              f"({dataset.manifest.source!r}; pass --source to use another "
                               f"copy): {err}") from err
         if image_format == "raw":
             if shape is None:
@@ -234,20 +235,20 @@ def _hf_rows(round_dir: str, image_format: str, jpeg_quality: int, source: str |
 
 
 def write_hf(round_dir: Path, directory: Path, cache_dir: Path, options: ExportOptions,
-             manifest: dict[str, Any]) -> None:
+             manifest: Manifest) -> None:
     """Stream the round into Arrow (in ``cache_dir``) and save it to ``directory``."""
     import datasets
 
     shape = _first_image_shape(round_dir, options.source)
-    features = hf_features(options.image_format, shape, manifest["target_dim"], manifest["target_dtype"])
+    features = hf_features(options.image_format, shape, manifest.target_dim, manifest.target_dtype)
     # An explicit fingerprint: datasets would otherwise hash the generator's arguments.
-    fingerprint = manifest["files"]["targets.npy"]["sha256"][:16] + f"-{options.image_format}"
+    fingerprint = manifest.files["targets.npy"]["sha256"][:16] + f"-{options.image_format}"
     dataset = datasets.Dataset.from_generator(
         _hf_rows, features=features, cache_dir=str(cache_dir), fingerprint=fingerprint,
         gen_kwargs={"round_dir": str(round_dir), "image_format": options.image_format,
                     "jpeg_quality": options.jpeg_quality, "source": options.source})
     dataset.info.description = (f"CoOpt optimized dataset: {len(dataset)} images of "
-                                f"{manifest['source']!r} with aligned targets (see README.md)")
+                                f"{manifest.source!r} with aligned targets (see README.md)")
     dataset.info.homepage = "https://arxiv.org/abs/2505.14117"
     dataset.save_to_disk(str(directory))
 
@@ -265,7 +266,7 @@ def check_output_dir(out: Path, round_dir: Path, overwrite: bool) -> None:
         raise ExportError(f"{out} is not empty; choose an empty folder or pass --overwrite")
 
 
-def verify_round(round_dir: Path) -> dict[str, Any]:
+def verify_round(round_dir: Path) -> Manifest:
     """The round's manifest once every file's checksum matches; else an :class:`ExportError`
     naming the file that failed."""
     try:
@@ -328,14 +329,14 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
             "jpeg_quality": options.jpeg_quality if options.image_format == "jpeg" else None,
             "image_extension": IMAGE_EXTENSIONS[options.image_format],
             "shards": shards,
-            "num_samples": int(manifest["num_samples"]),
-            "target_dim": int(manifest["target_dim"]),
-            "target_dtype": manifest["target_dtype"],
+            "num_samples": int(manifest.num_samples),
+            "target_dim": int(manifest.target_dim),
+            "target_dtype": manifest.target_dtype,
             "round": {"name": round_dir.resolve().name, "manifest_sha256": sha256_file(round_dir / "manifest.json")},
             "coopt_flower_version": __version__,
             "files": file_checksums(staging),
         }
-        (staging / MANIFEST_COPY_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.copyfile(round_dir / MANIFEST_FILE, staging / MANIFEST_COPY_FILE)  # the round's, as written
         (staging / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
         (staging / CARD_FILE).write_text(render_card(manifest, info), encoding="utf-8")
         for path in staging.rglob("*"):
@@ -346,7 +347,7 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
-    log.info("exported %d samples (%s, %s) to %s in %.1f s", manifest["num_samples"], options.format,
+    log.info("exported %d samples (%s, %s) to %s in %.1f s", manifest.num_samples, options.format,
              options.image_format, out, time.perf_counter() - started)
     return out
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from coopt_flower.manifest import Manifest
+
 PAPER = "https://arxiv.org/abs/2505.14117"
 
 
@@ -29,18 +31,18 @@ def _number(value: Any, digits: int = 4) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
 
 
-def prototypes_table(manifest: dict[str, Any]) -> list[str]:
+def prototypes_table(manifest: Manifest) -> list[str]:
     """Markdown rows: every participant, its prototype, uniform value and residuals."""
-    reference = manifest.get("reference")
+    reference = manifest.reference
     rows = ["| participant | prototype | encodes with | output dim | samples | uniform value "
             "| residual on S | held-out residual | ridge alpha |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for p in manifest["participants"]:
-        name = p["name"] + (" (reference)" if p["name"] == reference else "") + (" (failed)" if p.get("failed") else "")
-        rows.append(f"| {name} | `{p['prototype']}` | {p.get('encoder', 'own')} | {p.get('output_dim', '-')} "
-                    f"| {p.get('num_samples', 0)} | {_number(p.get('uniform_value'))} "
-                    f"| {_number(p.get('fit_residual'), 3)} | {_number(p.get('holdout_residual'), 3)} "
-                    f"| {p.get('alpha', '-')} |")
+    for p in manifest.participants:
+        name = p.name + (" (reference)" if p.name == reference else "") + (" (failed)" if p.failed else "")
+        rows.append(f"| {name} | `{p.prototype}` | {p.encoder} | {p.output_dim} "
+                    f"| {p.num_samples} | {_number(p.uniform_value)} "
+                    f"| {_number(p.fit_residual, 3)} | {_number(p.holdout_residual, 3)} "
+                    f"| {p.alpha} |")
     return rows
 
 
@@ -67,12 +69,12 @@ def loading_section(info: dict[str, Any]) -> list[str]:
                       "```"]
 
 
-def render_card(manifest: dict[str, Any], info: dict[str, Any]) -> str:
+def render_card(manifest: Manifest, info: dict[str, Any]) -> str:
     """``README.md`` of an export (Hugging Face dataset-card layout: YAML header, Markdown)."""
-    settings = manifest.get("settings", {})
-    source, n = manifest["source"], int(manifest["num_samples"])
-    reference = manifest.get("reference")
-    ref_proto = manifest.get("reference_prototype", "?")
+    settings = manifest.settings
+    source, n = manifest.source, int(manifest.num_samples)
+    reference = manifest.reference
+    ref_proto = manifest.reference_prototype
     image = {"png": "PNG (lossless: the exact pixels the prototypes encoded)",
              "jpeg": f"JPEG, quality {info.get('jpeg_quality')} (lossy)",
              "raw": "raw uint8 arrays (H, W, 3)"}[info["image_format"]]
@@ -112,14 +114,14 @@ def render_card(manifest: dict[str, Any], info: dict[str, Any]) -> str:
         "",
         "## How it was made",
         "",
-        f"- source: `{source}`; round {manifest.get('round', 1)}; seed {manifest.get('seed')}",
-        f"- shared subset S: {manifest.get('shared_size', len(manifest.get('shared_ids', [])))} images, "
+        f"- source: `{source}`; round {manifest.round}; seed {manifest.seed}",
+        f"- shared subset S: {manifest.shared_size} images, "
         "encoded by every participant to score and align the prototypes",
         f"- reference (lowest uniform value): **{reference}** (`{ref_proto}`); refinement "
-        f"`{manifest.get('refinement', '-')}`",
+        f"`{manifest.refinement}`",
         f"- prototype input size {settings.get('image_size', '-')} px, target dimension "
-        f"{manifest['target_dim']} ({manifest['target_dtype']})",
-        f"- samples missing (failed participants, `on-failure = drop`): {manifest.get('missing_samples', 0)}",
+        f"{manifest.target_dim} ({manifest.target_dtype})",
+        f"- samples missing (failed participants, `on-failure = drop`): {manifest.missing_samples}",
         f"- produced by coopt-flower {info.get('coopt_flower_version', '?')}: `coopt export "
         f"{info['round']['name']} --format {info['format']} --image-format {info['image_format']}`",
         "",
@@ -131,7 +133,7 @@ def render_card(manifest: dict[str, Any], info: dict[str, Any]) -> str:
         "variance on S left unexplained by the participant's aligned targets (1 - R^2; 0 is perfect).",
         "",
     ]
-    failures = manifest.get("failures") or []
+    failures = manifest.failures
     if failures:
         lines += ["### Participants that failed", ""]
         lines += [f"- {f.get('participant', '?')} ({f.get('step', '?')}): {f.get('reason', '?')}" for f in failures]
@@ -140,7 +142,7 @@ def render_card(manifest: dict[str, Any], info: dict[str, Any]) -> str:
               "## Checksums (sha256)", "",
               f"Round `{info['round']['name']}` (`coopt_manifest.json` is its manifest, sha256 "
               f"`{info['round']['manifest_sha256']}`):", ""]
-    lines += [f"- `{name}`: `{meta['sha256']}`" for name, meta in sorted(manifest["files"].items())]
+    lines += [f"- `{name}`: `{meta['sha256']}`" for name, meta in sorted(manifest.files.items())]
     lines += ["", "This export (also in `coopt_export.json`):", ""]
     lines += [f"- `{name}`: `{digest}`" for name, digest in sorted(info["files"].items())]
     lines += [

@@ -27,22 +27,33 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from coopt_flower.inputs import loader_order_batches, on_device
+from coopt_flower.inputs import loader_order_batches, on_device, preload_dataset
 from coopt_flower.losses import HeadsLoss
+from coopt_flower.manifest import Manifest
+from coopt_flower.merges import Merge
 from coopt_flower.students import StudentWithHeads
-from coopt_flower.trainer import VIEWS, EpochCallback, Recipe, TrainConfig, fit, num_batches
+from coopt_flower.target_statistics import TargetStats, target_stats
+from coopt_flower.training_loop import (
+    VIEWS,
+    EpochCallback,
+    Recipe,
+    TrainConfig,
+    TrainResult,
+    fit,
+    num_batches,
+)
 
 __all__ = ["HEADS", "HeadLayout", "head_layout", "is_heads_dataset", "owner_target_stats",
            "train_on_heads"]
 
 #: The ``merge`` value (run config and manifest) this module trains.
-HEADS = "heads"
+HEADS = Merge.HEADS
 
 
 def is_heads_dataset(dataset: Any) -> bool:
     """Whether a dataset's manifest says its targets live in per-owner spaces."""
     manifest = getattr(dataset, "manifest", None)
-    return isinstance(manifest, dict) and manifest.get("merge") == HEADS
+    return isinstance(manifest, Manifest) and manifest.is_heads
 
 
 class HeadLayout:
@@ -63,7 +74,7 @@ class HeadLayout:
 
     def as_settings(self) -> dict[str, Any]:
         """The run record's entries (checkpoint ``config``)."""
-        return {"merge": HEADS, "num_heads": len(self.names), "head_names": self.names,
+        return {"merge": HEADS.value, "num_heads": len(self.names), "head_names": self.names,
                 "exposed_head": self.names[self.exposed], "exposed_head_index": self.exposed}
 
 
@@ -71,9 +82,9 @@ def head_layout(dataset: Any, owners: np.ndarray) -> HeadLayout:
     """The heads of a dataset: from its manifest (participants, ``exposed_head``), or one per
     owner index (head 0 exposed) for a plain ``TensorDataset``."""
     manifest = getattr(dataset, "manifest", None)
-    if isinstance(manifest, dict) and manifest.get("participants"):
-        names = [p["name"] for p in manifest["participants"]]
-        exposed = manifest.get("exposed_head", manifest.get("reference"))
+    if isinstance(manifest, Manifest) and manifest.participants:
+        names = manifest.participant_names
+        exposed = manifest.exposed_head or manifest.reference
         if exposed not in names:
             raise ValueError(f"the manifest's exposed head {exposed!r} is none of its participants "
                              f"{names}: the dataset is not a heads dataset this code wrote")
@@ -93,8 +104,6 @@ def owner_target_stats(targets: Any, owners: np.ndarray, num_owners: int, *,
     counts : list of int
         Samples per owner.
     """
-    from coopt_flower.training import target_stats
-
     owners = np.asarray(owners, dtype=np.int64)
     if len(owners) != len(targets):
         raise ValueError(f"{len(owners)} owners for {len(targets)} targets")
@@ -142,7 +151,7 @@ def _owners_of(dataset: Any) -> np.ndarray:
 
 
 def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
-                   on_epoch_end: Optional[EpochCallback] = None):
+                   on_epoch_end: Optional[EpochCallback] = None) -> TrainResult:
     """Train a student with one head per participant on a ``merge = "heads"`` dataset.
 
     Parameters
@@ -151,7 +160,7 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
         A round directory's dataset (``owners`` and the manifest name the heads), or a
         ``TensorDataset(images uint8 (N, C, H, W), targets (N, n), owners (N,))``.
     config, on_epoch_end
-        As in :func:`coopt_flower.training.train_on_optimized`.
+        As in :func:`coopt_flower.student_training.train_on_optimized`.
 
     Returns
     -------
@@ -160,8 +169,6 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
         exposed one); ``target_stats`` holds the exposed owner's statistics. The checkpoint
         stores every owner's as ``target_mean``/``target_std`` ``(K, n)``.
     """
-    from coopt_flower.training import TargetStats, TrainResult, _preloaded
-
     config = config or TrainConfig()
     if len(dataset) < 2:
         raise ValueError("need at least 2 samples to train")
@@ -173,7 +180,7 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
     target_dim = int(mean.shape[1])
     criterion = HeadsLoss(mean, std).to(device)
     batch_size = config.batch_size
-    arrays = _preloaded(dataset, config) if config.preload else None
+    arrays = preload_dataset(dataset, config.device, progress=config.progress) if config.preload else None
 
     if arrays is not None:
         images, targets = arrays

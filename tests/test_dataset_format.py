@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from coopt_flower.data import ArraySource
-from coopt_flower.dataset_format import (
-    DatasetIntegrityError, DatasetWriter, load_optimized_dataset, read_manifest, verify_dataset,
-)
+from coopt_flower.dataset_format import DatasetIntegrityError, load_optimized_dataset, read_manifest, verify_dataset
+from coopt_flower.dataset_writer import DatasetWriter
 
 
 def write_dataset(path, ids, targets, owners, dtype="float32", **kw):
@@ -38,10 +37,10 @@ def test_round_trip(tmp_path, pixels):
         assert np.allclose(target.numpy(), targets[src])
         assert ds.owners[row] == owners[src]
     manifest = read_manifest(path)
-    assert manifest["num_samples"] == 5 and manifest["target_dim"] == 6
+    assert manifest.num_samples == 5 and manifest.target_dim == 6
     assert (path / "report.md").read_text() == "hi\n"
     assert np.array_equal(np.load(path / "shared_embeddings.npy"), np.arange(6.0).reshape(1, 2, 3))
-    assert "shared_embeddings.npy" in manifest["files"]
+    assert "shared_embeddings.npy" in manifest.files
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -98,7 +97,7 @@ def test_allow_missing_publishes_only_written_rows_and_lists_the_rest(tmp_path):
     assert ds.sample_ids.tolist() == [11, 13, 15]
     assert np.asarray(ds.targets)[:, 0].tolist() == [1.0, 3.0, 5.0]
     assert np.asarray(ds.owners).tolist() == [1, 0, 1]
-    assert ds.manifest["missing_sample_ids"] == [10, 12, 14] and ds.manifest["num_samples"] == 3
+    assert ds.manifest.missing_sample_ids == [10, 12, 14] and ds.manifest.num_samples == 3
 
 
 def test_exception_mid_write_leaves_previous_version(tmp_path):

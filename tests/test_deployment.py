@@ -192,9 +192,9 @@ def test_deployment_equals_simulation(deployment):
     dep = load_optimized_dataset(deployment["dep_path"])
     assert np.array_equal(dep.sample_ids, sim.sample_ids)
     assert np.array_equal(np.asarray(dep.owners), np.asarray(sim.owners))
-    assert [p["prototype"] for p in dep.manifest["participants"]] == PROTOTYPES
-    assert [p["prototype"] for p in sim.manifest["participants"]] == PROTOTYPES
-    assert dep.manifest["shared_ids"] == sim.manifest["shared_ids"]
+    assert [p.prototype for p in dep.manifest.participants] == PROTOTYPES
+    assert [p.prototype for p in sim.manifest.participants] == PROTOTYPES
+    assert dep.manifest.shared_ids == sim.manifest.shared_ids
     a = np.load(deployment["dep_path"] / "targets.npy").astype(np.float32)
     b = np.load(deployment["sim_path"] / "targets.npy").astype(np.float32)
     assert a.shape == b.shape == (120, 32)

@@ -13,8 +13,8 @@ from coopt_flower.data import open_source
 from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.export import ExportError, ExportOptions, export_dataset, push_to_hub
 from coopt_flower.exported import open_dataset
-from coopt_flower.round import CoOptRound, run_in_process
-from tests.test_round import LinearParticipant
+from coopt_flower.engine import run_in_process
+from tests.test_engine_round import LinearParticipant
 
 PROTOTYPES = ["fake-linear-0", "fake-linear-1", "fake-linear-2"]
 
@@ -26,7 +26,7 @@ def make_round(out, num_samples=120):
         "prototypes": ",".join(PROTOTYPES), "num-samples": num_samples, "shared-size": 32,
         "target-dim": 16, "page-size": 50, "seed": 3, "output-dir": str(out)})
     participants = [LinearParticipant(source, i, name_prefix="fake-linear") for i in range(3)]
-    return run_in_process(CoOptRound(settings, source), participants).dataset_path
+    return run_in_process(settings, source, participants).dataset_path
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_push_to_hub_uploads_the_export(tmp_path, round_dir, monkeypatch, fmt):
 
 
 def test_the_training_cli_trains_on_an_export(tmp_path, round_dir, capsys):
-    from coopt_flower.training import main
+    from coopt_flower.student_training import main
 
     out = export_dataset(round_dir, tmp_path / "wds", ExportOptions(format="webdataset", samples_per_shard=50))
     assert main(["--dataset", str(out), "--out", str(tmp_path / "student"), "--epochs", "1",

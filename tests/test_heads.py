@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from coopt_flower.alignment import MERGE_STRATEGIES
+from coopt_flower.merges import MERGE_CHOICES
 from coopt_flower.augment import TrainAugment
 from coopt_flower.checkpoints import load_checkpoint, load_student
 from coopt_flower.config import ConfigError
@@ -15,10 +15,10 @@ from coopt_flower.data import open_source
 from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.heads import owner_target_stats, train_on_heads
 from coopt_flower.losses import HeadsLoss
-from coopt_flower.round import CoOptRound, run_in_process
+from coopt_flower.engine import run_in_process
 from coopt_flower.students import SmallCNN, StudentWithHeads
-from coopt_flower.trainer import TrainConfig
-from tests.test_round import LinearParticipant, settings
+from coopt_flower.training_loop import TrainConfig
+from tests.test_engine_round import LinearParticipant, settings
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,12 @@ def heads_round(tmp_path_factory, fashion):
     results = {}
     for merge in ("align-ridge", "heads"):
         s = settings(out / merge, merge=merge)
-        results[merge] = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+        results[merge] = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     return results
 
 
 def test_merge_is_one_run_config_key_with_listed_values(tmp_path):
-    assert MERGE_STRATEGIES[0] == "align-ridge" and "heads" in MERGE_STRATEGIES
+    assert MERGE_CHOICES[0] == "align-ridge" and "heads" in MERGE_CHOICES
     assert settings(tmp_path).merge == "align-ridge"
     with pytest.raises(ConfigError, match="merge must be one of align-ridge, align-procrustes, align-cca, heads.*'ridge'"):
         settings(tmp_path, merge="ridge")
@@ -48,15 +48,15 @@ def test_a_heads_round_writes_every_participant_in_its_own_space(heads_round):
     aligned, heads = heads_round["align-ridge"], heads_round["heads"]
     a, h = load_optimized_dataset(aligned.dataset_path), load_optimized_dataset(heads.dataset_path)
     assert h.merge == "heads" and a.merge == "align-ridge"
-    assert h.manifest["merge"] == "heads" and "exposed_head" not in a.manifest
+    assert h.manifest.merge == "heads" and a.manifest.exposed_head is None
     # Scores and the reference are the aligned round's; the exposed head is the reference's.
-    assert heads.plan.reference == aligned.plan.reference == h.manifest["exposed_head"]
-    assert heads.plan.uniform_values == aligned.plan.uniform_values
-    assert all(m.is_identity for m in heads.plan.maps.values())
-    assert all(p["holdout_residual"] == 0.0 for p in h.manifest["participants"])
+    assert heads.plan.alignment.reference == aligned.plan.alignment.reference == h.manifest.exposed_head
+    assert heads.plan.alignment.uniform_values == aligned.plan.alignment.uniform_values
+    assert all(m.is_identity for m in heads.plan.alignment.maps.values())
+    assert all(p.holdout_residual == 0.0 for p in h.manifest.participants)
     # Same shards; the reference's rows agree, every other participant's are its raw targets.
     np.testing.assert_array_equal(np.asarray(h.owners), np.asarray(a.owners))
-    ref = [p["name"] for p in h.manifest["participants"]].index(heads.plan.reference)
+    ref = h.manifest.participant_names.index(heads.plan.alignment.reference)
     own = np.asarray(h.owners) == ref
     np.testing.assert_array_equal(np.asarray(h.targets)[own], np.asarray(a.targets)[own])
     assert not np.allclose(np.asarray(h.targets)[~own], np.asarray(a.targets)[~own])
@@ -136,7 +136,7 @@ def test_heads_recover_two_prototypes_that_are_rotations_of_each_other():
             assert float(cos.mean()) > 0.97, (k, float(cos.mean()))
 
     # One head on the same mixed targets (the unaligned merge) cannot fit both spaces.
-    from coopt_flower.training import train_on_optimized
+    from coopt_flower.student_training import train_on_optimized
 
     single = train_on_optimized(TensorDataset(images, targets), config)
     assert np.mean(single.losses[-3:]) > 5 * np.mean(result.losses[-3:])
@@ -145,7 +145,7 @@ def test_heads_recover_two_prototypes_that_are_rotations_of_each_other():
 
 def test_a_heads_dataset_trains_through_the_cli_and_load_student_reads_the_exposed_head(heads_round, tmp_path,
                                                                                        capsys):
-    from coopt_flower.training import main
+    from coopt_flower.student_training import main
 
     path = heads_round["heads"].dataset_path
     out = tmp_path / "student"
@@ -157,7 +157,7 @@ def test_a_heads_dataset_trains_through_the_cli_and_load_student_reads_the_expos
     manifest = load_optimized_dataset(path, verify=False).manifest
     cfg = ckpt["config"]
     assert cfg["method"] == "coopt-heads" and cfg["merge"] == "heads" and cfg["num_heads"] == 3
-    assert cfg["head_names"] == ["p0", "p1", "p2"] and cfg["exposed_head"] == manifest["exposed_head"]
+    assert cfg["head_names"] == ["p0", "p1", "p2"] and cfg["exposed_head"] == manifest.exposed_head
     assert cfg["samples_per_head"] == np.bincount(np.load(path / "owners.npy")).tolist()
     assert ckpt["target_mean"].shape == ckpt["target_std"].shape == (3, 16)
     backbone, head, _ = load_student(out)
@@ -167,14 +167,14 @@ def test_a_heads_dataset_trains_through_the_cli_and_load_student_reads_the_expos
 
 
 def test_the_student_payload_of_a_heads_student_encodes_with_the_reference_head(heads_round, tmp_path):
-    from coopt_flower.refinement import student_from_payload, student_payload, train_round_student
+    from coopt_flower.round_student import student_from_payload, student_payload, train_round_student
 
     path = heads_round["heads"].dataset_path
     result = train_round_student(path, tmp_path / "student", epochs=1, image_size=16, batch_size=64,
                                  probe_data="")
     state, config = student_payload(result["checkpoint"])
     ckpt = load_checkpoint(result["checkpoint"])
-    reference = heads_round["heads"].plan.reference
+    reference = heads_round["heads"].plan.alignment.reference
     index = ckpt["config"]["head_names"].index(reference)
     assert ckpt["config"]["exposed_head"] == reference
     np.testing.assert_array_equal(state["head.weight"], ckpt["model"][f"heads.{index}.weight"].numpy())

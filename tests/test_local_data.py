@@ -56,9 +56,9 @@ def test_local_images_become_part_of_the_dataset(local_run):
     assert ds.sample_ids.tolist() == platform.tolist() + local_ids.tolist()
     owners = np.asarray(ds.owners)
     assert (owners[:60] == 0).all() and (owners[60:] == 1).all()
-    [entry] = ds.manifest["local_sources"]
-    assert entry["first_id"] == 60000 and entry["count"] == 12 and entry["participant"] == "p1"
-    assert entry["images"] in ds.manifest["files"]
+    [entry] = ds.manifest.local_sources
+    assert entry.first_id == 60000 and entry.count == 12 and entry.participant == "p1"
+    assert entry.images in ds.manifest.files
 
 
 def test_uploaded_images_make_the_dataset_self_contained(local_run):

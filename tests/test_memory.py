@@ -9,8 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from coopt_flower import dataset_format
-from coopt_flower.dataset_format import DatasetWriter, RowBits, sorted_unique_ids
+from coopt_flower import dataset_writer
+from coopt_flower.dataset_writer import DatasetWriter, RowBits, sorted_unique_ids
 
 
 def _rss(field: str) -> int:
@@ -86,7 +86,7 @@ def test_one_large_page_dirties_no_more_than_the_release_budget(tmp_path):
         growth = _rss("VmHWM") - start
         assert np.all(writer._targets[rows[:100]] == np.float16(0.5))
         writer.abort()
-    budget = dataset_format.RELEASE_EVERY_BYTES + dataset_format.WRITE_PIECE_BYTES
+    budget = dataset_writer.RELEASE_EVERY_BYTES + dataset_writer.WRITE_PIECE_BYTES
     assert growth <= budget + (16 << 20), f"one page grew memory by {growth / 2**20:.0f} MB"
 
 
