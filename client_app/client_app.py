@@ -1,8 +1,8 @@
 """A CoOpt participant as a Flower ClientApp: a thin shell around
 :class:`coopt_flower.participant.PrototypeParticipant`.
 
-The messages (``query.describe`` and ``train.optimize``) and their records are defined in
-:mod:`coopt_flower.protocol`. Every reply is stateless apart from the round's student, which
+The messages (``query.describe`` and ``query.encode``) are defined in
+:mod:`coopt_flower.protocol`; :mod:`server_app.records` turns them into Flower records and back. Every reply is stateless apart from the round's student, which
 a shared-subset request may carry: the node keeps it in its context state for the round's
 pages (``encoder = "student"``).
 
@@ -33,6 +33,7 @@ from coopt_flower.config import split_specs
 from coopt_flower.hosting import OWN_PROTOTYPE, hosted_slots, spec_for_slot
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.protocol import EncodeConfig, EncodeRequest
+from server_app.records import from_record_dict, to_record_dict
 
 app = ClientApp()
 
@@ -72,22 +73,22 @@ def participant_for(request: EncodeRequest, context: Context) -> PrototypePartic
 
 
 def _reply(content: dict, msg: Message) -> Message:
-    return Message(protocol.to_record_dict(content), reply_to=msg)
+    return Message(to_record_dict(content), reply_to=msg)
 
 
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
     """Tell the platform what every participant this node hosts runs."""
-    content = protocol.from_record_dict(msg.content)
+    content = from_record_dict(msg.content)
     config = EncodeConfig.from_config(content.get(protocol.CONFIG, {}))
     infos = [PrototypeParticipant(node).describe(config) for node in hosted_participants(context)]
     return _reply(protocol.describe_content(infos), msg)
 
 
-@app.train("optimize")
-def optimize(msg: Message, context: Context) -> Message:
+@app.query("encode")
+def encode(msg: Message, context: Context) -> Message:
     """Encode the shared subset (pixels) or a page of the shard (ids) into projected targets."""
-    request = EncodeRequest.from_content(protocol.from_record_dict(msg.content))
+    request = EncodeRequest.from_content(from_record_dict(msg.content))
     state = context.state
     if request.student is not None:  # keep the round's student for the pages that follow
         state.array_records[protocol.STUDENT] = msg.content[protocol.STUDENT]

@@ -23,9 +23,11 @@ Each method picks its strength (ridge alpha, whitening shrinkage, rank) on a hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from coopt_flower.merges import ALIGN_METHODS, Merge
 
 
 # Ridge strengths, relative to the mean eigenvalue of the centered Gram matrix, so the same
@@ -36,16 +38,6 @@ DEFAULT_HOLDOUT_FRACTION = 0.2
 DEFAULT_SHRINKAGES = (0.001, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)
 # Canonical directions kept by align-cca (capped by |S| and n).
 DEFAULT_RANKS = (4, 8, 16, 32, 64, 128, 256, 512)
-
-#: The ``merge`` values that fit an affine map into the reference's space on S.
-ALIGN_METHODS = ("align-ridge", "align-procrustes", "align-cca")
-
-#: Values of the run-config key ``merge``: how participants' targets become one dataset.
-#: The ``align-*`` values map every participant into the reference's space with a map fitted
-#: on S; ``heads`` writes every participant's targets in its own space (identity maps) and the
-#: student learns one head per participant (:mod:`coopt_flower.heads`).
-MERGE_STRATEGIES = (*ALIGN_METHODS, "heads")
-
 
 @dataclass(frozen=True)
 class AlignmentMap:
@@ -64,7 +56,7 @@ class AlignmentMap:
         Same fraction on a held-out part of S, for a map fitted without it: the honest
         estimate of how well the alignment generalizes to the rest of the shard.
     method : str
-        The ``merge`` value that fitted it (one of :data:`MERGE_STRATEGIES`).
+        The ``merge`` value that fitted it (an ``align-*`` :class:`~coopt_flower.merges.Merge`).
     rank : int
         Canonical directions kept (``align-cca``); 0 for the other methods.
     """
@@ -74,7 +66,7 @@ class AlignmentMap:
     alpha: float
     fit_residual: float
     holdout_residual: float
-    method: str = "align-ridge"
+    method: str = Merge.ALIGN_RIDGE
     rank: int = 0  # canonical directions kept (align-cca), 0 otherwise
 
     @classmethod
@@ -157,8 +149,19 @@ def _whitened_svd(xc: np.ndarray, yc: np.ndarray, shrinkage: float,
     sx, sy = spectra or (_Spectrum(xc), _Spectrum(yc))
     whiten_x, whiten_y = sx.power(shrinkage, -0.5), sy.power(shrinkage, -0.5)
     cross = whiten_x @ (xc.T @ yc / xc.shape[0]) @ whiten_y
-    u, s, vt = np.linalg.svd(cross, full_matrices=False)
+    u, s, vt = _svd(cross)
     return whiten_x, u, s, vt, sy.power(shrinkage, 0.5)
+
+
+def _svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.linalg.svd`` (thin), retried on the transpose when LAPACK's divide and conquer does
+    not converge: OpenBLAS's ``gesdd`` fails so on some well-scaled, finite matrices on some
+    processors (seen on an AMD EPYC), and the transpose's iteration converges."""
+    try:
+        return np.linalg.svd(matrix, full_matrices=False)
+    except np.linalg.LinAlgError:
+        v, s, ut = np.linalg.svd(matrix.T, full_matrices=False)
+        return ut.T, s, v.T
 
 
 def fit_procrustes(x: np.ndarray, y: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +227,7 @@ def _whitened_grid_scores(x: np.ndarray, y: np.ndarray, hold: np.ndarray, fit: n
         whiten_x, u, s, vt, unwhiten_y = _whitened_svd(xc, yc, shrinkage, spectra)
         held = (x[hold] - x_mean) @ whiten_x @ u          # held-out rows in canonical coordinates
         back = vt @ unwhiten_y                             # canonical -> y's space
-        if method == "align-procrustes":
+        if method == Merge.ALIGN_PROCRUSTES:
             scores[(shrinkage, 0)] = unexplained_variance(held @ back + y_mean, y[hold])
             continue
         for rank in sorted({min(r, len(s)) for r in ranks}):
@@ -237,7 +240,7 @@ def fit_alignment(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    method: str = "align-ridge",
+    method: str = Merge.ALIGN_RIDGE,
     alphas: tuple[float, ...] = DEFAULT_ALPHAS,
     shrinkages: tuple[float, ...] = DEFAULT_SHRINKAGES,
     ranks: tuple[int, ...] = DEFAULT_RANKS,
@@ -253,7 +256,7 @@ def fit_alignment(
     Parameters
     ----------
     method : str
-        One of the ``align-*`` values of :data:`MERGE_STRATEGIES`.
+        One of the ``align-*`` values of :class:`~coopt_flower.merges.Merge`.
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"unknown alignment method {method!r}: use align-ridge, align-procrustes "
@@ -265,7 +268,7 @@ def fit_alignment(
     hold, fit = _holdout_split(x.shape[0], holdout_fraction, seed)
 
     rank = 0
-    if method == "align-ridge":
+    if method == Merge.ALIGN_RIDGE:
         scores = []
         for alpha in alphas:
             weight, bias = fit_ridge(x[fit], y[fit], alpha)
@@ -277,7 +280,7 @@ def fit_alignment(
         grid = _whitened_grid_scores(x, y, hold, fit, method, shrinkages, ranks)
         (strength, rank), holdout = min(grid.items(), key=lambda item: item[1])
         # The rank was capped by the fit part of S; all of S may hold a few more directions.
-        weight, bias = (fit_procrustes(x, y, strength) if method == "align-procrustes"
+        weight, bias = (fit_procrustes(x, y, strength) if method == Merge.ALIGN_PROCRUSTES
                         else fit_cca(x, y, strength, rank))
     return AlignmentMap(
         weight=weight.astype(np.float32),
@@ -288,75 +291,3 @@ def fit_alignment(
         method=method,
         rank=int(rank),
     )
-
-
-@dataclass
-class AlignmentPlan:
-    """Scores per participant, the reference, and each participant's map to it.
-
-    ``scores`` holds every reference score (:data:`coopt_flower.scores.REFERENCE_SCORES`) of
-    every participant and candidate; ``reference_score`` is the one that chose the reference
-    and ``merge`` the method that fitted the maps.
-    """
-
-    uniform_values: dict[str, float]
-    reference: str
-    maps: dict[str, AlignmentMap] = field(default_factory=dict)
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    merge: str = "align-ridge"
-    reference_score: str = "uniform"
-
-
-def plan_alignment(
-    shared_embeddings: dict[str, np.ndarray],
-    *,
-    seed: int = 0,
-    candidates: dict[str, np.ndarray] | None = None,
-    align: bool = True,
-    method: str = "align-ridge",
-    reference_score: str = "uniform",
-) -> AlignmentPlan:
-    """Score prototypes on the shared subset S and fit every map to the best-scoring one.
-
-    Parameters
-    ----------
-    shared_embeddings : dict
-        Participant name -> ``(|S|, n)`` projected embeddings of S, rows in the same order
-        (the shared ids) for everyone.
-    seed : int
-        Seeds the held-out split of S used to pick each map's regularizer.
-    candidates : dict, optional
-        Extra reference candidates that encode no shard themselves (multi-round: the
-        platform's refined student). They are scored, may become the reference, get no map.
-    align : bool
-        ``False`` gives every participant the identity map (the "no alignment" ablation:
-        targets are merged as they are); scores and the reference are computed all the same.
-    method : str
-        The ``align-*`` merge (:data:`MERGE_STRATEGIES`) that fits the maps.
-    reference_score : str
-        The score that picks the reference (:data:`coopt_flower.scores.REFERENCE_SCORES`);
-        every score is computed and reported either way.
-
-    A participant whose embeddings are the reference's (it runs the reference's encoder)
-    gets the identity map.
-    """
-    from coopt_flower.scores import HIGHER_IS_BETTER, score_prototypes, select_reference
-
-    if not shared_embeddings:
-        raise ValueError("no participant returned shared-subset embeddings")
-    if reference_score not in HIGHER_IS_BETTER:
-        raise ValueError(f"unknown reference score {reference_score!r}: use one of "
-                         f"{', '.join(HIGHER_IS_BETTER)}")
-    pool = {**shared_embeddings, **(candidates or {})}
-    shapes = {name: emb.shape for name, emb in pool.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"shared-subset embeddings disagree in shape: {shapes}")
-    scores = score_prototypes(pool, seed=seed)
-    reference = select_reference(scores[reference_score], HIGHER_IS_BETTER[reference_score])
-    target = pool[reference]
-    maps = {
-        name: AlignmentMap.identity(emb.shape[1]) if not align or np.array_equal(emb, target)
-        else fit_alignment(emb, target, method=method, seed=seed)
-        for name, emb in shared_embeddings.items()
-    }
-    return AlignmentPlan(scores["uniform"], reference, maps, scores, method, reference_score)

@@ -1,8 +1,9 @@
 """Samples whose image cannot be decoded: the data's fault, listed, never a node's failure.
 
 A round keeps one :class:`BadSampleLedger`. It knows the samples a pre-flight scan found
-(``verify-images``), draws the shared subset from samples that decode, and records what
-participants report while encoding their pages. Under ``on-bad-sample = "skip"`` (default)
+(``verify-images``) and records what the platform finds while reading the shared subset
+(:mod:`coopt_flower.engine.samples` draws S again without them) and what participants report
+while encoding their pages. Under ``on-bad-sample = "skip"`` (default)
 bad samples are left out of the dataset and listed in the manifest and report
 (``bad_samples``: id, file name, the decoder's one-line reason, who found it); under
 ``"fail"`` the first one stops the run with one line naming the file.
@@ -15,8 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from coopt_flower.data import (BadSample, DataSourceError, ImageSource, SampleDecodeError, decode_images,
-                               select_shared_subset)
+from coopt_flower.data import BadSample, ImageSource, SampleDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -84,26 +84,6 @@ class BadSampleLedger:
             self.entries[bad.sample_id] = dict(bad.as_dict(), found_by=reported_by,
                                                **({"local": True} if local else {}))
 
-    # ------------------------------------------------------------------ shared subset
-    def draw_shared(self, sample_ids: np.ndarray, size: int, seed: int) -> np.ndarray:
-        """S drawn from the samples not known to be bad (the usual draw when none are)."""
-        candidates = self.without_known(sample_ids)
-        if len(candidates) < size:
-            raise DataSourceError(f"only {len(candidates)} samples decode, fewer than shared-size={size}: "
-                                  "fix the images or lower shared-size")
-        return select_shared_subset(candidates, size, seed)
-
-    def read_shared(self, sample_ids: np.ndarray, shared_ids: np.ndarray,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(shared ids, pixels)``: S's images, drawn again without any that do not decode."""
-        size = len(shared_ids)
-        while True:
-            pixels, _, bad = decode_images(self.source, shared_ids)
-            if not bad:
-                return shared_ids, pixels
-            self.record([b.as_dict() for b in bad], reported_by="platform")
-            shared_ids = self.draw_shared(sample_ids, size, seed)
-
     # ------------------------------------------------------------------ report
     def summary(self) -> dict[str, Any]:
         """The report's and manifest's ``bad_samples`` (sorted by id) and their count."""
@@ -111,9 +91,8 @@ class BadSampleLedger:
                 "bad_samples": [self.entries[i] for i in sorted(self.entries)]}
 
 
-def render_bad_samples(summary: dict[str, Any]) -> list[str]:
+def render_bad_samples(bad: list[dict[str, Any]]) -> list[str]:
     """Markdown lines listing a round's bad samples (none when there are none)."""
-    bad = summary.get("bad_samples") or []
     if not bad:
         return []
     lines = ["", f"Images that cannot be decoded, left out of the dataset: {len(bad)}"

@@ -12,11 +12,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from coopt_flower.alignment import MERGE_STRATEGIES
 from coopt_flower.dataset_format import TARGET_DTYPES
+from coopt_flower.devices import default_device
+from coopt_flower.errors import did_you_mean
+from coopt_flower.merges import MERGE_CHOICES
+from coopt_flower.protocol import EncodeConfig
 from coopt_flower.refinement import REFINEMENT_POLICIES
-from coopt_flower.scheduling import ON_FAILURE_POLICIES, PAGE_ASSIGNMENTS
 from coopt_flower.scores import REFERENCE_SCORES
+
+#: ``on-failure``: what happens to a failed participant's unfinished pages.
+ON_FAILURE_POLICIES = ("reassign", "drop")
+#: ``page-assignment``: how pages go to participants (:mod:`coopt_flower.engine.pages`).
+PAGE_ASSIGNMENTS = ("waves", "steal")
 
 # Run-config keys that define what a run's datasets contain: an output directory holding a run
 # with other values for these is a different run.
@@ -88,6 +95,7 @@ class RunSettings:
     train_epochs: int = 0
     student_arch: str = "small-cnn"
     student_image_size: int = 0
+    student_batch_size: int = 256
     probe_data: str = "fashion-mnist:test"
     probe_train_samples: int = 2000
     probe_test_samples: int = 1000
@@ -110,7 +118,7 @@ class RunSettings:
             values["prototypes"] = split_specs(values["prototypes"])
         for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
                      "batch_size", "page_size", "num_participants", "min_participants", "pages_in_flight",
-                     "num_server_rounds", "train_epochs", "student_image_size",
+                     "num_server_rounds", "train_epochs", "student_image_size", "student_batch_size",
                      "probe_train_samples", "probe_test_samples"):
             if attr in values:
                 try:
@@ -163,11 +171,12 @@ class RunSettings:
         _require(self.num_server_rounds == 1 or self.refinement == "static" or self.train_epochs > 0,
                  f"refinement={self.refinement} over {self.num_server_rounds} rounds needs a student: "
                  "set train-epochs > 0 (or refinement=static)")
-        _require(self.merge in MERGE_STRATEGIES,
-                 f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
+        _require(self.merge in MERGE_CHOICES,
+                 f"merge must be one of {', '.join(MERGE_CHOICES)}, got {self.merge!r}")
         _require(self.reference_score in REFERENCE_SCORES,
                  f"reference-score must be one of {', '.join(REFERENCE_SCORES)}, got {self.reference_score!r}")
         _require(self.student_image_size >= 0, "student-image-size must be >= 0 (0 = the data's size)")
+        _require(self.student_batch_size >= 1, f"student-batch-size must be >= 1, got {self.student_batch_size}")
         _require(os.path.isabs(self.output_dir),
                  f"output-dir must be an absolute path (the SuperLink's working directory is not "
                  f"yours), got {self.output_dir!r}")
@@ -181,11 +190,17 @@ class RunSettings:
         import torch
 
         if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
+            return default_device()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={self.device} but this platform has no CUDA GPU: use "
                               "device=auto or device=cpu")
         return self.device
+
+    def encode_config(self, encoder: str = "own", slot: int = -1) -> EncodeConfig:
+        """How participants encode for this run (record ``config`` of every request);
+        ``encoder`` and ``slot`` name who encodes with what."""
+        return EncodeConfig(target_dim=self.target_dim, projection_seed=self.seed, batch_size=self.batch_size,
+                            image_size=self.image_size, data=self.data, encoder=encoder, slot=slot)
 
     @property
     def expected_participants(self) -> int:
@@ -233,13 +248,10 @@ def check_run_config_keys(overrides: Mapping[str, Any], valid: Iterable[str]) ->
 
     Flower refuses it too, but as "Invalid run configuration" without saying which key.
     """
-    import difflib
-
     valid = sorted(valid)
     for key in overrides:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            hint = did_you_mean(key, valid).strip(" ()") or f"valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown run-config key {key!r}: {hint}")
 
 

@@ -2,9 +2,9 @@
 
 A round's plots (:func:`round_plots`) are written into the round's temporary directory and
 published with it, next to ``report.md``, which links them; the plot across rounds
-(:func:`rounds_plot`) sits next to ``summary.md``. Every function takes the plain summaries
-the reports are made from (``report.json``, the server checkpoint), so a plot can be redrawn
-from a published round without rerunning it.
+(:func:`rounds_plot`) sits next to ``summary.md``. Every function takes what the reports are
+made from (a round's :class:`~coopt_flower.manifest.Manifest`, the run's progress), so a plot
+can be redrawn from a published round without rerunning it.
 
 matplotlib runs with the Agg backend (no display; safe in Flower's worker processes).
 """
@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import math
 from typing import Any, Callable
+
+from coopt_flower.manifest import Manifest, ParticipantRecord
 
 FIGURE_SIZE = (7.0, 4.0)  # inches
 DPI = 100                 # so every plot is 700 x 400 pixels
@@ -51,21 +53,21 @@ def _short(prototype: str) -> str:
     return str(prototype).split(":")[-1]
 
 
-def _labels(participants: list[dict[str, Any]], reference: str) -> list[str]:
+def _labels(participants: list[ParticipantRecord], reference: str) -> list[str]:
     """``p0`` (and "reference" or "failed") over its prototype."""
     def mark(p):
-        return " (reference)" if p["name"] == reference else " (failed)" if p.get("failed") else ""
-    return [f"{p['name']}{mark(p)}\n{_short(p['prototype'])}" for p in participants]
+        return " (reference)" if p.name == reference else " (failed)" if p.failed else ""
+    return [f"{p.name}{mark(p)}\n{_short(p.prototype)}" for p in participants]
 
 
-def _bars(participants: list[dict[str, Any]], values: list[float], reference: str, *, title: str,
+def _bars(participants: list[ParticipantRecord], values: list[float], reference: str, *, title: str,
           ylabel: str, value_format: str, note: str = ""):
     """A bar per participant, the reference's in red (and named so in its tick label: no legend
     to overlap a bar), each bar labelled with its value."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=FIGURE_SIZE)
-    colors = [REFERENCE_COLOR if p["name"] == reference else
-              FAILED_COLOR if p.get("failed") else OTHER_COLOR for p in participants]
+    colors = [REFERENCE_COLOR if p.name == reference else
+              FAILED_COLOR if p.failed else OTHER_COLOR for p in participants]
     bars = axes.bar(range(len(values)), values, color=colors)
     axes.bar_label(bars, labels=[value_format.format(v) for v in values], padding=2, fontsize=9)
     axes.set_xticks(range(len(values)), _labels(participants, reference), fontsize=9)
@@ -79,57 +81,57 @@ def _bars(participants: list[dict[str, Any]], values: list[float], reference: st
     return figure
 
 
-def uniform_values_plot(summary: dict[str, Any]) -> bytes:
+def uniform_values_plot(m: Manifest) -> bytes:
     """Uniform value per participant's prototype on S; the reference (lowest) in red."""
-    participants = summary["participants"]
-    figure = _bars(participants, [p["uniform_value"] for p in participants], summary["reference"],
-                   title=f"Round {summary['round']}: uniform value of each prototype on S "
-                         f"({summary['shared_size']} images)",
+    participants = m.participants
+    figure = _bars(participants, [p.uniform_value for p in participants], m.reference,
+                   title=f"Round {m.round}: uniform value of each prototype on S "
+                         f"({m.shared_size} images)",
                    ylabel="uniform value (log; lower = more uniform)", value_format="{:.3f}",
                    note="The most uniform prototype is the reference every participant is aligned to.")
     axes = figure.axes[0]
-    low = min(p["uniform_value"] for p in participants)
+    low = min(p.uniform_value for p in participants)
     axes.set_ylim(top=0.0, bottom=low * 1.15)  # values are <= 0; bars hang down from 0
     return _png(figure)
 
 
-def holdout_residuals_plot(summary: dict[str, Any]) -> bytes:
+def holdout_residuals_plot(m: Manifest) -> bytes:
     """Held-out residual of each participant's alignment map (1 - R^2 on held-out S)."""
-    participants = summary["participants"]
-    figure = _bars(participants, [p["holdout_residual"] for p in participants], summary["reference"],
-                   title=f"Round {summary['round']}: alignment to the reference, held-out part of S",
+    participants = m.participants
+    figure = _bars(participants, [p.holdout_residual for p in participants], m.reference,
+                   title=f"Round {m.round}: alignment to the reference, held-out part of S",
                    ylabel="held-out residual (1 - R², 0 = perfect)", value_format="{:.3f}",
                    note="The reference maps to itself (residual 0).")
     figure.axes[0].set_ylim(bottom=0.0)
     return _png(figure)
 
 
-def samples_plot(summary: dict[str, Any]) -> bytes:
+def samples_plot(m: Manifest) -> bytes:
     """Samples each participant encoded into the dataset."""
-    participants = summary["participants"]
-    figure = _bars(participants, [p["num_samples"] for p in participants], summary["reference"],
-                   title=f"Round {summary['round']}: samples per participant "
-                         f"({summary['num_samples']} in the dataset)",
+    participants = m.participants
+    figure = _bars(participants, [p.num_samples for p in participants], m.reference,
+                   title=f"Round {m.round}: samples per participant "
+                         f"({m.num_samples} in the dataset)",
                    ylabel="samples encoded (images)", value_format="{:,.0f}",
-                   note=f"Missing from the dataset: {summary.get('missing_samples', 0)} samples.")
+                   note=f"Missing from the dataset: {m.missing_samples} samples.")
     figure.axes[0].set_ylim(bottom=0.0)
     return _png(figure)
 
 
-ROUND_PLOTS: dict[str, tuple[str, Callable[[dict[str, Any]], bytes]]] = {
+ROUND_PLOTS: dict[str, tuple[str, Callable[[Manifest], bytes]]] = {
     UNIFORM_VALUES_PNG: ("Uniform value per prototype (reference in red)", uniform_values_plot),
     HOLDOUT_RESIDUALS_PNG: ("Held-out residual per participant", holdout_residuals_plot),
     SAMPLES_PNG: ("Samples per participant", samples_plot),
 }
 
 
-def round_plots(summary: dict[str, Any]) -> dict[str, bytes]:
+def round_plots(manifest: Manifest) -> dict[str, bytes]:
     """Every plot of one round: file name -> PNG bytes (see :data:`ROUND_PLOTS`)."""
-    return {name: draw(summary) for name, (_, draw) in ROUND_PLOTS.items()}
+    return {name: draw(manifest) for name, (_, draw) in ROUND_PLOTS.items()}
 
 
 def reference_value(entry: dict[str, Any]) -> float:
-    """The reference's uniform value in one round's checkpoint entry (NaN when unknown)."""
+    """The reference's uniform value in one round's progress entry (NaN when unknown)."""
     if entry.get("reference") == "student":
         return float((entry.get("student_in") or {}).get("uniform_value", math.nan))
     for p in entry.get("participants", []):
@@ -143,10 +145,10 @@ def _reference_name(entry: dict[str, Any]) -> str:
         _short(entry.get("reference_prototype", "?"))
 
 
-def rounds_plot(checkpoint: dict[str, Any]) -> bytes:
+def rounds_plot(progress: dict[str, Any]) -> bytes:
     """Across rounds: the student's linear-probe accuracy and the reference's uniform value."""
     plt = _pyplot()
-    entries = sorted(checkpoint["rounds"].items(), key=lambda kv: int(kv[0]))
+    entries = sorted(progress["rounds"].items(), key=lambda kv: int(kv[0]))
     rounds = [int(key) for key, _ in entries]
     accuracy = [((e.get("student") or {}).get("probe_accuracy")) for _, e in entries]
     figure, (acc_axes, ref_axes) = plt.subplots(1, 2, figsize=FIGURE_SIZE)
@@ -184,7 +186,7 @@ def rounds_plot(checkpoint: dict[str, Any]) -> bytes:
         axes.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
         axes.grid(alpha=0.3)
     figure.suptitle(f"CoOpt across {len(rounds)} round(s), refinement "
-                    f"{checkpoint.get('refinement', '?')}", fontsize=11)
+                    f"{progress.get('refinement', '?')}", fontsize=11)
     figure.tight_layout()
     return _png(figure)
 

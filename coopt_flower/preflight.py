@@ -27,7 +27,7 @@ RUN_FILE = "run.json"
 # Hidden temporaries this project writes in an output directory (atomic writes and rounds
 # being written); a crashed run leaves them behind, and they may fill the disk.
 STALE_PATTERNS = (".round-*.tmp-*", ".round-*.old-*", ".run.json.tmp-*", ".checkpoint.json.tmp-*",
-                  ".summary.md.tmp-*")
+                  ".progress.json.tmp-*", ".summary.md.tmp-*")
 DISK_MARGIN = 1.10          # free space must exceed the estimate by 10%
 DISK_MARGIN_BYTES = 1 << 20  # ... plus 1 MiB for manifests and reports
 

@@ -2,8 +2,8 @@
 
 Both sides build and read their messages through this module, so a key is spelled once.
 Messages are described as plain Python (dicts of primitives, numpy arrays); the Flower shells
-turn them into ``RecordDict`` s with :func:`to_record_dict` and back with
-:func:`from_record_dict`. Nothing here needs Flower unless a record is actually built.
+turn them into ``RecordDict`` s and back (:mod:`server_app.records`, the one place that knows
+Flower's record types). Nothing here imports Flower.
 
 Message types
 -------------
@@ -15,7 +15,7 @@ Message types
     (:mod:`coopt_flower.hosting`) adds one record ``describe-1``, ``describe-2``, ... per further
     participant (:func:`describe_content`, :func:`read_descriptions`); a platform that knows
     only ``describe`` sees the node's first participant.
-``train.optimize`` (:data:`OPTIMIZE`)
+``query.encode`` (:data:`ENCODE`)
     Request (:class:`EncodeRequest`): record ``config`` (:class:`EncodeConfig`) and record
     ``inputs`` holding either ``pixels`` (uint8 ``(m, H, W, 3)``: the shared subset, sent as
     pixels so that nodes need only their own data) or ``ids`` (one page of the participant's
@@ -31,7 +31,7 @@ Message types
     skipped ones in ``info`` ``bad-samples`` (JSON ``[{"id", "name", "reason"}]``); the key
     is absent when every image decoded.
 
-:func:`check_targets` and :func:`check_pixels` are the platform's checks of a reply: anything
+:func:`check_reply_targets` and :func:`check_pixels` are the platform's checks of a reply: anything
 that fails them raises :class:`ReplyRefused` with the reason, and nothing of it is merged.
 """
 
@@ -45,7 +45,7 @@ from typing import Any, Mapping
 import numpy as np
 
 DESCRIBE = "query.describe"
-OPTIMIZE = "train.optimize"
+ENCODE = "query.encode"  # encode the shared subset or a page of ids into targets
 
 # Record names and what kind of Flower record each one is.
 CONFIG, INPUTS, STUDENT, STUDENT_CONFIG = "config", "inputs", "student", "student-config"
@@ -148,7 +148,7 @@ def read_descriptions(content: Mapping[str, Mapping]) -> list[Description]:
 
 @dataclass
 class EncodeRequest:
-    """A ``train.optimize`` request: the shared subset as pixels, or a page of ids."""
+    """A ``query.encode`` request: the shared subset as pixels, or a page of ids."""
 
     config: EncodeConfig
     pixels: np.ndarray | None = None
@@ -179,7 +179,7 @@ class EncodeRequest:
 
 @dataclass
 class EncodeReply:
-    """A ``train.optimize`` reply."""
+    """A ``query.encode`` reply."""
 
     targets: np.ndarray
     ids: np.ndarray
@@ -231,8 +231,8 @@ def pixels_digest(pixels: np.ndarray) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def check_targets(targets: Any, returned_ids: Any, ids: np.ndarray, target_dim: int,
-                  what: str = "targets") -> np.ndarray:
+def check_reply_targets(targets: Any, returned_ids: Any, ids: np.ndarray, target_dim: int,
+                        what: str = "targets") -> np.ndarray:
     """A reply's targets as float32, after the checks that keep garbage out of the dataset.
 
     Raises
@@ -325,29 +325,3 @@ def check_pixels(pixels: Any, count: int, earlier_shape: tuple[int, ...] | None)
         raise ReplyRefused(f"uploaded images of shape {pixels.shape[1:]}, earlier pages had "
                            f"{tuple(earlier_shape)}")
     return pixels
-
-
-# --------------------------------------------------------------------------- Flower records
-
-
-def to_record_dict(content: Mapping[str, Mapping[str, Any]]):
-    """Plain content (record name -> dict) as a Flower ``RecordDict``."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-
-    records = {}
-    for name, values in content.items():
-        if name in ARRAY_RECORDS:
-            records[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in values.items()})
-        elif name in METRIC_RECORDS:
-            records[name] = MetricRecord(dict(values))
-        elif name in CONFIG_RECORDS or name.startswith(DESCRIPTION + "-"):
-            records[name] = ConfigRecord(dict(values))
-        else:
-            raise KeyError(f"unknown record {name!r}")
-    return RecordDict(records)
-
-
-def from_record_dict(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A Flower ``RecordDict`` as plain content: arrays as numpy, configs and metrics as dicts."""
-    return {name: {k: v.numpy() if hasattr(v, "numpy") else v for k, v in record.items()}
-            for name, record in records.items()}

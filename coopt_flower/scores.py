@@ -1,8 +1,11 @@
 """Label-free scores that pick the reference prototype from its embeddings of the shared subset S.
 
 CoOpt aligns every participant to one reference; which one is chosen decides the whole
-dataset's target space. The paper's score is the uniform value (:mod:`coopt_flower.uniformity`,
-lower is better). The alternatives here use nothing but the prototypes' embeddings of S:
+dataset's target space. The paper's score is the uniform value (lower is better): how evenly a
+prototype spreads the images on the unit sphere, Wang & Isola (2020)'s uniformity
+``log E_{i != j} exp(-t ||f_i - f_j||^2)`` over L2-normalized features ``f``. (The paper
+prints ``exp(+tau ...)``; with "lower is better" the exponent must be negative, as it is
+here.) The alternatives use nothing but the prototypes' embeddings of S too:
 
 - ``rankme``: effective rank of the L2-normalized embedding (Garrido et al., ICML 2023):
   ``exp`` of the entropy of its normalized singular values; higher = less collapsed.
@@ -22,7 +25,46 @@ from typing import Mapping
 
 import numpy as np
 
-from coopt_flower.uniformity import l2_normalize, uniform_value
+from coopt_flower.alignment import fit_alignment
+
+DEFAULT_TEMPERATURE = 2.0
+
+
+def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Return ``features`` scaled to unit L2 norm row by row (float64)."""
+    features = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, eps)
+
+
+def uniform_value(features: np.ndarray, t: float = DEFAULT_TEMPERATURE) -> float:
+    """Uniformity of ``features`` (lower = more uniform = better prototype).
+
+    Parameters
+    ----------
+    features : np.ndarray
+        ``(m, n)`` embeddings of the shared subset, already projected to the common dimension.
+        They are L2-normalized here.
+    t : float
+        Temperature of the Gaussian potential (2 in Wang & Isola and in CoOpt).
+
+    Returns
+    -------
+    float
+        ``log mean_{i != j} exp(-t ||f_i - f_j||^2)``; in ``[-4t, 0]`` for unit vectors.
+    """
+    f = l2_normalize(features)
+    m = f.shape[0]
+    if m < 2:
+        raise ValueError(f"uniform value needs at least 2 samples, got {m}")
+    # For unit vectors ||f_i - f_j||^2 = 2 - 2 <f_i, f_j>; one Gram matrix is O(m^2 n) and
+    # m is the shared-subset size (hundreds to a few thousand), so this stays small.
+    sq_dists = np.clip(2.0 - 2.0 * (f @ f.T), 0.0, 4.0)
+    logits = -t * sq_dists[~np.eye(m, dtype=bool)]
+    # log-mean-exp, stabilized by the max logit.
+    peak = logits.max()
+    return float(peak + np.log(np.mean(np.exp(logits - peak))))
+
 
 #: Values of the run-config key ``reference-score`` (``uniform`` is the paper's).
 REFERENCE_SCORES = ("uniform", "rankme", "consensus", "knn")
@@ -45,8 +87,6 @@ def rankme(features: np.ndarray, eps: float = 1e-7) -> float:
 def cross_prediction_consensus(embeddings: Mapping[str, np.ndarray], seed: int = 0) -> dict[str, float]:
     """Mean held-out R^2 (``1 - held-out residual``) of the ridge maps from every other
     prototype to each prototype (higher is better; 0 for a pool of one)."""
-    from coopt_flower.alignment import fit_alignment  # alignment imports this module
-
     names = sorted(embeddings)
     out = {}
     for target in names:

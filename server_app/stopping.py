@@ -18,7 +18,7 @@ from flwr.common import log
 from coopt_flower.config import ConfigError
 from coopt_flower.data import DataSourceError
 from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, EXIT_ROUND_FAILED, OutputDirError, one_line
-from coopt_flower.scheduling import RoundFailed
+from coopt_flower.engine.failures import RoundFailed
 
 
 class CoOptStopped(AppExitException):

@@ -9,7 +9,7 @@ Two measurements, each side by side in one run and repeated (these machines are 
     Prints img/s of both and the ratio (target: the project's path >= 0.9x the bare loop).
 ``round``
     A whole ``flwr run`` round in local simulation against the same round in one process
-    (:func:`coopt_flower.round.run_in_process` with the same participants). Prints the wall
+    (:func:`coopt_flower.engine.run_in_process` with the same participants). Prints the wall
     clock of both and the ratio (target: Flower's round <= 1.25x the in-process one).
 
 Usage::
@@ -81,7 +81,7 @@ def bench_encode(args) -> dict:
 
 def bench_round(args) -> dict:
     from coopt_flower.config import RunSettings
-    from coopt_flower.round import CoOptRound, run_in_process
+    from coopt_flower.engine import run_in_process
     if not args.in_process_only:
         from simulations.local_run import run_local_simulation, run_succeeded
 
@@ -104,7 +104,7 @@ def bench_round(args) -> dict:
         started = time.perf_counter()
         participants = [PrototypeParticipant(NodeSettings(spec, device=args.device, partition_id=i))
                         for i, spec in enumerate(specs)]
-        run_in_process(CoOptRound(settings, open_source(settings.data)), participants)
+        run_in_process(settings, open_source(settings.data), participants)
         seconds["in process"].append(time.perf_counter() - started)
         print(f"[{repeat + 1}/{args.repeats}] flwr run {(seconds['flower'] or [0.0])[-1]:.1f} s, "
               f"in process {seconds['in process'][-1]:.1f} s", flush=True)

@@ -1,7 +1,7 @@
 """Peak memory of the platform's round and of one participant at any dataset size.
 
 ``platform`` (the ServerApp's side)
-    One in-process round (:func:`coopt_flower.round.run_in_process`, the engine a ServerApp
+    One in-process round (:func:`coopt_flower.engine.run_in_process`, the engine a ServerApp
     runs) over a synthetic image source of N samples, with four participants that answer
     instantly (targets computed from the ids: no model), so only the platform's own memory is
     measured: paging, checks, alignment and the memory-mapped merge.
@@ -109,10 +109,10 @@ def settings_for(size: int, target_dim: int, page_size: int, out: str) -> RunSet
 
 
 def run_platform(size: int, target_dim: int, page_size: int) -> None:
-    from coopt_flower.round import CoOptRound, run_in_process
+    from coopt_flower.engine import run_in_process
 
     with tempfile.TemporaryDirectory(prefix="coopt-memory-") as out:
-        run_in_process(CoOptRound(settings_for(size, target_dim, page_size, out), SyntheticSource(size)),
+        run_in_process(settings_for(size, target_dim, page_size, out), SyntheticSource(size),
                        [InstantParticipant(i) for i in range(4)])
 
 
@@ -150,7 +150,8 @@ def run_participant(size: int, target_dim: int, page_size: int) -> None:
     """One participant answers every page of a quarter of N (every 4th sample, so its ids span
     the whole source), page by page as the platform asks; the bench never holds the shard."""
     from coopt_flower.participant import NodeSettings, PrototypeParticipant
-    from coopt_flower.protocol import EncodeConfig, EncodeRequest, to_record_dict
+    from coopt_flower.protocol import EncodeConfig, EncodeRequest
+    from server_app.records import to_record_dict
 
     config = EncodeConfig(target_dim=target_dim, projection_seed=0, batch_size=128, image_size=8,
                           data=f"{SOURCE_SPEC}{size}")
@@ -168,7 +169,7 @@ def child(side: str, size: int, target_dim: int, page_size: int) -> dict:
 
     torch.set_num_threads(1)
     register_bench_parts()
-    import coopt_flower.round  # noqa: F401  (imports are not the work being measured)
+    import coopt_flower.engine  # noqa: F401  (imports are not the work being measured)
     import coopt_flower.report  # noqa: F401
     import matplotlib.pyplot  # noqa: F401  (the round's plots)
 

@@ -1,6 +1,6 @@
 """A ClientApp whose nodes take a set time per shard sample, for work-stealing tests.
 
-It wraps the real participant (``client_app.client_app.app``). Every ``train.optimize`` page
+It wraps the real participant (``client_app.client_app.app``). Every ``query.encode`` page
 of ids holds its node's lock (a simulated node encodes one page at a time, as a SuperNode
 does, however many Ray workers the simulation has) and takes ``seconds-per-sample`` per sample,
 times four on the partitions listed in ``slow-partitions``. Each page's start and end are
@@ -31,8 +31,8 @@ def describe(msg: Message, context: Context) -> Message:
     return participant(msg, context)
 
 
-@app.train("optimize")
-def optimize(msg: Message, context: Context) -> Message:
+@app.query("encode")
+def encode(msg: Message, context: Context) -> Message:
     cfg = context.run_config
     partition = int(context.node_config.get("partition-id", -1))
     is_page = "ids" in msg.content.array_records.get("inputs", {})

@@ -22,7 +22,7 @@ from coopt_flower.probing import linear_probe, mean_std
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.prototypes import create_prototype
 from coopt_flower.targets import encode_features
-from coopt_flower.uniformity import uniform_value
+from coopt_flower.scores import uniform_value
 
 DEFAULT_SPECS = ",".join(DEFAULT_PROTOTYPES)
 

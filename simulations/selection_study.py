@@ -4,7 +4,7 @@ For each labeled source of the config, every prototype of a spread pool encodes 
 train/test sample once (feature cache). Then:
 
 1. **Scores vs truths.** One CoOpt round over the whole pool (the product's round engine,
-   :func:`coopt_flower.round.run_in_process` with cached participants) computes every
+   :func:`coopt_flower.engine.run_in_process` with cached participants) computes every
    reference score on the shared subset S. Two truths per prototype: (i) the linear-probe
    accuracy of its own features, (ii) the probe accuracy of a small student trained on its
    targets alone (a single-prototype round over all train images). Spearman per score, truth
@@ -33,19 +33,21 @@ import numpy as np
 import torch
 import yaml
 
-from coopt_flower.alignment import ALIGN_METHODS, unexplained_variance
+from coopt_flower.alignment import unexplained_variance
 from coopt_flower.config import RunSettings
 from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
+from coopt_flower.engine import run_in_process
+from coopt_flower.engine.samples import RoundSamples
+from coopt_flower.merges import ALIGN_METHODS, Merge
 from coopt_flower.probing import extract_features, linear_probe
 from coopt_flower.projection import project, projection_matrix
-from coopt_flower.round import CoOptRound, run_in_process
 from coopt_flower.scores import HIGHER_IS_BETTER, REFERENCE_SCORES
-from coopt_flower.trainer import TrainConfig
-from coopt_flower.training import train_on_optimized
+from coopt_flower.student_training import train_on_optimized
+from coopt_flower.training_loop import TrainConfig
 from simulations.benchmark.datasets import CachedParticipant
 from simulations.benchmark.features import cached_features, log, slug
-from simulations.cli import reproducing_command
+from simulations.study_args import reproducing_command
 
 
 STUDY_PARTS = ("scores", "merges", "sweep")
@@ -149,20 +151,21 @@ def load_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path) -> So
 
 
 def run_round(cfg: StudyConfig, data: SourceData, entries: list[str], out: Path, *,
-              shared_size: int, merge: str = "align-ridge", align: bool = True):
+              shared_size: int, merge: str = "align-ridge"):
     """A product round over ``entries`` answering from the cache; returns its RoundResult."""
     settings = RunSettings(prototypes=list(entries), data="study", num_samples=len(data.train_ids),
                            shared_size=shared_size, target_dim=cfg.target_dim, seed=cfg.seed,
                            output_dir=str(out.resolve()), overwrite=True,
-                           page_size=len(data.train_ids), refinement="static", merge=merge)
+                           page_size=len(data.train_ids), refinement="static", merge=str(merge))
     settings.validate()
-    round_ = CoOptRound(settings, data.train, align=align)
-    if not np.array_equal(round_.sample_ids, data.train_ids):
+    drawn = RoundSamples.draw(settings, data.train)
+    round_ids, shared_ids = drawn.ids, drawn.shared_ids
+    if not np.array_equal(round_ids, data.train_ids):
         raise ValueError("the round selected other samples than the study encoded")
-    participants = [CachedParticipant(entry, data.feats[entry], data.train_ids, round_.shared_ids,
+    participants = [CachedParticipant(entry, data.feats[entry], data.train_ids, shared_ids,
                                       data.rates[entry], parse_entry(entry)[1], k)
                     for k, entry in enumerate(entries)]
-    return run_in_process(round_, participants)
+    return run_in_process(settings, data.train, participants)
 
 
 def student_probe(cfg: StudyConfig, data: SourceData, dataset_dir: Path) -> dict[str, float]:
@@ -194,7 +197,7 @@ def sweep_residuals(cfg: StudyConfig, data: SourceData, work: Path) -> list[dict
         for merge in ALIGN_METHODS:
             result = run_round(cfg, data, cfg.merge_pool, work / f"sweep-{size}-{merge}", shared_size=size,
                                merge=merge)
-            plan, names = result.plan, {p["name"]: p["prototype"] for p in result.summary["participants"]}
+            plan, names = result.plan.alignment, entry_of_round(result)
             proj = {entry: project(data.test_feats[entry],
                                    projection_matrix(data.test_feats[entry].shape[1], cfg.target_dim, cfg.seed))
                     for entry in cfg.merge_pool}
@@ -229,8 +232,8 @@ def scores_and_merges(cfg: StudyConfig, data: SourceData, name: str, work: Path)
     out: dict[str, Any] = {}
     # 1. Scores on S (one round over the whole pool) and the two truths per prototype.
     pool_round = run_round(cfg, data, cfg.pool, work / "pool", shared_size=cfg.shared_size)
-    entry_of = {p["name"]: p["prototype"] for p in pool_round.summary["participants"]}
-    scores = {s: {entry_of[n]: v for n, v in vals.items()} for s, vals in pool_round.plan.scores.items()}
+    entry_of = entry_of_round(pool_round)
+    scores = {s: {entry_of[n]: v for n, v in vals.items()} for s, vals in pool_round.plan.alignment.scores.items()}
     truths: dict[str, dict[str, float]] = {"feature_probe": {}, "student_probe": {}}
     for k, entry in enumerate(cfg.pool):
         truths["feature_probe"][entry] = feature_probe(cfg, data, entry)
@@ -247,14 +250,15 @@ def scores_and_merges(cfg: StudyConfig, data: SourceData, name: str, work: Path)
 
     # 2. The default pool merged: unaligned and with every alignment.
     merges: dict[str, Any] = {}
-    rows = [("unaligned", "align-ridge", False)] + [(m, m, True) for m in ALIGN_METHODS]
-    for label, merge, align in rows:
+    rows = [("unaligned", Merge.NONE)] + [(m.value, m) for m in ALIGN_METHODS]
+    for label, merge in rows:
         result = run_round(cfg, data, cfg.merge_pool, work / f"merge-{label}", shared_size=cfg.shared_size,
-                           merge=merge, align=align)
+                           merge=merge)
+        alignment = result.plan.alignment
         merges[label] = {**student_probe(cfg, data, result.dataset_path),
-                         "reference": entry_of_round(result)[result.plan.reference],
+                         "reference": entry_of_round(result)[alignment.reference],
                          "holdout_residual": {entry_of_round(result)[n]: m.holdout_residual
-                                              for n, m in result.plan.maps.items()}}
+                                              for n, m in alignment.maps.items()}}
         log(f"[{name}] merge {label}: student probe {merges[label]['acc']:.1f}")
     best_single = max(cfg.merge_pool, key=lambda e: truths["student_probe"][e])
     merges["best_single"] = {"entry": best_single, "acc": truths["student_probe"][best_single]}
@@ -263,7 +267,7 @@ def scores_and_merges(cfg: StudyConfig, data: SourceData, name: str, work: Path)
 
 
 def entry_of_round(result) -> dict[str, str]:
-    return {p["name"]: p["prototype"] for p in result.summary["participants"]}
+    return {p.name: p.prototype for p in result.manifest.participants}
 
 
 def render(cfg: StudyConfig, results: dict[str, Any], command: str, seconds: float) -> str:

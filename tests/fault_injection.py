@@ -1,7 +1,7 @@
 """A ClientApp that misbehaves on purpose, for fault-injection tests of the platform.
 
 It wraps the real participant (``client_app.client_app.app``) and, for the partitions named in
-the run config's ``fault`` key, breaks one ``train.optimize`` reply:
+the run config's ``fault`` key, breaks one ``query.encode`` reply:
 
 ``fault = "1:raise:2,2:nan:1"``  partition 1 raises on its 2nd shard page, partition 2 sends
 NaN targets on its 1st. Page 0 is the shared subset. Kinds: ``raise``, ``nan``, ``dim`` (wrong
@@ -36,8 +36,8 @@ def describe(msg: Message, context: Context) -> Message:
     return participant(msg, context)
 
 
-@app.train("optimize")
-def optimize(msg: Message, context: Context) -> Message:
+@app.query("encode")
+def encode(msg: Message, context: Context) -> Message:
     # Node state survives between messages: count this node's optimize messages.
     state = context.state.config_records.get("fault-injection", ConfigRecord({"page": -1}))
     page = int(state["page"]) + 1

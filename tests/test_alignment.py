@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from coopt_flower.alignment import (ALIGN_METHODS, AlignmentMap, fit_alignment, fit_ridge, plan_alignment,
-                                    unexplained_variance)
-from coopt_flower.uniformity import uniform_value
+from coopt_flower.alignment import AlignmentMap, fit_alignment, fit_ridge, unexplained_variance
+from coopt_flower.merges import ALIGN_METHODS
 
 
 def test_ridge_recovers_known_affine_map_from_noisy_pairs():
@@ -55,42 +54,6 @@ def test_rejects_mismatched_or_tiny_inputs():
         fit_alignment(np.ones((3, 3)), np.ones((3, 3)))
 
 
-def test_plan_picks_most_uniform_reference_and_aligns_others():
-    rng = np.random.default_rng(0)
-    good = rng.normal(size=(300, 16))
-    # A participant whose space is an affine image of the reference, but squashed together.
-    squashed = good @ (0.1 * rng.normal(size=(16, 16))) + 5.0
-    plan = plan_alignment({"a": squashed, "b": good}, seed=0)
-    assert plan.reference == "b"
-    assert plan.uniform_values["b"] == uniform_value(good)
-    assert plan.maps["b"].is_identity
-    assert plan.maps["a"].holdout_residual < 1e-3
-    assert np.allclose(plan.maps["a"].apply(squashed), good, atol=0.05)
-
-
-def test_candidate_can_become_reference_and_its_users_get_identity():
-    rng = np.random.default_rng(1)
-    student = rng.normal(size=(200, 8))
-    own = student @ (0.2 * rng.normal(size=(8, 8))) + 1.0 + 0.5   # squashed: less uniform
-    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
-    # b runs the student's encoder: a tie, either name stands for the same space.
-    assert plan.reference in ("b", "student") and set(plan.maps) == {"a", "b"}
-    plan = plan_alignment({"a": own}, seed=0, candidates={"student": student})
-    assert plan.reference == "student" and set(plan.maps) == {"a"}
-    assert not plan.maps["a"].is_identity and "student" in plan.uniform_values
-    plan = plan_alignment({"a": own, "b": student.copy()}, seed=0, candidates={"student": student})
-    assert plan.maps["b"].is_identity
-
-
-def test_plan_without_alignment_scores_all_but_maps_nothing():
-    rng = np.random.default_rng(2)
-    good = rng.normal(size=(100, 8))
-    squashed = good @ (0.1 * rng.normal(size=(8, 8))) + 5.0
-    plan = plan_alignment({"a": squashed, "b": good}, seed=0, align=False)
-    assert plan.reference == "b" and set(plan.uniform_values) == {"a", "b"}
-    assert plan.maps["a"].is_identity and plan.maps["b"].is_identity
-
-
 def _rotated_scaled_pairs(seed: int, m: int = 2000, n: int = 16, noise: float = 0.01):
     """Anisotropic Gaussian x and y = x @ (random rotation * per-axis scaling) + b + noise."""
     rng = np.random.default_rng(seed)
@@ -129,16 +92,25 @@ def test_unknown_alignment_method_is_refused_in_one_line():
     with pytest.raises(ValueError, match="unknown alignment method 'align-magic'"):
         fit_alignment(np.ones((10, 3)), np.ones((10, 3)), method="align-magic")
 
+def test_a_whitened_map_survives_an_svd_that_does_not_converge(monkeypatch):
+    """LAPACK's gesdd can fail to converge on a finite matrix (seen on one processor family):
+    the map is then found from the transpose's decomposition, and is the same map."""
+    from coopt_flower import alignment
 
-def test_plan_uses_the_requested_method_and_reference_score():
-    rng = np.random.default_rng(7)
-    good = rng.normal(size=(300, 16))
-    squashed = good @ (0.1 * rng.normal(size=(16, 16))) + 5.0
-    plan = plan_alignment({"a": squashed, "b": good}, seed=0, method="align-procrustes",
-                          reference_score="rankme")
-    assert plan.merge == "align-procrustes" and plan.reference_score == "rankme"
-    assert plan.reference == "b" and plan.maps["a"].method == "align-procrustes"
-    assert set(plan.scores) == {"uniform", "rankme", "consensus", "knn"}
-    assert plan.scores["uniform"] == plan.uniform_values
-    with pytest.raises(ValueError, match="unknown reference score"):
-        plan_alignment({"a": good}, reference_score="vibes")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6))
+    y = x @ rng.normal(size=(6, 6)) + 0.01 * rng.normal(size=(80, 6))
+    expected = alignment.fit_procrustes(x, y, 0.1)
+    real, calls = np.linalg.svd, []
+
+    def flaky(matrix, full_matrices=True):
+        calls.append(matrix.shape)
+        if len(calls) == 1:
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real(matrix, full_matrices=full_matrices)
+
+    monkeypatch.setattr(alignment.np.linalg, "svd", flaky)
+    weight, bias = alignment.fit_procrustes(x, y, 0.1)
+    assert len(calls) == 2
+    np.testing.assert_allclose(weight, expected[0], atol=1e-10)
+    np.testing.assert_allclose(bias, expected[1], atol=1e-10)

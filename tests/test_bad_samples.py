@@ -1,6 +1,6 @@
 """Images that cannot be decoded are the data's fault: skipped, listed, never a node's failure.
 
-Rounds run in-process (:func:`coopt_flower.round.run_in_process`) with the real
+Rounds run in-process (:func:`coopt_flower.engine.run_in_process`) with the real
 :class:`~coopt_flower.participant.PrototypeParticipant`, whose prototype is swapped for a tiny
 linear one so the tests stay fast.
 """
@@ -15,11 +15,12 @@ from PIL import Image
 import coopt_flower.participant as participant_module
 from coopt_flower.bad_samples import BadSampleError
 from coopt_flower.config import RunSettings
-from coopt_flower.data import FolderSource, ScreenedSource, open_rgb
+from coopt_flower.data import FolderSource, ScreenedSource
 from coopt_flower.dataset_format import load_optimized_dataset, read_manifest
+from coopt_flower.image_decoding import open_rgb
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.preflight import preflight
-from coopt_flower.round import CoOptRound, run_in_process
+from coopt_flower.engine import run_in_process
 
 SIZE = 8
 
@@ -66,7 +67,7 @@ def run_round(settings, source, monkeypatch):
     monkeypatch.setenv("COOPT_FOLDER_IMAGE_SIZE", str(SIZE))
     participants = [PrototypeParticipant(NodeSettings(spec, device="cpu", partition_id=i))
                     for i, spec in enumerate(settings.prototypes)]
-    return run_in_process(CoOptRound(settings, source), participants)
+    return run_in_process(settings, source, participants)
 
 
 @pytest.fixture
@@ -80,15 +81,15 @@ def test_bad_images_are_skipped_and_listed_not_blamed_on_nodes(tmp_path, folder,
     source = FolderSource(folder)
     result = run_round(s, source, monkeypatch)
     assert result.failures == []  # no participant is refused for the data's fault
-    bad = result.summary["bad_samples"]
+    bad = result.manifest.bad_samples
     assert [b["name"] for b in bad] == ["broken/not-an-image.png", "broken/truncated.jpg"]
     assert "cannot identify image file" in bad[0]["reason"] and "truncated" in bad[1]["reason"]
     assert all("\n" not in b["reason"] for b in bad)
     ds = load_optimized_dataset(result.dataset_path, source=source)
-    assert len(ds) == 60 and result.summary["num_samples"] == 60 and result.summary["missing_samples"] == 0
+    assert len(ds) == 60 and result.manifest.num_samples == 60 and result.manifest.missing_samples == 0
     assert not np.isin([b["id"] for b in bad], ds.sample_ids).any()
     manifest = read_manifest(result.dataset_path)
-    assert manifest["bad_samples"] == bad and manifest["num_bad_samples"] == 2
+    assert manifest.bad_samples == bad and manifest.num_bad_samples == 2
     report = (result.dataset_path / "report.md").read_text()
     assert "broken/truncated.jpg" in report and "cannot be decoded" in report
     ds[0]  # the dataset's images read back
@@ -98,11 +99,11 @@ def test_the_shared_subset_is_drawn_from_images_that_decode(tmp_path, folder, li
     # 60 of 62 in S: any draw hits a bad image, so S must be drawn again without it.
     s = folder_settings(tmp_path, folder, **{"shared-size": 60})
     result = run_round(s, FolderSource(folder), monkeypatch)
-    assert result.failures == [] and result.summary["num_bad_samples"] == 2
+    assert result.failures == [] and result.manifest.num_bad_samples == 2
     manifest = read_manifest(result.dataset_path)
-    bad_ids = [b["id"] for b in manifest["bad_samples"]]
-    assert len(manifest["shared_ids"]) == 60 and not np.isin(bad_ids, manifest["shared_ids"]).any()
-    assert "platform" in {b["found_by"] for b in manifest["bad_samples"]}
+    bad_ids = [b["id"] for b in manifest.bad_samples]
+    assert len(manifest.shared_ids) == 60 and not np.isin(bad_ids, manifest.shared_ids).any()
+    assert "platform" in {b["found_by"] for b in manifest.bad_samples}
 
 
 def test_on_bad_sample_fail_stops_in_preflight_naming_the_file(tmp_path, folder, monkeypatch):
@@ -119,8 +120,8 @@ def test_verify_images_finds_every_bad_image_before_the_round(tmp_path, folder, 
     source = preflight(s)
     assert isinstance(source, ScreenedSource) and len(source.bad_samples) == 2
     result = run_round(s, source, monkeypatch)
-    assert {b["found_by"] for b in result.summary["bad_samples"]} == {"verify-images"}
-    assert result.summary["num_samples"] == 60 and result.failures == []
+    assert {b["found_by"] for b in result.manifest.bad_samples} == {"verify-images"}
+    assert result.manifest.num_samples == 60 and result.failures == []
 
 
 def test_a_bad_node_local_image_is_listed_under_its_global_id(tmp_path, folder, linear_prototypes, monkeypatch):
@@ -130,9 +131,9 @@ def test_a_bad_node_local_image_is_listed_under_its_global_id(tmp_path, folder, 
                                                       local_data=f"folder:{local}" if i == 2 else ""))
                     for i in range(3)]
     source = FolderSource(folder)
-    result = run_in_process(CoOptRound(s, source), participants)
+    result = run_in_process(s, source, participants)
     assert result.failures == []
-    local_bad = [b for b in result.summary["bad_samples"] if b.get("local")]
+    local_bad = [b for b in result.manifest.bad_samples if b.get("local")]
     assert sorted(b["id"] for b in local_bad) == [len(source), len(source) + 1]  # local files 0 and 1
     ds = load_optimized_dataset(result.dataset_path, source=source)
     assert len(ds) == 60 + 10

@@ -46,7 +46,7 @@ def test_node_config_prototype_overrides_run_config():
 
 def test_optimize_page_returns_targets_for_the_asked_ids():
     ids = np.array([5, 17, 2, 40000, 9], dtype=np.int64)
-    reply = call("train.optimize", {"config": ConfigRecord(CONFIG),
+    reply = call("query.encode", {"config": ConfigRecord(CONFIG),
                                     "inputs": ArrayRecord({"ids": Array(ids)})})
     out = reply.content["outputs"]
     targets = out["targets"].numpy()
@@ -55,7 +55,7 @@ def test_optimize_page_returns_targets_for_the_asked_ids():
     assert np.isfinite(targets).all() and reply.content["metrics"]["num-images"] == 5
     # Same images sent as pixels give the same targets: ids are read from the node's own copy.
     pixels = open_source("fashion-mnist").images(ids)
-    again = call("train.optimize", {"config": ConfigRecord(CONFIG),
+    again = call("query.encode", {"config": ConfigRecord(CONFIG),
                                     "inputs": ArrayRecord({"pixels": Array(pixels)})})
     assert np.allclose(again.content["outputs"]["targets"].numpy(), targets, atol=1e-4)
     assert (again.content["outputs"]["ids"].numpy() == -1).all()
@@ -66,14 +66,14 @@ def test_bad_data_spec_fails_with_a_clear_error():
     # The SuperNode runtime turns this exception into an error reply for the platform.
     bad = dict(CONFIG, data="no-such-source")
     with pytest.raises(ValueError, match="unknown data source 'no-such-source'"):
-        call("train.optimize", {"config": ConfigRecord(bad),
+        call("query.encode", {"config": ConfigRecord(bad),
                                 "inputs": ArrayRecord({"ids": Array(np.arange(3))})})
 
 
 def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny_student):
     import json
 
-    from coopt_flower.refinement import student_payload
+    from coopt_flower.round_student import student_payload
 
     trained, _ = train_tiny_student(image_size=28, target_dim=8)
     weights, config = student_payload(trained.checkpoint_path)
@@ -85,7 +85,7 @@ def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny
         "inputs": ArrayRecord({"pixels": Array(source.images(np.arange(6)))}),
         "student": ArrayRecord({k: Array(v) for k, v in weights.items()}),
         "student-config": ConfigRecord({"config-json": json.dumps(config)}),
-    }), dst_node_id=7, message_type="train.optimize")
+    }), dst_node_id=7, message_type="query.encode")
     out = app(shared, context).content["outputs"]
     assert out["targets"].numpy().shape == out["student-targets"].numpy().shape == (6, 48)
     assert not np.allclose(out["targets"].numpy(), out["student-targets"].numpy())
@@ -94,7 +94,7 @@ def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny
     ids = np.array([3, 4, 5])
     page = Message(RecordDict({"config": ConfigRecord(dict(CONFIG, encoder="student")),
                                "inputs": ArrayRecord({"ids": Array(ids)})}),
-                   dst_node_id=7, message_type="train.optimize")
+                   dst_node_id=7, message_type="query.encode")
     reply = app(page, context)
     assert reply.content["info"]["encoder"] == f"student:{config['digest']}"
     assert np.allclose(reply.content["outputs"]["targets"].numpy(),

@@ -11,14 +11,14 @@ import subprocess
 import numpy as np
 import pytest
 
-import coopt_flower.dataset_format as dataset_format
+import coopt_flower.dataset_writer as dataset_writer
 from coopt_flower.config import RunSettings
 from coopt_flower.data import open_source
-from coopt_flower.dataset_format import DatasetWriter
+from coopt_flower.dataset_writer import DatasetWriter
 from coopt_flower.errors import OutputDirError
 from coopt_flower.preflight import check_disk_space, check_output_dir, preflight
-from coopt_flower.round import CoOptRound, run_in_process
-from tests.test_round import LinearParticipant
+from coopt_flower.engine import run_in_process
+from tests.test_engine_round import LinearParticipant
 
 
 def settings(out, **overrides):
@@ -69,13 +69,13 @@ def test_a_round_on_a_full_disk_fails_cleanly_and_the_rerun_succeeds(tmp_path, m
     def full_disk(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(dataset_format.os, "posix_fallocate", full_disk)
+    monkeypatch.setattr(dataset_writer.os, "posix_fallocate", full_disk)
     with pytest.raises(OutputDirError, match="no space left on the device of"):
-        run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+        run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     assert leftovers(tmp_path / "out") == []
-    monkeypatch.setattr(dataset_format.os, "posix_fallocate", real)
-    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
-    assert result.summary["num_samples"] == 300
+    monkeypatch.setattr(dataset_writer.os, "posix_fallocate", real)
+    result = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
+    assert result.manifest.num_samples == 300
 
 
 def test_stale_temporaries_of_a_crashed_run_are_removed_first(tmp_path):

@@ -71,7 +71,7 @@ def test_drop_policy_reports_exactly_the_missing_samples(faulty_app, tmp_path):
     expected = select_samples(60000, 120, seed=1)
     missing = np.array(summary["missing_sample_ids"])
     assert summary["missing_samples"] == len(missing) == 60 - 20
-    assert ds.manifest["missing_sample_ids"] == missing.tolist()
+    assert ds.manifest.missing_sample_ids == missing.tolist()
     assert sorted(ds.sample_ids.tolist() + missing.tolist()) == expected.tolist()
     assert "dropped" in summary["failures"][0]["action"]
 

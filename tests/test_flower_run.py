@@ -36,10 +36,10 @@ def test_every_sample_appears_exactly_once(flower_run):
     expected = select_samples(60000, config["num-samples"], config["seed"])
     assert np.array_equal(ds.sample_ids, expected)
     assert len(np.unique(ds.sample_ids)) == len(ds) == 200
-    participants = ds.manifest["participants"]
+    participants = ds.manifest.participants
     counts = np.bincount(np.asarray(ds.owners), minlength=len(participants))
-    assert counts.tolist() == [p["num_samples"] for p in participants] == [100, 100]
-    assert sorted(p["output_dim"] for p in participants) == [1024, 1280]
+    assert counts.tolist() == [p.num_samples for p in participants] == [100, 100]
+    assert sorted(p.output_dim for p in participants) == [1024, 1280]
     assert np.isfinite(np.asarray(ds.targets, np.float32)).all()
 
 
@@ -68,7 +68,7 @@ def test_report_names_the_reference_and_targets_are_aligned_to_it(flower_run):
     # Rows the reference itself encoded pass through unaligned: on the shared ids it owns,
     # the merged targets equal the shared-subset embeddings it sent.
     ds = load_optimized_dataset(path)
-    shared_ids = np.array(ds.manifest["shared_ids"])
+    shared_ids = np.array(ds.manifest.shared_ids)
     embeddings = np.load(path / "shared_embeddings.npy")
     index = [p["name"] for p in summary["participants"]].index(reference)
     rows = np.searchsorted(ds.sample_ids, shared_ids)

@@ -14,6 +14,7 @@ from coopt_flower.config import RunSettings
 from coopt_flower.data import open_source
 from coopt_flower.hosting import federation_complete, hosted_slots, spec_for_slot, total_slots
 from coopt_flower.protocol import Description
+from server_app.records import to_record_dict
 from server_app.strategy import CoOptStrategy
 from simulations.check_identical import TINY_RUN_CONFIG, compare
 
@@ -50,7 +51,7 @@ def test_describe_reply_carries_every_hosted_participant():
     infos = [Description(prototype="a", slot=0), Description(prototype="b", slot=2)]
     content = protocol.describe_content(infos)
     assert set(content) == {"describe", "describe-1"}
-    records = protocol.to_record_dict(content)
+    records = to_record_dict(content)
     assert protocol.read_descriptions(records) == infos
     # An old node's reply (one record) reads as one participant.
     assert protocol.read_descriptions({"describe": infos[0].to_config()}) == infos[:1]
@@ -97,14 +98,14 @@ def test_a_node_hosting_two_participants_describes_both_and_runs_the_one_named()
 
     ids = Array(np.array([1, 2, 3], np.int64))
     for slot, spec in ((1, "onnx:open-nsfw"), (0, "efficientnet-lite0")):
-        page = call(context, "train.optimize", {"config": ConfigRecord(dict(CONFIG, slot=slot)),
+        page = call(context, "query.encode", {"config": ConfigRecord(dict(CONFIG, slot=slot)),
                                                 "inputs": ArrayRecord({"ids": ids})})
         assert page.content["info"]["prototype"] == spec
     # Without a slot (a platform that does not name participants) the first one answers.
-    page = call(context, "train.optimize", {"config": ConfigRecord(CONFIG), "inputs": ArrayRecord({"ids": ids})})
+    page = call(context, "query.encode", {"config": ConfigRecord(CONFIG), "inputs": ArrayRecord({"ids": ids})})
     assert page.content["info"]["prototype"] == "efficientnet-lite0"
     with pytest.raises(Exception, match=r"slot 5, but this node hosts slots \[0, 1\]"):
-        call(context, "train.optimize", {"config": ConfigRecord(dict(CONFIG, slot=5)),
+        call(context, "query.encode", {"config": ConfigRecord(dict(CONFIG, slot=5)),
                                          "inputs": ArrayRecord({"ids": ids})})
 
 
@@ -128,21 +129,33 @@ class InProcessGrid:
         self.node_id_calls += 1
         return list(self.contexts)
 
-    def send_and_receive(self, messages, *, timeout=None):
+    def _answer(self, msg):
         from flwr.supercore.task_identity import TaskIdentity
 
-        replies = []
+        msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())  # as a Grid does on push
+        context = self.contexts[msg.metadata.dst_node_id]
+        TaskIdentity.node_id = context.node_id
+        try:
+            reply = client_app(msg, context)
+        finally:
+            TaskIdentity.node_id = SUPERLINK_NODE_ID  # the platform's messages come from it
+        reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        return reply
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return [self._answer(msg) for msg in messages][::-1]  # in any order: matched by message id
+
+    def push_messages(self, messages):
+        self.ready = getattr(self, "ready", {})
+        ids = []
         for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())  # as a Grid does on push
-            context = self.contexts[msg.metadata.dst_node_id]
-            TaskIdentity.node_id = context.node_id
-            try:
-                reply = client_app(msg, context)
-            finally:
-                TaskIdentity.node_id = SUPERLINK_NODE_ID  # the platform's messages come from it
-            reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            replies.append(reply)
-        return replies[::-1]  # in any order: replies are matched by message id
+            reply = self._answer(msg)
+            ids.append(msg.metadata.message_id)
+            self.ready[ids[-1]] = reply
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.ready.pop(m) for m in list(message_ids) if m in self.ready][::-1]
 
 
 def test_one_node_hosting_both_prototypes_writes_the_recorded_bytes_without_waiting(tmp_path):
@@ -158,8 +171,8 @@ def test_one_node_hosting_both_prototypes_writes_the_recorded_bytes_without_wait
     finally:
         torch.set_num_threads(threads)
     assert grid.node_id_calls == 1  # all participants known at once: no waiting
-    participants = result.summary["participants"]
-    assert [(p["name"], p["node_id"], p["slot"], p["prototype"]) for p in participants] == \
+    participants = result.manifest.participants
+    assert [(p.name, p.node_id, p.slot, p.prototype) for p in participants] == \
         [("p0", 42, 0, "efficientnet-lite0"), ("p1", 42, 1, "onnx:open-nsfw")]
-    assert [p["num_samples"] for p in participants] == [100, 100]
+    assert [p.num_samples for p in participants] == [100, 100]
     assert compare(result.dataset_path) == []

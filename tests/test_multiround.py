@@ -49,7 +49,7 @@ def test_rounds_are_versioned_and_the_student_joins_round_two(uninterrupted):
     for p in second["participants"]:
         assert p["encoder"] == ("student" if student["uniform_value"] < p["uniform_value"] else "own")
     assert any(p["encoder"] == "student" for p in second["participants"])
-    summary = json.loads((out / "checkpoint.json").read_text())
+    summary = json.loads((out / "progress.json").read_text())
     assert sorted(summary["rounds"]) == ["1", "2"]
     assert all(r["student"]["probe_accuracy"] > 0.3 for r in summary["rounds"].values())
     assert "| 2 |" in (out / "summary.md").read_text()
@@ -67,11 +67,11 @@ def test_killed_mid_round_and_resumed_gives_the_same_dataset(uninterrupted, tmp_
     stop_superlink(home)  # kills the ServerApp (and everything of this run) mid-round
     worker.join(120)
     assert not (out / "round-002").exists()
-    assert sorted(json.loads((out / "checkpoint.json").read_text())["rounds"]) == ["1"]
+    assert sorted(json.loads((out / "progress.json").read_text())["rounds"]) == ["1"]
 
     resumed = run(out, home)
     assert resumed.returncode == 0, resumed.output[-4000:]
-    assert "round 1 already finished (checkpoint); skipping" in resumed.output
+    assert "round 1 already finished (progress file); skipping" in resumed.output
     assert not list(out.glob(".round-*"))  # the interrupted write was cleaned up
     a = load_optimized_dataset(uninterrupted / "round-002")
     b = load_optimized_dataset(out / "round-002")

@@ -8,7 +8,7 @@ import pytest
 
 from coopt_flower.config import ConfigError, app_run_config, check_run_config, check_run_config_keys
 from coopt_flower.errors import EXIT_CONFIG, EXIT_OUTPUT, OutputDirError, one_line
-from coopt_flower.scheduling import RoundFailed
+from coopt_flower.engine import RoundFailed
 from server_app.stopping import CoOptStopped, OneLineFilter, classify, stop
 from simulations.local_run import run_local_simulation
 
@@ -41,7 +41,7 @@ def test_local_run_refuses_an_unknown_key_before_starting_anything(tmp_path):
 
 
 def test_deploy_run_refuses_an_unknown_key(tmp_path):
-    from deploy.cli import main
+    from deploy.cluster import main
 
     proc = subprocess.run([sys.executable, "-m", "deploy.cluster", "run", "--workdir", str(tmp_path),
                            "--run-config", "num-sample=100"], capture_output=True, text=True)
@@ -91,40 +91,52 @@ class FakeGrid:
 
     def __init__(self, outcome, connected):
         self.outcome, self.connected = outcome, connected
+        self.pushed = {}  # message id -> destination node
 
     def get_node_ids(self):
         return list(self.connected)
 
-    def send_and_receive(self, messages, timeout=None):
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            ids.append(f"m{len(self.pushed)}")
+            self.pushed[ids[-1]] = msg.metadata.dst_node_id
+        return ids
+
+    def pull_messages(self, message_ids):
         from types import SimpleNamespace
 
         replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
+        for message_id in message_ids:
+            node = self.pushed[message_id]
             if self.outcome.get(node) is None:
                 continue
             code, reason = self.outcome[node]
-            meta = SimpleNamespace(src_node_id=node, reply_to_message_id=msg.metadata.message_id)
+            meta = SimpleNamespace(src_node_id=node, reply_to_message_id=message_id)
             replies.append(SimpleNamespace(metadata=meta, has_error=lambda: True,
                                            error=SimpleNamespace(code=code, reason=reason)))
         return replies
 
 
-def test_a_dead_node_is_offline_not_a_timeout(tmp_path):
-    from coopt_flower.config import RunSettings
-    from coopt_flower.data import open_source
-    from server_app.strategy import CoOptStrategy
-
-    s = RunSettings.from_run_config({"output-dir": str(tmp_path), "reply-timeout-s": 3600})
-    strategy = CoOptStrategy(s, open_source("fashion-mnist"))
+def test_a_dead_node_is_offline_not_a_timeout(monkeypatch):
     from types import SimpleNamespace
 
-    messages = {f"p{n}": SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n, message_id=f"m{n}"))
-                for n in (1, 2, 3, 4)}
+    import server_app.grid_transport as grid_transport
+    from coopt_flower.engine.transport import exchange
+    from coopt_flower.protocol import EncodeConfig, EncodeRequest
+    from server_app.grid_transport import GridTransport
+
+    # A Flower Message needs a run's identity; the fake Grid only reads its destination.
+    monkeypatch.setattr(grid_transport, "round_message", lambda server_round, node_id, kind, content:
+                        SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node_id)))
     grid = FakeGrid({1: (5, "Error: Node Unavailable - heartbeat"),
                      2: (2, "<class 'RuntimeError'>:<'\x1b[31mboom\x1b[0m\nTraceback...'>")},
                     connected=[2, 4])
-    out = strategy._exchange(grid, messages)
+    transport = GridTransport(grid, reply_timeout_s=3600, poll_s=0.0)
+    request = EncodeRequest(EncodeConfig(target_dim=4), ids=[0, 1])
+    clock = iter([0.0, 0.0, 5000.0, 5000.0, 5000.0])  # the second poll is past the timeout
+    out = exchange(transport, {f"p{n}": (n, request, 1 << 20) for n in (1, 2, 3, 4)}, server_round=1,
+                   timeout_s=3600, clock=lambda: next(clock))
     assert out["p1"] == "node offline (heartbeat): its SuperNode stopped reporting to the SuperLink"
     assert out["p2"] == "failed: <class 'RuntimeError'>:<'boom"
     assert out["p3"].startswith("node offline (heartbeat): it left the federation")

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from coopt_flower import plots, rounds
+from coopt_flower import plots
+from coopt_flower.engine import progress
 from coopt_flower.data import open_source
-from coopt_flower.round import CoOptRound, run_in_process
-from tests.test_round import LinearParticipant, settings
+from coopt_flower.engine import run_in_process
+from tests.test_engine_round import LinearParticipant, settings
 
 ROUND_PNGS = (plots.UNIFORM_VALUES_PNG, plots.HOLDOUT_RESIDUALS_PNG, plots.SAMPLES_PNG)
 SIZE = (int(plots.FIGURE_SIZE[0] * plots.DPI), int(plots.FIGURE_SIZE[1] * plots.DPI))
@@ -19,7 +20,7 @@ def fashion():
 
 
 def test_each_round_publishes_its_plots_next_to_the_report_and_links_them(tmp_path, fashion):
-    result = run_in_process(CoOptRound(settings(tmp_path), fashion),
+    result = run_in_process(settings(tmp_path), fashion,
                             [LinearParticipant(fashion, i) for i in range(3)])
     report = result.report_path.read_text()
     for name in ROUND_PNGS:
@@ -35,7 +36,7 @@ def test_a_plot_that_fails_costs_the_pictures_not_the_round(tmp_path, fashion, m
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(plots, "round_plots", broken)
-    result = run_in_process(CoOptRound(settings(tmp_path), fashion),
+    result = run_in_process(settings(tmp_path), fashion,
                             [LinearParticipant(fashion, i) for i in range(2)])
     assert (result.dataset_path / "manifest.json").exists()
     assert not list(result.dataset_path.glob("*.png")) and "![" not in result.report_path.read_text()
@@ -45,18 +46,18 @@ def test_a_plot_that_fails_costs_the_pictures_not_the_round(tmp_path, fashion, m
 def test_the_summary_across_rounds_has_its_plot(tmp_path, probed):
     participants = [{"name": "p0", "prototype": "a", "uniform_value": -3.2},
                     {"name": "p1", "prototype": "onnx:b", "uniform_value": -3.5}]
-    checkpoint = {"refinement": "switch", "rounds": {
+    state = {"refinement": "switch", "rounds": {
         "1": {"reference": "p1", "reference_prototype": "onnx:b", "participants": participants,
               "student_in": None, "student": {"probe_accuracy": 0.71, "train_seconds": 3.0} if probed else None},
         "2": {"reference": "student", "reference_prototype": "student:ab", "participants": participants,
               "student_in": {"digest": "ab", "uniform_value": -3.6},
               "student": {"probe_accuracy": 0.74, "train_seconds": 3.0} if probed else None},
     }}
-    rounds.write_summary(tmp_path, checkpoint)
+    progress.write_summary(tmp_path, state)
     data = (tmp_path / plots.ROUNDS_PNG).read_bytes()
     assert len(data) > 5000 and plots.png_size(data) == SIZE
-    assert f"]({plots.ROUNDS_PNG})" in (tmp_path / rounds.SUMMARY_MD).read_text()
-    assert [plots.reference_value(e) for e in checkpoint["rounds"].values()] == [-3.5, -3.6]
+    assert f"]({plots.ROUNDS_PNG})" in (tmp_path / progress.SUMMARY_MD).read_text()
+    assert [plots.reference_value(e) for e in state["rounds"].values()] == [-3.5, -3.6]
 
 
 def test_png_size_refuses_what_is_not_a_png():

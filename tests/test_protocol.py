@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from coopt_flower import protocol
 from coopt_flower.protocol import (Description, EncodeConfig, EncodeReply, EncodeRequest, ReplyRefused,
-                                   check_pixels, check_targets)
+                                   check_pixels, check_reply_targets)
 
 
 def test_encode_config_keys_are_dashed_and_local_keys_only_for_local_pages():
@@ -27,27 +26,6 @@ def test_description_reads_known_keys_with_their_types_and_ignores_others():
         Description.from_config({"output-dim": "many"})
 
 
-def test_request_and_reply_survive_flower_records():
-    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    student = ({"w": np.ones((2, 2), np.float32)}, {"digest": "abc", "arch": "small-cnn"})
-    request = EncodeRequest(EncodeConfig(target_dim=8), pixels=pixels, student=student)
-    records = protocol.to_record_dict(request.content())
-    back = EncodeRequest.from_content(protocol.from_record_dict(records))
-    assert np.array_equal(back.pixels, pixels) and back.ids is None and back.config == request.config
-    assert np.array_equal(back.student[0]["w"], student[0]["w"]) and back.student[1] == student[1]
-
-    page = EncodeRequest(EncodeConfig(target_dim=8), ids=np.array([3, 1], np.int32))
-    back = EncodeRequest.from_content(protocol.from_record_dict(protocol.to_record_dict(page.content())))
-    assert back.ids.dtype == np.int64 and back.ids.tolist() == [3, 1] and back.pixels is None
-
-    reply = EncodeReply(targets=np.ones((2, 8), np.float32), ids=np.array([3, 1]), encode_seconds=0.5,
-                        num_images=2, prototype="p", encoder="p", pixels_sha256="ab",
-                        extra={"student-targets": np.zeros((2, 8), np.float32)})
-    back = EncodeReply.from_content(protocol.from_record_dict(protocol.to_record_dict(reply.content())))
-    assert np.array_equal(back.targets, reply.targets) and back.num_images == 2
-    assert back.pixels_sha256 == "ab" and set(back.extra) == {"student-targets"}
-
-
 def test_a_reply_without_outputs_is_refused_with_the_reason():
     with pytest.raises(ReplyRefused, match="reply lacks targets, ids or metrics"):
         EncodeReply.from_content({"metrics": {"encode-seconds": 1.0, "num-images": 2}})
@@ -62,13 +40,13 @@ def test_a_reply_without_outputs_is_refused_with_the_reason():
     (np.ones((3, 5)), np.array([1, 0, 2]), "out of order"),
     (None, np.arange(3), "reply lacks targets"),
 ])
-def test_check_targets_refuses_what_must_not_be_merged(targets, returned, reason):
+def test_check_reply_targets_refuses_what_must_not_be_merged(targets, returned, reason):
     with pytest.raises(ReplyRefused, match=reason):
-        check_targets(targets, returned, np.arange(3), 5)
+        check_reply_targets(targets, returned, np.arange(3), 5)
 
 
-def test_check_targets_passes_a_good_reply_as_float32():
-    out = check_targets(np.ones((3, 5), np.float64), np.arange(3), np.arange(3), 5)
+def test_check_reply_targets_passes_a_good_reply_as_float32():
+    out = check_reply_targets(np.ones((3, 5), np.float64), np.arange(3), np.arange(3), 5)
     assert out.dtype == np.float32 and out.shape == (3, 5)
 
 

@@ -1,31 +1,12 @@
+"""Refinement policies (coopt_flower.refinement): who encodes with the round's student."""
+
 import numpy as np
-import pytest
 
-from coopt_flower.prototypes import create_prototype
-from coopt_flower.refinement import choose_encoders, payload_digest, student_from_payload, student_payload
+from coopt_flower.refinement import embedding_tolerance, relative_difference
 
 
-def test_policies_choose_encoders():
-    values = {"a": -2.0, "b": -1.0}
-    assert choose_encoders("static", values, -1.5) == {"a": False, "b": False}
-    assert choose_encoders("join", values, -1.5) == {"a": False, "b": False}
-    assert choose_encoders("switch", values, -1.5) == {"a": False, "b": True}
-    assert choose_encoders("switch", values, None) == {"a": False, "b": False}
-    with pytest.raises(ValueError, match="refinement must be one of"):
-        choose_encoders("evolve", values, -1.5)
-
-
-def test_student_payload_round_trips_to_the_same_prototype(train_tiny_student):
-    result, images = train_tiny_student(image_size=16, target_dim=6)
-    state, config = student_payload(result.checkpoint_path)
-    assert all(isinstance(v, np.ndarray) for v in state.values()) and config["target_dim"] == 6
-    rebuilt = student_from_payload(state, config)
-    direct = create_prototype(f"student:{result.checkpoint_path}")
-    batch = images.permute(0, 2, 3, 1).numpy()
-    assert rebuilt.output_dim == 6 and rebuilt.spec == f"student:{config['digest']}"
-    assert np.allclose(rebuilt.encode(batch), direct.encode(batch), atol=1e-5)
-    # The digest names the weights: another student gets another one.
-    state2, config2 = student_payload(result.checkpoint_path)
-    assert config2["digest"] == config["digest"]
-    state2["head.bias"] = state2["head.bias"] + 1
-    assert payload_digest(state2) != config["digest"]
+def test_embedding_tolerance_follows_the_least_precise_arithmetic():
+    assert embedding_tolerance("fp32", "cpu") < embedding_tolerance("fp32", "cuda") < embedding_tolerance("bf16", "cuda")
+    assert embedding_tolerance("bf16", "cpu") == embedding_tolerance("fp32", "cpu")  # no autocast on a CPU
+    a = np.ones((4, 3))
+    assert relative_difference(a, a) == 0.0 and abs(relative_difference(1.1 * a, a) - 0.1) < 1e-12

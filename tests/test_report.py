@@ -1,3 +1,6 @@
+"""One round's report (coopt_flower.report), rendered from its manifest."""
+
+from coopt_flower.manifest import Manifest
 from coopt_flower.report import render_report
 
 
@@ -13,7 +16,7 @@ def test_report_names_reference_and_every_participant():
         ],
         "timings": {"describe": 1.0},
     }
-    text = render_report(summary)
+    text = render_report(Manifest.from_json(summary))
     assert "**p1** (`onnx:open-nsfw`)" in text and "| p1 (reference) |" in text
     assert "`efficientnet-lite0`" in text and "| describe | 1.0 s |" in text
 
@@ -31,6 +34,6 @@ def test_report_says_which_node_hosted_which_participant():
         ],
         "timings": {},
     }
-    text = render_report(summary)
+    text = render_report(Manifest.from_json(summary))
     assert "| p1 | 101 | `b` |" in text
     assert "node 100: p0, p2; node 101: p1, p3" in text

@@ -1,7 +1,7 @@
 """The benchmark's optimized datasets, built by the product's own round engine.
 
-Every CoOpt dataset of the benchmark is one :class:`coopt_flower.round.CoOptRound` driven by
-:func:`coopt_flower.round.run_in_process`, exactly the round a Flower run performs (same
+Every CoOpt dataset of the benchmark is one round of the product's engine driven by
+:func:`coopt_flower.engine.run_in_process`, exactly the round a Flower run performs (same
 sample selection, shared subset, shards, checks, uniform values, reference, ridge maps and
 streaming writer). Only the participants differ: :class:`CachedParticipant` answers from the
 benchmark's feature cache instead of running its prototype again.
@@ -10,7 +10,7 @@ Rows built per seed:
 
 - ``single:<spec>``: a round with that one prototype (it encodes every sample);
 - ``CoOpt (no alignment)``: all prototypes, IID shards, targets merged as they are
-  (``align=False``, the ablation);
+  (``merge = "none"``, the ablation);
 - ``CoOpt (aligned)``: the same round as the product runs it;
 - ``CoOpt (heads)``: the same shards under ``merge = "heads"`` (every participant's own
   space; the student trains one head per participant);
@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from coopt_flower import rounds
 from coopt_flower.config import RunSettings
 from coopt_flower.dataset_format import load_optimized_dataset
+from coopt_flower.engine import progress, run_in_process
+from coopt_flower.engine.samples import RoundSamples
+from coopt_flower.merges import Merge
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest, pixels_digest
-from coopt_flower.round import CoOptRound, run_in_process
 from simulations.benchmark.config import ALIGNED, CCA, HEADS, PROCRUSTES, SINGLE, UNALIGNED, Config
 from simulations.benchmark.features import slug
 
@@ -95,14 +96,14 @@ class CachedParticipant:
 
 
 def round_settings(cfg: Config, seed: int, prototypes: list[str], output_dir: Path,
-                   merge: str = "align-ridge") -> RunSettings:
+                   merge: Merge = Merge.ALIGN_RIDGE) -> RunSettings:
     """The run config of one benchmark round (every shard in one page, as one encode pass)."""
     settings = RunSettings(
         prototypes=list(prototypes), data=cfg.data, num_samples=cfg.num_train,
         shared_size=cfg.shared_size, target_dim=cfg.target_dim, seed=seed,
         output_dir=str(Path(output_dir).resolve()), overwrite=True, image_size=cfg.proto_image_size,
         batch_size=cfg.encode_batch_size, target_dtype=cfg.target_dtype, page_size=cfg.num_train,
-        refinement="static", merge=merge)
+        refinement="static", merge=str(merge))
     settings.validate()
     return settings
 
@@ -110,7 +111,7 @@ def round_settings(cfg: Config, seed: int, prototypes: list[str], output_dir: Pa
 def dataset_dir(work_dir: Path, seed: int, row: str) -> Path:
     """Where the benchmark keeps one row's optimized dataset."""
     name = f"single-{slug(row[len(SINGLE):])}" if row.startswith(SINGLE) else slug(row)
-    return rounds.round_dir(Path(work_dir) / f"seed-{seed}" / name, 1)
+    return progress.round_dir(Path(work_dir) / f"seed-{seed}" / name, 1)
 
 
 def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats: dict[str, np.ndarray],
@@ -121,47 +122,48 @@ def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats
     ``feats[spec]`` holds the prototype's raw features of ``sample_ids`` (same order);
     ``singles`` the prototypes that get a single-prototype dataset (default: all of them).
     """
-    def run(row: str, specs: list[str], *, align: bool = True, merge: str = "align-ridge"):
-        out = dataset_dir(work_dir, seed, row).parent
-        round_ = CoOptRound(round_settings(cfg, seed, specs, out, merge), source, align=align)
-        if not np.array_equal(round_.sample_ids, sample_ids):
+    def run(row: str, specs: list[str], *, merge: Merge = Merge.ALIGN_RIDGE):
+        settings = round_settings(cfg, seed, specs, dataset_dir(work_dir, seed, row).parent, merge)
+        drawn = RoundSamples.draw(settings, source)
+        round_ids, shared_ids = drawn.ids, drawn.shared_ids
+        if not np.array_equal(round_ids, sample_ids):
             raise ValueError("the round selected other samples than the benchmark encoded")
-        participants = [CachedParticipant(spec, feats[spec], sample_ids, round_.shared_ids,
+        participants = [CachedParticipant(spec, feats[spec], sample_ids, shared_ids,
                                           metas[spec]["images_per_second"], cfg.proto_image_size, k)
                         for k, spec in enumerate(specs)]
-        return run_in_process(round_, participants)
+        return run_in_process(settings, source, participants)
 
     out: dict[str, Any] = {"datasets": {}}
     for spec in (cfg.prototypes if singles is None else singles):
         result = run(SINGLE + spec, [spec])
         out["datasets"][SINGLE + spec] = load_optimized_dataset(result.dataset_path)
-    unaligned = run(UNALIGNED, list(cfg.prototypes), align=False)
+    unaligned = run(UNALIGNED, list(cfg.prototypes), merge=Merge.NONE)
     out["datasets"][UNALIGNED] = load_optimized_dataset(unaligned.dataset_path)
     aligned = run(ALIGNED, list(cfg.prototypes))
     out["datasets"][ALIGNED] = load_optimized_dataset(aligned.dataset_path)
-    heads = run(HEADS, list(cfg.prototypes), merge="heads")
+    heads = run(HEADS, list(cfg.prototypes), merge=Merge.HEADS)
     out["datasets"][HEADS] = load_optimized_dataset(heads.dataset_path)
     if cfg.extra_merges:
-        for row, merge in ((PROCRUSTES, "align-procrustes"), (CCA, "align-cca")):
+        for row, merge in ((PROCRUSTES, Merge.ALIGN_PROCRUSTES), (CCA, Merge.ALIGN_CCA)):
             result = run(row, list(cfg.prototypes), merge=merge)
             out["datasets"][row] = load_optimized_dataset(result.dataset_path)
 
-    summary = aligned.summary
-    spec_of = {p["name"]: p["prototype"] for p in summary["participants"]}
+    manifest = aligned.manifest
+    spec_of = {p.name: p.prototype for p in manifest.participants}
     out["alignment"] = {
-        "reference": summary["reference"], "reference_prototype": summary["reference_prototype"],
-        "plan_seconds": summary["timings"]["uniform value + alignment"],
+        "reference": manifest.reference, "reference_prototype": manifest.reference_prototype,
+        "plan_seconds": manifest.timings["uniform value + alignment"],
         "participants": [
-            {k: p[k] for k in ("name", "prototype", "output_dim", "image_size", "num_samples",
-                               "uniform_value", "fit_residual", "holdout_residual", "alpha",
-                               "images_per_second")}
-            for p in summary["participants"]],
+            {k: getattr(p, k) for k in ("name", "prototype", "output_dim", "image_size", "num_samples",
+                                        "uniform_value", "fit_residual", "holdout_residual", "alpha",
+                                        "images_per_second")}
+            for p in manifest.participants],
     }
     # Encoding cost: centralized = all N images; collaborative = shard_k + S on participant k.
-    shared = summary["shared_size"]
+    shared = manifest.shared_size
     rate = {spec: metas[spec]["images_per_second"] for spec in cfg.prototypes}
     rate_cpu = {spec: metas[spec]["images_per_cpu_second"] for spec in cfg.prototypes}
-    shard = {p["name"]: p["num_samples"] for p in summary["participants"]}
+    shard = {p.name: p.num_samples for p in manifest.participants}
     collab = {n: (count + shared) / rate[spec_of[n]] for n, count in shard.items()}
     collab_cpu = {n: (count + shared) / rate_cpu[spec_of[n]] for n, count in shard.items()}
     out["encoding"] = {

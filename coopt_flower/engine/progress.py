@@ -1,10 +1,12 @@
-"""Multi-round bookkeeping: the server checkpoint, resuming, and the summary across rounds.
+"""A run's progress across rounds: what is finished, so a stopped platform resumes.
 
-``<output-dir>/checkpoint.json`` records every finished step (a round's dataset published, its
+``<output-dir>/progress.json`` records every finished step (a round's dataset published, its
 student trained), written atomically after each. A platform that is killed and started again
-with the same run config and output directory skips what the checkpoint says is done and
+with the same run config and output directory skips what the progress file says is done and
 redoes only the unfinished round; a half-written round leaves only a hidden temporary
-directory, which is removed.
+directory, which is removed. (Runs written before this file was named so keep theirs as
+``checkpoint.json``, which is read when there is no ``progress.json``. A *student*
+checkpoint is something else: the weights in ``students/round-00r/last.pt``.)
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 from coopt_flower.atomic import write_bytes_atomic, write_text_atomic
 from coopt_flower.dataset_format import MANIFEST_FILE, verify_dataset
+from coopt_flower.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.json"
+PROGRESS_FILE = "progress.json"
+LEGACY_PROGRESS_FILE = "checkpoint.json"  # the name before progress.json
 SUMMARY_MD = "summary.md"
 
 
@@ -32,16 +36,17 @@ def student_dir(output_dir: str | Path, server_round: int) -> Path:
     return Path(output_dir) / "students" / f"round-{server_round:03d}"
 
 
-def load_checkpoint(output_dir: str | Path) -> dict[str, Any]:
-    """The server checkpoint (``{"rounds": {}}`` for a new run)."""
-    path = Path(output_dir) / CHECKPOINT_FILE
-    if not path.exists():
-        return {"rounds": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
+def load_progress(output_dir: str | Path) -> dict[str, Any]:
+    """The run's progress (``{"rounds": {}}`` for a new run)."""
+    for name in (PROGRESS_FILE, LEGACY_PROGRESS_FILE):
+        path = Path(output_dir) / name
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {"rounds": {}}
 
 
-def save_checkpoint(output_dir: str | Path, checkpoint: dict[str, Any]) -> None:
-    write_text_atomic(Path(output_dir) / CHECKPOINT_FILE, json.dumps(checkpoint, indent=2, sort_keys=True))
+def save_progress(output_dir: str | Path, progress: dict[str, Any]) -> None:
+    write_text_atomic(Path(output_dir) / PROGRESS_FILE, json.dumps(progress, indent=2, sort_keys=True))
 
 
 def remove_stale_temporaries(output_dir: str | Path, server_round: int) -> list[Path]:
@@ -54,8 +59,8 @@ def remove_stale_temporaries(output_dir: str | Path, server_round: int) -> list[
     return stale
 
 
-def recover_published_round(output_dir: str | Path, server_round: int) -> dict[str, Any] | None:
-    """A round published before the checkpoint recorded it (killed in between): its summary.
+def recover_published_round(output_dir: str | Path, server_round: int) -> Manifest | None:
+    """A round published before the progress file recorded it (killed in between).
 
     Publishing is atomic, so a round directory with a manifest is complete; its checksums are
     verified before it is trusted.
@@ -63,35 +68,38 @@ def recover_published_round(output_dir: str | Path, server_round: int) -> dict[s
     path = round_dir(output_dir, server_round)
     if not (path / MANIFEST_FILE).exists():
         return None
-    verify_dataset(path)
-    return json.loads((path / "report.json").read_text(encoding="utf-8"))
+    manifest = verify_dataset(path)
+    manifest.dataset_path = str(path)
+    return manifest
 
 
-def round_entry(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the checkpoint and the summary keep of one round."""
+def round_entry(manifest: Manifest) -> dict[str, Any]:
+    """What the progress file and the summary keep of one round."""
+    student = manifest.student
     return {
-        "dataset": summary["dataset_path"],
-        "reference": summary["reference"],
-        "reference_prototype": summary["reference_prototype"],
-        "student_in": summary.get("student"),
+        "dataset": manifest.dataset_path,
+        "reference": manifest.reference,
+        "reference_prototype": manifest.reference_prototype,
+        "student_in": None if student is None else {"digest": student.digest, "arch": student.arch,
+                                                   "uniform_value": student.uniform_value},
         "participants": [
-            {k: p[k] for k in ("name", "prototype", "encoder", "uniform_value", "holdout_residual",
-                               "num_samples") if k in p}
-            for p in summary["participants"]
+            {"name": p.name, "prototype": p.prototype, "encoder": p.encoder, "uniform_value": p.uniform_value,
+             "holdout_residual": p.holdout_residual, "num_samples": p.num_samples}
+            for p in manifest.participants
         ],
-        "failures": len(summary.get("failures", [])),
-        "missing_samples": summary.get("missing_samples", 0),
+        "failures": len(manifest.failures),
+        "missing_samples": manifest.missing_samples,
         "student": None,
     }
 
 
-def render_summary(checkpoint: dict[str, Any]) -> str:
+def render_summary(progress: dict[str, Any]) -> str:
     """Markdown summary across rounds: uniform values, reference, student accuracy."""
-    rounds = sorted(checkpoint["rounds"].items(), key=lambda kv: int(kv[0]))
+    rounds = sorted(progress["rounds"].items(), key=lambda kv: int(kv[0]))
     lines = [
         "# CoOpt rounds",
         "",
-        f"Refinement policy: `{checkpoint.get('refinement', '?')}`",
+        f"Refinement policy: `{progress.get('refinement', '?')}`",
         "",
         "| round | reference | student in (uniform value) | participants (uniform value, encoder) | "
         "student probe acc | student train s |",
@@ -111,13 +119,13 @@ def render_summary(checkpoint: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(output_dir: str | Path, checkpoint: dict[str, Any]) -> None:
+def write_summary(output_dir: str | Path, progress: dict[str, Any]) -> None:
     """``summary.md`` and, next to it, the plot across rounds it links."""
     from coopt_flower.plots import ROUNDS_PNG, rounds_plot
 
-    text = render_summary(checkpoint)
+    text = render_summary(progress)
     try:
-        write_bytes_atomic(Path(output_dir) / ROUNDS_PNG, rounds_plot(checkpoint))
+        write_bytes_atomic(Path(output_dir) / ROUNDS_PNG, rounds_plot(progress))
         text += f"\n![Student probe accuracy and reference uniform value per round]({ROUNDS_PNG})\n"
     except Exception as error:  # pictures are a convenience; the summary must not depend on them
         log.warning("plot across rounds not drawn (%s)", error)

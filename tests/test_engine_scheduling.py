@@ -1,13 +1,24 @@
 import numpy as np
 import pytest
 
-from coopt_flower.scheduling import PageScheduler, RoundFailed
+from coopt_flower.engine.failures import RoundFailed
+from coopt_flower.engine.scheduling import PageScheduler
+
+
+def next_wave(scheduler):
+    """One page of its own for every live participant that has work left (``waves``)."""
+    wave = {}
+    for name in scheduler.live:
+        ids = scheduler.next_for(name, steal=False)
+        if ids is not None:
+            wave[name] = ids
+    return wave
 
 
 def drain(scheduler, fail_at=None):
     """Run waves; ``fail_at = (wave, name)`` fails that participant with its in-flight page."""
     done, wave = {}, 0
-    while batch := scheduler.next_wave():
+    while batch := next_wave(scheduler):
         for name, ids in batch.items():
             if fail_at == (wave, name):
                 scheduler.fail(name, ids)
@@ -56,7 +67,7 @@ def test_node_local_pages_stay_with_their_owner_and_go_missing_with_it():
     shards = {"a": np.arange(0, 6), "b": np.array([], dtype=np.int64), "c": np.arange(6, 12)}
     pinned = {"b": np.arange(100, 108)}
     sched = PageScheduler(shards, page_size=4, pinned=pinned, reassign_to={"a", "c"})
-    first = sched.next_wave()
+    first = next_wave(sched)
     assert first["b"].tolist() == [100, 101, 102, 103]
     action, affected = sched.fail("b", first["b"])
     assert affected == 8 and action.endswith("8 node-local samples missing")

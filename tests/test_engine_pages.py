@@ -1,4 +1,4 @@
-"""Work stealing (page-assignment = steal), driven over a simulated clock.
+"""The optimize step's page loop (coopt_flower.engine.pages), driven over a simulated clock.
 
 Participants answer for real (their targets are checked, aligned and written by the round);
 only time is simulated: every node encodes its queued pages one after the other at its own
@@ -12,37 +12,49 @@ import pytest
 
 from coopt_flower.data import select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
-from coopt_flower.paging import steal_pages
-from coopt_flower.round import CoOptRound, run_in_process
-from tests.test_round import LinearParticipant, fashion, settings  # noqa: F401 (fixture)
+from coopt_flower.engine import run_in_process, run_round
+from tests.test_engine_round import LinearParticipant, fashion, settings  # noqa: F401 (fixture)
 
 
 class SimulatedNodes:
-    """A transport whose nodes take ``seconds_per_sample[name]`` per sample, one page at a time."""
+    """A transport whose node ``i`` takes ``seconds_per_sample[i]`` per sample of a page, one
+    page at a time; the shared subset is answered at once. Silent nodes never answer a page."""
+
+    may_grow = False
 
     def __init__(self, participants, seconds_per_sample, silent=()):
         self.participants, self.speed, self.silent = participants, seconds_per_sample, set(silent)
         self.now = 0.0
-        self.busy_until = dict.fromkeys(participants, 0.0)
+        self.busy_until = [0.0] * len(participants)
         self.done = []  # heap of (finish time, handle)
         self.replies = {}
-        self.pages = {name: 0 for name in participants}
+        self.pages = [0] * len(participants)
         self._next = 0
+        self._described = False
 
     def clock(self):
         return self.now
 
-    def send(self, name, request, reply_limit):
+    def describe(self, config, server_round):
+        if self._described:
+            return len(self.participants), {}
+        self._described = True
+        return len(self.participants), {f"node-{i}": (i, p.describe(config)) for i, p in enumerate(self.participants)}
+
+    def send(self, node, request, reply_limit, server_round):
         self._next += 1
-        start = max(self.now, self.busy_until[name])
-        self.busy_until[name] = start + self.speed[name] * len(request.ids)
-        if name not in self.silent:
-            try:
-                self.replies[self._next] = self.participants[name].encode(request)
-            except Exception as error:  # as the round's in-process driver does
-                self.replies[self._next] = f"failed: {error}"
-            heapq.heappush(self.done, (self.busy_until[name], self._next))
-            self.pages[name] += 1
+        if request.pixels is not None:
+            finish = self.now
+        else:
+            finish = self.busy_until[node] = max(self.now, self.busy_until[node]) + self.speed[node] * len(request.ids)
+            self.pages[node] += 1
+            if node in self.silent:
+                return self._next
+        try:
+            self.replies[self._next] = self.participants[node].encode(request)
+        except Exception as error:  # as the in-process transport does
+            self.replies[self._next] = f"failed: {error}"
+        heapq.heappush(self.done, (finish, self._next))
         return self._next
 
     def poll(self, handles):
@@ -58,36 +70,24 @@ class SimulatedNodes:
                 out[handle] = self.replies.pop(handle)
         return out
 
-    def no_reply(self, name, waited_s):
+    def no_reply(self, node, waited_s):
         return f"no reply within {waited_s:.0f} s"
 
 
-def planned_round(tmp_path, source, participants, **overrides):
-    """A round through describe, shared subset and plan, ready for its pages."""
-    s = settings(tmp_path, **{"prototypes": ",".join(p.name for p in participants),
-                              "page-assignment": "steal", **overrides})
-    round_ = CoOptRound(s, source)
-    config = round_.encode_config()
-    round_.accept_descriptions({f"node-{i}": (i, p.describe(config)) for i, p in enumerate(participants)})
-    by_name = {p.name: participants[p.node_id] for p in round_.participants}
-    requests = round_.shared_requests()
-    round_.accept_shared({name: by_name[name].encode(requests[name]) for name in by_name})
-    round_.plan()
-    return round_, by_name
-
-
-def run_steal(tmp_path, source, speeds_by_index, silent=(), reply_timeout_s=3600.0, **overrides):
+def run_paced(tmp_path, source, speeds, silent=(), reply_timeout_s=3600.0, assignment="steal", **overrides):
+    """A whole round over simulated nodes of the given speeds (node ``i`` = participant ``i``)."""
     faults = overrides.pop("fault", {})
-    participants = [LinearParticipant(source, i, **faults.get(i, {})) for i in range(len(speeds_by_index))]
-    round_, by_name = planned_round(tmp_path, source, participants, **overrides)
-    speeds = {name: speeds_by_index[p.node_id] for name, p in
-              ((p.name, p) for p in round_.participants)}
-    nodes = SimulatedNodes(by_name, speeds, silent={n for n, p in by_name.items() if p.index in silent})
-    with round_.writing():
-        steal_pages(round_, nodes, pages_in_flight=2, reply_timeout_s=reply_timeout_s, clock=nodes.clock)
-        assert not round_.next_wave()
-        result = round_.publish()
-    return result, nodes, speeds
+    participants = [LinearParticipant(source, i, **faults.get(i, {})) for i in range(len(speeds))]
+    s = settings(tmp_path, **{"prototypes": ",".join(p.name for p in participants),
+                              "page-assignment": assignment, "reply-timeout-s": reply_timeout_s, **overrides})
+    nodes = SimulatedNodes(participants, speeds, silent=silent)
+    result = run_round(s, source, nodes, clock=nodes.clock)
+    by_name = {p.name: speeds[p.node_id] for p in result.manifest.participants}
+    return result, nodes, by_name
+
+
+def run_steal(tmp_path, source, speeds, silent=(), reply_timeout_s=3600.0, **overrides):
+    return run_paced(tmp_path, source, speeds, silent, reply_timeout_s, "steal", **overrides)
 
 
 def ideal_split(num_samples, speeds):
@@ -112,7 +112,7 @@ def test_a_4x_slower_node_costs_at_most_25_percent_over_the_ideal_split(tmp_path
     # Every sample written exactly once, and the fast nodes did more of them.
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
-    assert sum(p["num_samples"] for p in result.summary["participants"]) == n
+    assert sum(p.num_samples for p in result.manifest.participants) == n
     counts = np.bincount(np.asarray(ds.owners), minlength=len(speeds))
     slow = int(np.argmax(speeds))
     assert counts[slow] < min(c for i, c in enumerate(counts) if i != slow)
@@ -124,8 +124,8 @@ def test_a_participant_failing_mid_steal_loses_nothing(tmp_path, fashion):
                                  **{"num-samples": n, "page-size": 50, "fault": {1: {"fault": "nan", "fault_page": 3}}})
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
-    assert result.summary["missing_samples"] == 0
-    failure = result.summary["failures"]
+    assert result.manifest.missing_samples == 0
+    failure = result.manifest.failures
     assert len(failure) == 1 and failure[0]["step"] == "optimize"
     # The failed page and the one queued behind it were both handed on.
     assert failure[0]["samples_affected"] >= 100 and "reassigned" in failure[0]["action"]
@@ -138,16 +138,32 @@ def test_a_silent_participant_is_failed_after_the_reply_timeout(tmp_path, fashio
                                  **{"num-samples": n, "page-size": 50})
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
-    assert [f["reason"] for f in result.summary["failures"]] == ["no reply within 31 s"]
+    assert [f["reason"] for f in result.manifest.failures] == ["no reply within 31 s"]
     assert np.bincount(np.asarray(ds.owners), minlength=2)[1] == 0
 
 
 def test_in_process_round_with_stealing_writes_every_sample_once(tmp_path, fashion):
     s = settings(tmp_path, **{"page-assignment": "steal"})
-    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    result = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), 300, 1))
-    assert sum(p["num_samples"] for p in result.summary["participants"]) == 300
+    assert sum(p.num_samples for p in result.manifest.participants) == 300
+
+
+def test_waves_merge_in_the_order_sent_whatever_order_replies_arrive_in(tmp_path, fashion):
+    """The barrier: with a slow first node (its replies arrive last) and a failure that
+    reassigns pages, waves over the simulated nodes write the very bytes an in-process round
+    (every reply at once, in order) writes."""
+    faults = {1: {"fault": "nan", "fault_page": 2}}
+    paced, nodes, _ = run_paced(tmp_path / "paced", fashion, [0.04, 0.01, 0.02], assignment="waves",
+                                **{"fault": faults})
+    s = settings(tmp_path / "direct", prototypes="linear-0,linear-1,linear-2")
+    direct = run_in_process(s, fashion, [LinearParticipant(fashion, i, **faults.get(i, {})) for i in range(3)])
+    for name in ("targets.npy", "owners.npy", "sample_ids.npy"):
+        assert (paced.dataset_path / name).read_bytes() == (direct.dataset_path / name).read_bytes(), name
+    assert [f.as_dict() for f in paced.failures] == [f.as_dict() for f in direct.failures]
+    # A wave takes as long as its slowest page: the slow node sets the pace.
+    assert nodes.now >= 0.04 * 100 - 1e-9
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ Pages are stateless requests (a list of sample ids), so a failed participant's u
 work can be handed to the others. :class:`PageScheduler` keeps one queue of pages per live
 participant and hands them out in one of two ways (the run config's ``page-assignment``):
 
-- ``waves`` (default): one page per participant per wave, every wave waits for its slowest
-  page. Who encodes which sample depends only on the seed, so runs are reproducible byte for
+- ``waves`` (default): one page per participant per wave (``next_for(name, steal=False)``
+  for every live participant), every wave waits for its slowest page. Who encodes which sample depends only on the seed, so runs are reproducible byte for
   byte.
 - ``steal``: a participant that is free takes its next page, and once its own queue is empty,
   the last page of whoever has the most left (:meth:`PageScheduler.next_for`). Fast nodes do
@@ -23,28 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coopt_flower.config import ON_FAILURE_POLICIES
 from coopt_flower.data import pages
+from coopt_flower.engine.failures import RoundFailed
 
-ON_FAILURE_POLICIES = ("reassign", "drop")
-PAGE_ASSIGNMENTS = ("waves", "steal")
-
-
-class RoundFailed(RuntimeError):
-    """Too few participants are left to finish the round."""
-
-
-@dataclass
-class Failure:
-    """One refused reply or lost participant, as the report lists it."""
-
-    participant: str
-    step: str
-    reason: str
-    samples_affected: int = 0
-    action: str = ""
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -112,28 +94,20 @@ class PageScheduler:
         """Whether ``name`` holds the platform's data, so it can encode others' shard pages."""
         return self.reassign_to is None or name in self.reassign_to
 
-    def next_wave(self) -> dict[str, np.ndarray]:
-        """One page for every live participant that has work left (empty when done)."""
-        wave = {}
-        for name in self.live:
-            queue = self.queues[name] or self.pinned_queues[name]
-            if queue:
-                wave[name] = queue.popleft()
-        return wave
+    def next_for(self, name: str, *, steal: bool = True) -> np.ndarray | None:
+        """The next page for ``name``, which is free now.
 
-    def next_for(self, name: str) -> np.ndarray | None:
-        """The next page for ``name``, which is free now (``page-assignment = steal``).
-
-        Its own shard pages first, then its node-local ones; then, if it holds the platform's
-        data, the last shard page of the live participant with the most samples left (the page
-        that participant would reach last). ``None`` when there is nothing it may take.
+        Its own shard pages first, then its node-local ones; then, with ``steal``
+        (``page-assignment = steal``) and if it holds the platform's data, the last shard page
+        of the live participant with the most samples left (the page that participant would
+        reach last). ``None`` when there is nothing it may take.
         """
         if name in self.failed:
             return None
         queue = self.queues[name] or self.pinned_queues[name]
         if queue:
             return queue.popleft()
-        if not self.may_take_others(name):
+        if not steal or not self.may_take_others(name):
             return None
         victims = [n for n in self.live if n != name and self.queues[n]]
         if not victims:

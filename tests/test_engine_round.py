@@ -1,4 +1,5 @@
-"""The Flower-free round engine, driven in-process: the product's round without Flower."""
+"""The Flower-free round engine (coopt_flower.engine.round), driven in-process: the product's round
+without Flower."""
 
 import json
 
@@ -11,8 +12,7 @@ from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.protocol import Description, EncodeReply, pixels_digest
-from coopt_flower.round import CoOptRound, run_in_process
-from coopt_flower.scheduling import RoundFailed
+from coopt_flower.engine import RoundFailed, run_in_process
 from simulations.check_identical import TINY_RUN_CONFIG, compare
 
 
@@ -65,24 +65,25 @@ def test_in_process_round_equals_the_recorded_flower_run(tmp_path, fashion):
         s = RunSettings.from_run_config(dict(TINY_RUN_CONFIG, **{"output-dir": str(tmp_path / "out")}))
         participants = [PrototypeParticipant(NodeSettings(spec, device="cpu", partition_id=i))
                         for i, spec in enumerate(s.prototypes)]
-        result = run_in_process(CoOptRound(s, fashion), participants)
+        result = run_in_process(s, fashion, participants)
     finally:
         torch.set_num_threads(threads)
     assert compare(result.dataset_path) == []
-    assert [p["prototype"] for p in result.summary["participants"]] == s.prototypes
+    assert [p.prototype for p in result.manifest.participants] == s.prototypes
 
 
 def test_every_sample_once_and_reference_rows_unaligned(tmp_path, fashion):
     s = settings(tmp_path)
-    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    result = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), 300, 1))
     assert np.bincount(np.asarray(ds.owners)).tolist() == [100, 100, 100]
-    assert result.summary["missing_samples"] == 0 and not result.failures
-    names = [p["name"] for p in result.summary["participants"]]
-    assert names == ["p0", "p1", "p2"] and result.plan.reference in names
-    assert result.plan.maps[result.plan.reference].is_identity
-    assert json.loads((result.dataset_path / "report.json").read_text())["reference"] == result.plan.reference
+    assert result.manifest.missing_samples == 0 and not result.failures
+    names = result.manifest.participant_names
+    plan = result.plan.alignment
+    assert names == ["p0", "p1", "p2"] and plan.reference in names
+    assert plan.maps[plan.reference].is_identity
+    assert json.loads((result.dataset_path / "report.json").read_text())["reference"] == plan.reference
 
 
 @pytest.mark.parametrize("fault, step", [("raise", "optimize"), ("nan", "optimize")])
@@ -90,9 +91,9 @@ def test_a_failed_page_is_refused_and_reassigned(tmp_path, fashion, fault, step)
     s = settings(tmp_path)
     participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault=fault, fault_page=2),
                     LinearParticipant(fashion, 2)]
-    result = run_in_process(CoOptRound(s, fashion), participants)
+    result = run_in_process(s, fashion, participants)
     ds = load_optimized_dataset(result.dataset_path)
-    assert len(ds) == 300 and result.summary["missing_samples"] == 0
+    assert len(ds) == 300 and result.manifest.missing_samples == 0
     [failure] = result.failures
     assert failure.participant == "p1" and failure.step == step
     assert ("disk on fire" if fault == "raise" else "NaN") in failure.reason
@@ -105,10 +106,10 @@ def test_drop_lists_exactly_the_unfinished_samples(tmp_path, fashion):
     s = settings(tmp_path, **{"on-failure": "drop"})
     participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault="raise", fault_page=1),
                     LinearParticipant(fashion, 2)]
-    result = run_in_process(CoOptRound(s, fashion), participants)
+    result = run_in_process(s, fashion, participants)
     ds = load_optimized_dataset(result.dataset_path)
-    assert len(ds) == 200 and result.summary["missing_samples"] == 100
-    missing = np.array(result.summary["missing_sample_ids"])
+    assert len(ds) == 200 and result.manifest.missing_samples == 100
+    missing = np.array(result.manifest.missing_sample_ids)
     assert not np.isin(missing, ds.sample_ids).any()
 
 
@@ -116,23 +117,22 @@ def test_too_few_participants_fail_the_round_and_publish_nothing(tmp_path, fashi
     s = settings(tmp_path, **{"min-participants": 3})
     participants = [LinearParticipant(fashion, 0), LinearParticipant(fashion, 1, fault="shared"),
                     LinearParticipant(fashion, 2)]
-    round_ = CoOptRound(s, fashion)
     with pytest.raises(RoundFailed, match="after the shared subset only 2 participant"):
-        run_in_process(round_, participants)
-    assert not round_.round_dir.exists()
-    assert "pixel checksum mismatch" in round_.failures[0].reason
+        run_in_process(s, fashion, participants)
+    assert not (tmp_path / "out" / "round-001").exists()
+    assert not list((tmp_path / "out").glob(".round-001.tmp-*"))  # nothing half-written either
 
 
 def test_without_alignment_every_map_is_the_identity(tmp_path, fashion):
     s = settings(tmp_path)
-    aligned = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    aligned = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     s2 = settings(tmp_path / "unaligned")
-    unaligned = run_in_process(CoOptRound(s2, fashion, align=False),
-                               [LinearParticipant(fashion, i) for i in range(3)])
-    assert all(m.is_identity for m in unaligned.plan.maps.values())
-    assert aligned.plan.reference == unaligned.plan.reference
+    unaligned = run_in_process(s2, fashion, [LinearParticipant(fashion, i) for i in range(3)], merge="none")
+    assert all(m.is_identity for m in unaligned.plan.alignment.maps.values())
+    assert aligned.plan.alignment.reference == unaligned.plan.alignment.reference
+    assert unaligned.manifest.merge == "none" and load_optimized_dataset(unaligned.dataset_path).merge == "none"
     a, u = load_optimized_dataset(aligned.dataset_path), load_optimized_dataset(unaligned.dataset_path)
-    ref = [p["name"] for p in aligned.summary["participants"]].index(aligned.plan.reference)
+    ref = aligned.manifest.participant_names.index(aligned.plan.alignment.reference)
     rows = np.asarray(a.owners) == ref
     np.testing.assert_array_equal(np.asarray(a.targets)[rows], np.asarray(u.targets)[rows])
     assert not np.array_equal(np.asarray(a.targets)[~rows], np.asarray(u.targets)[~rows])
@@ -140,9 +140,9 @@ def test_without_alignment_every_map_is_the_identity(tmp_path, fashion):
 
 def test_an_existing_round_is_not_overwritten_unless_asked(tmp_path, fashion):
     s = settings(tmp_path)
-    run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
+    run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
     with pytest.raises(FileExistsError, match="overwrite=true"):
-        CoOptRound(s, fashion)
+        run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
 
 
 class StudentEchoParticipant(LinearParticipant):
@@ -172,7 +172,7 @@ class StudentEchoParticipant(LinearParticipant):
 def _student_round(tmp_path, fashion, participants):
     s = settings(tmp_path, **{"refinement": "join", "num-server-rounds": 2, "train-epochs": 1})
     student = ({"w": np.ones(3, np.float32)}, {"digest": "abc123", "arch": "small-cnn"})
-    return run_in_process(CoOptRound(s, fashion, student=student), participants)
+    return run_in_process(s, fashion, participants, student=student)
 
 
 def test_a_bf16_node_agrees_with_a_cpu_node_on_the_students_embeddings(tmp_path, fashion):
@@ -180,7 +180,7 @@ def test_a_bf16_node_agrees_with_a_cpu_node_on_the_students_embeddings(tmp_path,
         StudentEchoParticipant(fashion, 0),
         StudentEchoParticipant(fashion, 1, precision="bf16", device="cuda", noise=0.01),
         StudentEchoParticipant(fashion, 2, device="cuda", noise=0.004)])  # TF32-like
-    assert not result.failures and "student" in result.plan.uniform_values
+    assert not result.failures and "student" in result.plan.alignment.uniform_values
 
 
 def test_a_corrupted_student_is_still_refused(tmp_path, fashion):
@@ -197,8 +197,8 @@ def test_a_corrupted_student_is_still_refused(tmp_path, fashion):
 @pytest.mark.parametrize("merge, score", [("align-procrustes", "rankme"), ("align-cca", "consensus")])
 def test_merge_and_reference_score_reach_the_plan_and_the_report(tmp_path, fashion, merge, score):
     s = settings(tmp_path, merge=merge, **{"reference-score": score})
-    result = run_in_process(CoOptRound(s, fashion), [LinearParticipant(fashion, i) for i in range(3)])
-    plan = result.plan
+    result = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
+    plan = result.plan.alignment
     assert plan.merge == merge and plan.reference_score == score
     best = max(sorted(plan.scores[score]), key=lambda name: plan.scores[score][name])
     assert plan.reference == best

@@ -1,0 +1,30 @@
+"""A round (or several) with participants in this process: no Flower, the same engine.
+
+Notebooks, the benchmark and the tests drive the product's round through
+:class:`~coopt_flower.engine.transport.InProcessTransport`: participant ``i`` stands for node
+``i``, and replies are exchanged as the objects of :mod:`coopt_flower.protocol`, so the round
+sees exactly what a Flower run gives it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from coopt_flower.config import RunSettings
+from coopt_flower.data import ImageSource
+from coopt_flower.engine.round import RoundResult, run_round
+from coopt_flower.engine.transport import InProcessTransport, LocalParticipant, Student
+from coopt_flower.merges import Merge
+
+
+def run_in_process(settings: RunSettings, source: ImageSource, participants: list[LocalParticipant], *,
+                   server_round: int = 1, student: Student | None = None,
+                   merge: Merge | str | None = None) -> RoundResult:
+    """Run one round with ``participants`` in this process and publish its dataset.
+
+    ``merge`` overrides the settings' merge (the benchmark's ablations: ``none``, ``heads``).
+    """
+    if merge is not None:
+        settings = dataclasses.replace(settings, merge=str(Merge(merge)))
+    return run_round(settings, source, InProcessTransport(participants), server_round=server_round,
+                     student=student)

@@ -1,0 +1,84 @@
+"""Several CoOpt rounds in a row, resumable: the loop a ServerApp and a study both run.
+
+After each round, a student can be trained on the new dataset (``train-epochs``), probed, and
+passed to the next round as a prototype candidate (``refinement``). Every finished step is
+recorded in the run's progress file (:mod:`coopt_flower.engine.progress`), so a platform that is
+stopped and started again with the same run config and output directory continues where it
+stopped: finished rounds and students are kept, an unfinished round is redone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from coopt_flower.config import RunSettings
+from coopt_flower.data import ImageSource
+from coopt_flower.engine import progress
+from coopt_flower.engine.round import run_round
+from coopt_flower.engine.transport import Student, Transport
+from coopt_flower.round_student import student_payload, train_round_student
+
+log = logging.getLogger(__name__)
+
+
+def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport) -> dict[str, Any]:
+    """All ``num-server-rounds`` rounds, resuming from the output directory; returns the progress.
+
+    Parameters
+    ----------
+    settings : RunSettings
+    source : ImageSource
+        The platform's copy of the data.
+    transport : Transport
+        Who carries the messages (the same for every round).
+    """
+    out = settings.output_dir
+    state = {"rounds": {}} if settings.overwrite else progress.load_progress(out)
+    state["refinement"] = settings.refinement
+    student: Student | None = None
+    for server_round in range(1, settings.num_server_rounds + 1):
+        entry = finished_round(settings, source, transport, state, server_round, student)
+        if settings.train_epochs and entry.get("student") is None:
+            entry["student"] = trained_student(settings, entry["dataset"], server_round)
+            progress.save_progress(out, state)
+        if entry.get("student") and settings.refinement != "static":
+            student = student_payload(entry["student"]["checkpoint"])
+        progress.write_summary(out, state)
+    for line in progress.render_summary(state).splitlines():
+        log.info("  %s", line)
+    return state
+
+
+def finished_round(settings: RunSettings, source: ImageSource, transport: Transport, state: dict[str, Any],
+                   server_round: int, student: Student | None) -> dict[str, Any]:
+    """Round ``server_round``'s progress entry: from the progress file, from a dataset
+    published before the stop, or from running the round now."""
+    out, key = settings.output_dir, str(server_round)
+    entry = state["rounds"].get(key)
+    if entry is not None:
+        log.info("round %d already finished (progress file); skipping", server_round)
+        return entry
+    progress.remove_stale_temporaries(out, server_round)
+    manifest = None if settings.overwrite else progress.recover_published_round(out, server_round)
+    if manifest is not None:
+        log.info("round %d was published before the stop; keeping it", server_round)
+    else:
+        manifest = run_round(settings, source, transport, server_round=server_round, student=student).manifest
+    entry = state["rounds"][key] = progress.round_entry(manifest)
+    progress.save_progress(out, state)
+    return entry
+
+
+def trained_student(settings: RunSettings, dataset: str, server_round: int) -> dict[str, Any]:
+    """Train and probe the round's student (:func:`~coopt_flower.round_student.train_round_student`)."""
+    s = settings
+    log.info("[student] training %s for %d epochs on round %d", s.student_arch, s.train_epochs, server_round)
+    result = train_round_student(
+        dataset, progress.student_dir(s.output_dir, server_round), arch=s.student_arch, epochs=s.train_epochs,
+        image_size=s.student_image_size or None, batch_size=s.student_batch_size, seed=s.seed + server_round,
+        probe_data=s.probe_data, probe_train_samples=s.probe_train_samples,
+        probe_test_samples=s.probe_test_samples, device=s.resolved_device())
+    log.info("[student] round %d: probe accuracy %s, %.1f s", server_round, result["probe_accuracy"],
+             result["train_seconds"])
+    return result

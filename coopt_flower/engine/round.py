@@ -1,0 +1,161 @@
+"""One CoOpt round on the data platform: the step sequence, free of Flower.
+
+:func:`run_round` runs the five steps over any :class:`~coopt_flower.engine.transport.Transport`
+(Flower's Grid in the ServerApp, participants in this process elsewhere), so every round,
+whoever moves its messages, is the very same code:
+
+1. **describe** (:mod:`~coopt_flower.engine.enrollment`): who takes part.
+2. **shared subset** (:mod:`~coopt_flower.engine.samples`, drawn before step 1): S (seeded)
+   is sent as pixels; every reply is checked.
+3. **plan** (:mod:`~coopt_flower.engine.plan`): scores on S, the reference, every map.
+4. **optimize** (:mod:`~coopt_flower.engine.merging`, :mod:`~coopt_flower.engine.pages`):
+   pages of ids out, targets back, checked, aligned and written into a memory-mapped dataset.
+5. **publish** (:mod:`~coopt_flower.engine.publish`): manifest, report, plots; the dataset is
+   renamed into place atomically.
+
+Faults: a participant that fails, does not reply, or sends a reply that does not pass the
+checks is refused with the reason in the report and takes no further part in the round;
+nothing of that reply is merged. Fewer than ``min-participants`` left raises
+:class:`~coopt_flower.engine.failures.RoundFailed` and nothing is published: the previous
+version stays as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from coopt_flower.config import RunSettings
+from coopt_flower.data import ImageSource
+from coopt_flower.engine import progress
+from coopt_flower.engine.enrollment import Participant, accept_shared, enroll, shared_requests
+from coopt_flower.engine.failures import Failure, FailureLog
+from coopt_flower.engine.merging import RoundWriter
+from coopt_flower.engine.pages import encode_pages
+from coopt_flower.engine.plan import STUDENT, RoundPlan, plan_round
+from coopt_flower.engine.publish import REPORT_MD, publish, round_manifest
+from coopt_flower.engine.samples import RoundSamples
+from coopt_flower.engine.transport import Student, Transport, exchange
+from coopt_flower.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    """What a finished round leaves: the published dataset, its manifest and its plan."""
+
+    dataset_path: Path
+    report_path: Path
+    manifest: Manifest
+    plan: RoundPlan
+    failures: list[Failure] = field(default_factory=list)
+
+
+class StepTimer:
+    """Seconds per step, in the order the steps ran (the report's timing table)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+
+    def total(self) -> None:
+        self.seconds["total"] = time.perf_counter() - self.started
+
+
+def run_round(settings: RunSettings, source: ImageSource, transport: Transport, *, server_round: int = 1,
+              student: Student | None = None, clock: Callable[[], float] = time.monotonic) -> RoundResult:
+    """Run one CoOpt round and publish its dataset.
+
+    Parameters
+    ----------
+    settings : RunSettings
+        The validated run config (``merge = none`` is the no-alignment ablation).
+    source : ImageSource
+        The platform's copy of the data (the shared subset's pixels come from it).
+    transport : Transport
+        Who carries the requests (:class:`~coopt_flower.engine.transport.InProcessTransport`,
+        or the ServerApp's Grid).
+    server_round : int
+        Round number (names the dataset directory ``round-00r``).
+    student : tuple, optional
+        ``(weights, config)`` of the previous round's student
+        (:func:`coopt_flower.round_student.student_payload`); ignored under
+        ``refinement = static``.
+    clock : callable
+        Monotonic seconds for the reply timeouts.
+
+    Raises
+    ------
+    RoundFailed
+        Too few participants were left; nothing was published.
+    FileExistsError
+        The round's directory exists and ``overwrite`` is not set.
+    """
+    s = settings
+    student = None if s.refinement == "static" else student
+    round_dir = progress.round_dir(s.output_dir, server_round)
+    if round_dir.exists() and not s.overwrite:
+        raise FileExistsError(f"{round_dir} already exists: choose a new output-dir or set overwrite=true")
+    timer, failures = StepTimer(), FailureLog()
+    samples = RoundSamples.draw(s, source)
+
+    with timer("describe"):
+        participants = enroll(transport, s.encode_config(), expected=s.expected_participants,
+                              min_participants=s.min_participants, node_wait_s=s.node_wait_s,
+                              server_round=server_round, failures=failures)
+    with timer("shared subset encode"):
+        pixels = samples.read_shared(source)
+        log.info("[shared] sending %d shared images to %d participants", len(pixels), len(participants))
+        replies = exchange(transport, shared_requests(participants, s.encode_config(), pixels, student, s.target_dim),
+                           server_round=server_round, timeout_s=s.reply_timeout_s, clock=clock)
+        participants, embeddings = accept_shared(participants, replies, pixels, target_dim=s.target_dim,
+                                                 student=student, failures=failures,
+                                                 min_participants=s.min_participants)
+    with timer("uniform value + alignment"):
+        plan = plan_round(embeddings.own, embeddings.student, refinement=s.refinement, merge=s.merge,
+                          reference_score=s.reference_score, seed=s.seed)
+    for p in participants:
+        p.encoder = plan.encoders[p.name]
+    log_plan(plan, participants, student)
+
+    optimize_started = time.perf_counter()
+    shards = samples.split(participants, len(source))
+    with RoundWriter.open(s, participants, plan.alignment, shards, samples.bad, failures, round_dir) as writer:
+        encode_pages(writer, transport, steal=s.page_assignment == "steal", server_round=server_round,
+                     pages_in_flight=s.pages_in_flight, reply_timeout_s=s.reply_timeout_s, clock=clock)
+        timer.seconds["shard encode + align + write"] = time.perf_counter() - optimize_started
+        timer.total()
+        manifest = round_manifest(settings=s, source_spec=source.spec, server_round=server_round,
+                                  round_dir=round_dir, plan=plan, student=student, shared_ids=samples.shared_ids,
+                                  writer=writer, bad=samples.bad, failures=failures, timings=timer.seconds)
+        report = publish(writer, manifest, plan, failures)
+    log.info("CoOpt round %d done: %s", server_round, round_dir)
+    for line in report.splitlines():
+        log.info("  %s", line)
+    return RoundResult(round_dir, round_dir / REPORT_MD, manifest, plan, list(failures.failures))
+
+
+def log_plan(plan: RoundPlan, participants: list[Participant], student: Student | None) -> None:
+    """One line per participant: its score, encoder and alignment; the reference marked."""
+    alignment = plan.alignment
+    if plan.student_value is not None:
+        log.info("  student (%s): uniform value %.4f%s", student[1].get("digest"), plan.student_value,
+                 "  <- reference" if alignment.reference == STUDENT else "")
+    for p in participants:
+        m = alignment.maps[p.name]
+        log.info("  %s: own uniform value %.4f, encodes with %s, residual %.3f (held-out %.3f)%s",
+                 p.name, plan.own_values[p.name], p.encoder, m.fit_residual, m.holdout_residual,
+                 "  <- reference" if p.name == alignment.reference else "")

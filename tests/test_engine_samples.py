@@ -1,0 +1,34 @@
+"""The round's samples (coopt_flower.engine.samples): seeded, S from images that decode, shards."""
+
+import numpy as np
+
+from coopt_flower.config import RunSettings
+from coopt_flower.data import open_source
+from coopt_flower.engine.enrollment import Participant
+from coopt_flower.engine.samples import RoundSamples
+
+
+def settings(tmp_path, **overrides):
+    return RunSettings.from_run_config({"num-samples": 200, "shared-size": 32, "target-dim": 16, "seed": 3,
+                                        "output-dir": str(tmp_path), **overrides})
+
+
+def test_samples_and_shared_subset_are_a_function_of_the_seed(tmp_path):
+    source = open_source("fashion-mnist")
+    a, b = RoundSamples.draw(settings(tmp_path), source), RoundSamples.draw(settings(tmp_path), source)
+    c = RoundSamples.draw(settings(tmp_path, seed=4), source)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.shared_ids, b.shared_ids)
+    assert not np.array_equal(a.ids, c.ids) and np.isin(a.shared_ids, a.ids).all()
+    assert a.read_shared(source).shape == (32, 28, 28, 3)
+
+
+def test_node_local_data_follows_the_source_and_the_rest_is_split_among_the_holders(tmp_path):
+    source = open_source("fashion-mnist")
+    samples = RoundSamples.draw(settings(tmp_path), source)
+    people = [Participant("p0", 0), Participant("p1", 1, local_count=5), Participant("p2", 2)]
+    shards = samples.split(people, len(source))
+    assert people[1].local_base == len(source) and shards.holders == {"p0", "p2"}
+    assert shards.local["p1"].tolist() == list(range(len(source), len(source) + 5))
+    assert len(shards.shards["p1"]) == 0 and len(shards.shards["p0"]) + len(shards.shards["p2"]) == 200
+    assert sorted(np.concatenate([shards.shards["p0"], shards.shards["p2"]]).tolist()) == samples.ids.tolist()
+    assert len(shards.all_ids) == 205
