@@ -16,8 +16,8 @@ of matrix products, so probes take well under a second on a CPU.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ class ProbeResult:
         Train accuracy after the last epoch (how well the probe fits; computed
         once, since per-epoch train passes cost as much as the test passes).
     epochs, seed : int
+    other_accuracy : dict
+        The same probe's accuracy on each further evaluation set (``also_evaluate``), mean
+        of the last ``last_k`` epochs: e.g. a validation split that choices are made on,
+        read by the very classifier whose test accuracy is reported.
     """
 
     accuracy: float
@@ -60,6 +64,7 @@ class ProbeResult:
     train_accuracy: float = float("nan")
     epochs: int = 0
     seed: int = 0
+    other_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -166,6 +171,7 @@ def linear_probe(
     device: str | torch.device = "cpu",
     num_threads: Optional[int] = 1,
     min_steps: int = 3000,
+    also_evaluate: Optional[Mapping[str, tuple[Any, Any]]] = None,
 ) -> ProbeResult:
     """Train ``nn.Linear`` on frozen features with Adam and report test accuracy.
 
@@ -194,6 +200,11 @@ def linear_probe(
     device : str or torch.device
     min_steps : int
         Minimum number of optimizer steps when ``epochs`` is None.
+    also_evaluate : mapping, optional
+        ``name -> (features, labels)`` of further evaluation sets (a validation split):
+        the same classifier is evaluated on each after every epoch, and
+        ``ProbeResult.other_accuracy[name]`` holds its mean over the last ``last_k``. Its
+        training (and so the test accuracy) is the same with or without them.
     num_threads : int or None
         CPU threads for the probe (restored afterwards); None keeps torch's
         setting. The probe's matrices are small (N x d times d x classes), and
@@ -212,12 +223,12 @@ def linear_probe(
             return _linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=epochs,
                                  lr=lr, seed=seed, batch_size=batch_size,
                                  num_classes=num_classes, last_k=last_k, device=device,
-                                 min_steps=min_steps)
+                                 min_steps=min_steps, also_evaluate=also_evaluate)
         finally:
             torch.set_num_threads(previous)
     return _linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=epochs,
                          lr=lr, seed=seed, batch_size=batch_size, num_classes=num_classes,
-                         last_k=last_k, device=device, min_steps=min_steps)
+                         last_k=last_k, device=device, min_steps=min_steps, also_evaluate=also_evaluate)
 
 
 def _linear_probe(
@@ -234,6 +245,7 @@ def _linear_probe(
     last_k: int,
     device: torch.device,
     min_steps: int,
+    also_evaluate: Optional[Mapping[str, tuple[Any, Any]]] = None,
 ) -> ProbeResult:
     xtr = _as_float_matrix(train_feats)
     xte = _as_float_matrix(test_feats)
@@ -256,6 +268,12 @@ def _linear_probe(
     xtr = ((xtr - mu) / sd).to(device)
     xte = ((xte - mu) / sd).to(device)
     ytr, yte = ytr.to(device), yte.to(device)
+    others = {name: (((_as_float_matrix(f) - mu) / sd).to(device), _as_labels(y).to(device))
+              for name, (f, y) in (also_evaluate or {}).items()}
+    for name, (xo, yo) in others.items():
+        if len(xo) != len(yo) or xo.shape[1] != xtr.shape[1]:
+            raise ValueError(f"evaluation set {name!r}: {len(xo)} features of {xo.shape[1]} dims for "
+                             f"{len(yo)} labels; the train features have {xtr.shape[1]} dims")
 
     gen = torch.Generator().manual_seed(int(seed))
     clf = nn.Linear(xtr.shape[1], num_classes)
@@ -267,6 +285,7 @@ def _linear_probe(
     clf = clf.to(device)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     test_accs: list[float] = []
+    other_accs: dict[str, list[float]] = {name: [] for name in others}
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, bs):
@@ -277,12 +296,15 @@ def _linear_probe(
             opt.step()
         with torch.no_grad():
             test_accs.append(float((clf(xte).argmax(1) == yte).float().mean()))
+            for name, (xo, yo) in others.items():
+                other_accs[name].append(float((clf(xo).argmax(1) == yo).float().mean()))
     with torch.no_grad():
         train_acc = float((clf(xtr).argmax(1) == ytr).float().mean())
     k = max(1, min(last_k, epochs))
     return ProbeResult(
         accuracy=float(np.mean(test_accs[-k:])), test_accuracies=test_accs,
         train_accuracy=train_acc, epochs=epochs, seed=int(seed),
+        other_accuracy={name: float(np.mean(accs[-k:])) for name, accs in other_accs.items()},
     )
 
 

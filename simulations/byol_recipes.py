@@ -5,7 +5,10 @@ AdamW every row shares, BYOL falls below its random init on torchvision ResNet-1
 collapses on MobileNetV3-small (benchmark, 10 epochs). This study trains the benchmark's BYOL
 row, unchanged but for the optimizer recipe (:data:`coopt_flower.byol.BYOL_RECIPES`), on the
 benchmark's data, students, augmentations and probe, and tabulates each recipe's probe curve
-against the random-init student of the same seed::
+against the random-init student of the same seed. The recipe is *chosen* on the benchmark's
+validation split (training images outside every reportable seed's sample), never on the test
+set: per student, the recipe whose final full probe on validation is highest among those
+healthy on validation::
 
     python -m simulations.byol_recipes --students small-cnn,torchvision:resnet18 \\
         --recipes shared,lars-cosine --epochs 5 --out simulations/results/byol-recipes
@@ -37,6 +40,17 @@ def healthy(init: dict[str, float], curve: list[float], final: float) -> dict[st
             "peak": peak, "peak_epoch": curve.index(peak) + 1, "final_drop": peak - curve[-1]}
 
 
+def choose(init: dict[str, float], runs: dict[str, dict[str, Any]]) -> str | None:
+    """The recipe chosen on validation: the highest final full validation probe among the
+    recipes whose BYOL beats the random init on validation (None: none is healthy, or the runs
+    were made without a validation split)."""
+    if "full_val_acc" not in init:
+        return None
+    healthy_on_val = {r: run["full_val_probe_acc"] for r, run in runs.items()
+                      if "full_val_probe_acc" in run and run["full_val_probe_acc"] > init["full_val_acc"]}
+    return max(healthy_on_val, key=healthy_on_val.get) if healthy_on_val else None
+
+
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -46,6 +60,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     from simulations.benchmark.config import BYOL, load_config
     from simulations.benchmark.features import log, slug
     from simulations.benchmark.rows import ProbeSet, train_row
+    from simulations.benchmark.validation import check_disjoint, validation_ids
 
     base = load_config(args.config)
     overrides = {k: v for k, v in {"epochs": args.epochs, "num_train": args.num_train,
@@ -56,15 +71,19 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     train, test = open_source(base.data), open_source(base.test_data)
     ids = select_samples(len(train), base.num_train, args.seed)
     test_ids = select_samples(len(test), base.num_test, base.test_seed)
+    val_ids = validation_ids(len(train), base.num_train, base.num_val, base.val_seed)
+    check_disjoint(val_ids, ids, args.seed)
     x_train, y_train = train.images(ids), train.labels(ids)
+    val = dict(x_val=train.images(val_ids), y_val=train.labels(val_ids)) if len(val_ids) else {}
     probes = ProbeSet(x_train, y_train, test.images(test_ids), test.labels(test_ids),
                       base.image_size, base.probe_epochs, base.full_probe_steps, args.seed,
-                      device=base.device, threads=1 if base.threads == 1 else None)
+                      device=base.device, threads=1 if base.threads == 1 else None, **val)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(base, k) for k in ("num_train", "num_test", "epochs", "image_size",
                                              "batch_size", "lr", "weight_decay", "probe_epochs",
-                                             "full_probe_steps", "data", "test_data")}
+                                             "full_probe_steps", "data", "test_data", "num_val",
+                                             "val_seed")}
 
     def stored(name: str, fn) -> dict[str, Any]:
         path = workdir / f"{slug(name)}.json"
@@ -102,7 +121,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             runs[recipe] = run
             log(f"{arch} BYOL {recipe}: full probe {run['full_probe_acc']:.4f} (init "
                 f"{init['full_acc']:.4f}; healthy {run['healthy']}; {time.perf_counter() - t:.0f} s)")
-        students[arch] = {"random_init": init, "recipes": runs}
+        students[arch] = {"random_init": init, "recipes": runs, "chosen_on_validation": choose(init, runs)}
     return {"settings": {**settings, "seed": args.seed}, "students": students,
             "recipes": {r: BYOL_RECIPES[r] for r in args.recipes.split(",")}}
 
@@ -121,17 +140,24 @@ def render(results: dict[str, Any], command: str) -> str:
         "optimizer recipe changes. Healthy: the final full probe beats the random-init "
         "student's. Accuracies in %.", "",
         "| student | random init (full) | recipe | probe per epoch | final (full probe) | peak (epoch) "
-        "| healthy | above init every epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| healthy | above init every epoch | validation: final (init) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arch, one in results["students"].items():
         init = one["random_init"]
         for recipe, run in one["recipes"].items():
             curve = " ".join(f"{100 * a:.1f}" for a in run["probe_acc"])
+            val = (f"{100 * run['full_val_probe_acc']:.1f} ({100 * init['full_val_acc']:.1f})"
+                   if "full_val_probe_acc" in run and "full_val_acc" in init else "-")
+            chosen = " (chosen)" if recipe == one.get("chosen_on_validation") else ""
             lines.append(
-                f"| {arch} | {100 * init['acc']:.1f} ({100 * init['full_acc']:.1f}) | {recipe} | {curve} | {100 * run['full_probe_acc']:.1f} "
+                f"| {arch} | {100 * init['acc']:.1f} ({100 * init['full_acc']:.1f}) | {recipe}{chosen} | {curve} | {100 * run['full_probe_acc']:.1f} "
                 f"| {100 * run['peak']:.1f} ({run['peak_epoch']}) | {'yes' if run['healthy'] else 'no'} "
-                f"| {'yes' if run['above_init_every_epoch'] else 'no'} |")
+                f"| {'yes' if run['above_init_every_epoch'] else 'no'} | {val} |")
+    lines += ["", "Chosen on the validation split (the highest final validation probe among the recipes "
+              "healthy on it; the test columns choose nothing): "
+              + "; ".join(f"{arch}: {one.get('chosen_on_validation') or 'none (no validation run or none healthy)'}"
+                          for arch, one in results["students"].items())]
     lines += ["", "Recipes (`coopt_flower.byol.BYOL_RECIPES`; `lr_per_256` scales linearly to "
               "the batch size):", ""]
     lines += [f"- `{name}`: {json.dumps(r) if r else 'the AdamW every row shares (lr %g, weight decay %g, constant)' % (s['lr'], s['weight_decay'])}"

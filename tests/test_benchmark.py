@@ -82,6 +82,12 @@ def test_tiny_benchmark_end_to_end(tmp_path):
             assert r["train_seconds"] > 0
     floors = {f["name"] for f in summary["floors"]}
     assert floors == {"raw pixels"} | {f"features:{s}" for s in cfg["prototypes"]}
+    # The validation split: disjoint from the seed's training images, read by every probe.
+    seed_results = results["seeds"][str(cfg["seeds"][0])]
+    assert seed_results["validation"]["num_val"] == cfg["num_val"] > 0
+    assert all(0.0 <= f["full_val_acc"] <= 1.0 for f in seed_results["floors"].values())
+    trained = seed_results["runs"][cfg["arch"]]
+    assert len(trained[B.ALIGNED]["val_probe_acc"]) == cfg["epochs"] and "val_acc" in trained[B.RANDOM]
     assert all(math.isfinite(f["acc_mean"]) for f in summary["floors"])
     for arch in (cfg["arch"], cfg["arch2"]):
         assert arch in summary["speedup"] and arch in summary["equal_wall_clock"]
@@ -428,3 +434,30 @@ def test_restored_runs_are_reused_under_equal_settings_only(tmp_path):
         B.restore_runs(dict(results, finished=False), tmp_path / "other")
     with pytest.raises(SystemExit):
         B.parse_args(["--tiny", "--restore-runs", "x.json"])  # without --resume
+
+
+def test_the_validation_split_avoids_every_reportable_seed_and_is_one_set_for_all():
+    from coopt_flower.data import select_samples
+    from simulations.benchmark.validation import RESERVED_SEEDS, check_disjoint, validation_ids
+
+    val = validation_ids(60000, 10000, 2000, 0)
+    assert len(val) == 2000 and np.array_equal(val, validation_ids(60000, 10000, 2000, 0))
+    for seed in RESERVED_SEEDS:
+        check_disjoint(val, select_samples(60000, 10000, seed), seed)
+    assert not np.array_equal(val, validation_ids(60000, 10000, 2000, 1))
+    with pytest.raises(ValueError, match="holds .* validation images"):
+        check_disjoint(val, val[:5], 9)
+    with pytest.raises(ValueError, match="num_val=59000"):
+        validation_ids(60000, 10000, 59000, 0)
+
+
+def test_the_single_prototype_row_is_picked_on_validation_never_on_test():
+    from simulations.benchmark.main import pick_singles
+
+    cfg = B.Config(prototypes=("a", "b"), single_rows="best")
+    floors = {"features:a": {"acc": 0.9, "full_acc": 0.95, "val_acc": 0.7, "full_val_acc": 0.72},
+              "features:b": {"acc": 0.8, "full_acc": 0.85, "val_acc": 0.8, "full_val_acc": 0.81}}
+    assert pick_singles(cfg, floors) == ["b"]  # the test set prefers a
+    with pytest.raises(ValueError, match="needs a validation split"):
+        B.Config(single_rows="best", num_val=0).check_runnable()
+

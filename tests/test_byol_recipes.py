@@ -25,6 +25,7 @@ def test_tiny_study_end_to_end_reuses_stored_runs(tmp_path):
     assert set(runs) == {"shared", "lars-cosine"} and len(runs["lars-cosine"]["probe_acc"]) == 1
     md = (tmp_path / "out" / "byol_recipes.md").read_text()
     assert "| small-cnn |" in md and "lars-cosine" in md and (tmp_path / "out" / "byol_recipes.png").exists()
+    assert "full_val_probe_acc" in runs["shared"] and "Chosen on the validation split" in md
     stored = sorted(p.name for p in (tmp_path / "w").iterdir())
     assert len(stored) == 3  # random init + two recipes
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "w").iterdir()}
@@ -43,3 +44,13 @@ def test_from_runs_tabulates_only_what_is_stored(tmp_path):
     results = json.loads((tmp_path / "out" / "byol_recipes.json").read_text())
     assert list(results["students"]["small-cnn"]["recipes"]) == ["shared"]
     assert len(list((tmp_path / "w").iterdir())) == 2  # sgd-cosine was not trained
+
+
+def test_the_recipe_is_chosen_on_validation_among_the_healthy_ones():
+    init = {"acc": 0.8, "full_acc": 0.8, "val_acc": 0.7, "full_val_acc": 0.7}
+    runs = {"best-on-test": {"full_probe_acc": 0.95, "full_val_probe_acc": 0.71},
+            "best-on-val": {"full_probe_acc": 0.85, "full_val_probe_acc": 0.76},
+            "unhealthy": {"full_probe_acc": 0.99, "full_val_probe_acc": 0.69}}
+    assert S.choose(init, runs) == "best-on-val"
+    assert S.choose(init, {"unhealthy": runs["unhealthy"]}) is None
+    assert S.choose({"acc": 0.8, "full_acc": 0.8}, runs) is None  # runs made without validation

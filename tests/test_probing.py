@@ -107,3 +107,21 @@ def test_probe_backbone_separates_what_its_features_separate():
 
 def test_mean_std():
     assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1))
+
+
+def test_a_validation_set_is_read_by_the_same_probe_without_changing_it():
+    from coopt_flower.probing import linear_probe
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 3
+    def draw(n, seed):
+        r = np.random.default_rng(seed)
+        y = r.integers(0, 3, n)
+        return (centers[y] + r.normal(size=(n, 8))).astype(np.float32), y
+    (xtr, ytr), (xte, yte), (xva, yva) = draw(200, 1), draw(100, 2), draw(100, 3)
+    plain = linear_probe(xtr, ytr, xte, yte, epochs=60, seed=4, batch_size=16)
+    both = linear_probe(xtr, ytr, xte, yte, epochs=60, seed=4, batch_size=16, also_evaluate={"val": (xva, yva)})
+    assert both.test_accuracies == plain.test_accuracies and plain.other_accuracy == {}
+    assert 0.8 < both.other_accuracy["val"] <= 1.0
+    swapped = linear_probe(xtr, ytr, xva, yva, epochs=60, seed=4, batch_size=16)
+    assert both.other_accuracy["val"] == swapped.accuracy  # the very classifier, read on val

@@ -42,6 +42,11 @@ class Config:
 
     num_train: int = 10000
     num_test: int = 10000
+    # Labeled training images outside every reportable seed's sample that every choice is made
+    # on (simulations.benchmark.validation); 0: no validation split (then no choice can be made
+    # fairly, and single_rows must be "all").
+    num_val: int = 2000
+    val_seed: int = 0
     epochs: int = 10
     seeds: tuple[int, ...] = (0, 1, 2)
     prototypes: tuple[str, ...] = DEFAULT_PROTOTYPES
@@ -97,10 +102,18 @@ class Config:
             self.arch2 = ""
         if self.single_rows not in SINGLE_ROWS:
             raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
+
         self.byol_recipes()  # an unknown recipe is refused here
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
         self.archs()  # a student named twice is refused here, not after hours of training
+
+    def check_runnable(self) -> None:
+        """Refuse, before any work, a run that would have to make a choice on the test set
+        (results written before the validation split still read: they are not run again)."""
+        if self.single_rows == "best" and self.num_val <= 0:
+            raise ValueError("single_rows: best picks a prototype, which needs a validation split "
+                             "(num_val > 0): the test set makes no choices")
 
     def archs(self) -> list[str]:
         """The students this config trains: ``arch``, then each of ``arch2`` (comma-separated)."""

@@ -24,6 +24,7 @@ from simulations.benchmark.plots import plot
 from simulations.benchmark.report import render_markdown
 from simulations.benchmark.rows import ProbeSet, train_row
 from simulations.benchmark.summary import summarize
+from simulations.benchmark.validation import check_disjoint, validation_ids
 from simulations.study_args import add_key_overrides, reproducing_command
 
 # Options that override one key of the config file (flag name = key with dashes).
@@ -178,9 +179,11 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
 
 @dataclass
 class _Data:
-    """The images every seed draws from: the training source, each seed's sample, the test set.
+    """The images every seed draws from: the training source, each seed's sample, the test set
+    and the validation split.
 
-    ``union`` is every training image some seed uses, sorted (the prototypes encode it once).
+    ``union`` is every training image some seed uses, the validation images included, sorted
+    (the prototypes encode it once).
     """
 
     train: Any
@@ -190,6 +193,9 @@ class _Data:
     test_ids: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    val_ids: np.ndarray      # the validation split: training images outside every seed's sample
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 @dataclass
@@ -246,12 +252,19 @@ def _write_report(cfg: Config, results: dict[str, Any], summary: dict[str, Any],
 
 
 def _open_data(cfg: Config) -> _Data:
-    """The training source, every seed's sample of it and the fixed test set."""
+    """The training source, every seed's sample of it, the validation split and the fixed
+    test set."""
     train, test = open_source(cfg.data), open_source(cfg.test_data)
     sample_ids = {s: select_samples(len(train), cfg.num_train, s) for s in cfg.seeds}
+    val_ids = validation_ids(len(train), cfg.num_train, cfg.num_val, cfg.val_seed)
+    for seed, ids in sample_ids.items():
+        check_disjoint(val_ids, ids, seed)
     test_ids = select_samples(len(test), cfg.num_test, cfg.test_seed)
-    union = np.unique(np.concatenate(list(sample_ids.values())))
-    return _Data(train, sample_ids, union, test, test_ids, test.images(test_ids), test.labels(test_ids))
+    union = np.unique(np.concatenate([*sample_ids.values(), val_ids]))
+    x_val = train.images(val_ids) if len(val_ids) else np.empty((0,), np.uint8)
+    y_val = train.labels(val_ids) if len(val_ids) else np.empty(0, np.int64)
+    return _Data(train, sample_ids, union, test, test_ids, test.images(test_ids), test.labels(test_ids),
+                 val_ids, x_val, y_val)
 
 
 def _encode_prototypes(cfg: Config, cache_dir: Path, data: _Data) -> _Encoded:
@@ -289,6 +302,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     them as not run, and a target that needs one is not run either.
     """
     t_start = time.perf_counter()
+    cfg.check_runnable()
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -315,14 +329,17 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
 
 
 def _probe_floors(probes: ProbeSet, x_train: np.ndarray, x_test: np.ndarray,
-                  feats: dict[str, np.ndarray], test_feats: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """The floors: raw pixels and each prototype's own features, probed directly."""
+                  feats: dict[str, np.ndarray], test_feats: dict[str, np.ndarray],
+                  val_feats: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The floors: raw pixels and each prototype's own features, probed directly (on the
+    test set, and on the validation split where there is one)."""
     floors = {}
     # Gray pixels (the three RGB channels of Fashion-MNIST are copies).
-    r = probes.probe(x_train[..., 0], x_test[..., 0], full=True)
+    val_pixels = probes.x_val[..., 0] if probes.has_validation else None
+    r = probes.probe(x_train[..., 0], x_test[..., 0], full=True, f_val=val_pixels)
     floors["raw pixels"] = dict(r, dim=int(np.prod(x_train.shape[1:3])))
     for spec, train_feats in feats.items():
-        r = probes.probe(train_feats, test_feats[spec], full=True)
+        r = probes.probe(train_feats, test_feats[spec], full=True, f_val=val_feats.get(spec))
         floors[f"features:{spec}"] = dict(r, dim=int(train_feats.shape[1]))
     log(f"  floors: " + ", ".join(f"{k} {v['acc']:.4f}/{v['full_acc']:.4f}"
                                  for k, v in floors.items()))
@@ -336,16 +353,19 @@ def _run_seed(invocation: _Invocation, data: _Data, encoded: _Encoded, seed: int
     ids = data.sample_ids[seed]
     rows = np.searchsorted(data.union, ids)
     feats = {spec: encoded.train[spec][rows] for spec in cfg.prototypes}
+    val_feats = {spec: encoded.train[spec][np.searchsorted(data.union, data.val_ids)] for spec in cfg.prototypes} \
+        if len(data.val_ids) else {}
     x_train, y_train = data.train.images(ids), data.train.labels(ids)
     probes = ProbeSet(x_train, y_train, data.x_test, data.y_test, cfg.image_size, cfg.probe_epochs,
                       cfg.full_probe_steps, seed, device=cfg.device,
-                      threads=1 if cfg.threads == 1 else None)
+                      threads=1 if cfg.threads == 1 else None,
+                      x_val=data.x_val if len(data.val_ids) else None, y_val=data.y_val if len(data.val_ids) else None)
 
-    floors = _probe_floors(probes, x_train, data.x_test, feats, encoded.test)
+    floors = _probe_floors(probes, x_train, data.x_test, feats, encoded.test, val_feats)
     singles = pick_singles(cfg, floors)
     if cfg.single_rows == "best":
-        log(f"  single-prototype row: only {singles[0]} (its own features probe highest: "
-            f"full probe {floors['features:' + singles[0]]['full_acc']:.4f})")
+        log(f"  single-prototype row: only {singles[0]} (its own features probe highest on the "
+            f"validation split: full probe {floors['features:' + singles[0]]['full_val_acc']:.4f})")
 
     log(f"seed {seed}: building datasets ({len(ids)} samples, {len(cfg.prototypes)} "
         f"participants, |S| = {cfg.shared_size})")
@@ -357,6 +377,8 @@ def _run_seed(invocation: _Invocation, data: _Data, encoded: _Encoded, seed: int
     seed_runs: dict[str, dict[str, Any]] = {}
     invocation.results["seeds"][str(seed)] = {
         "floors": floors, "runs": seed_runs, "alignment": built["alignment"],
+        "validation": {"num_val": int(len(data.val_ids)), "val_seed": cfg.val_seed,
+                       "disjoint_from_train": True},
         "encoding": built["encoding"], "num_train": int(len(ids)),
         "single_rows": {"mode": cfg.single_rows, "prototypes": list(singles),
                         "picked_by": SINGLE_PICK_RULE if cfg.single_rows == "best" else "all"},
@@ -394,16 +416,17 @@ def _train_student(invocation: _Invocation, datasets: dict[str, Any], seed: int,
         invocation.write_outputs(final=False)  # a cut run still leaves a report of what finished
 
 
-SINGLE_PICK_RULE = ("the prototype whose own features probe highest on the labeled probe "
-                    "(floors: full probe, ties broken by the per-epoch probe)")
+SINGLE_PICK_RULE = ("the prototype whose own features probe highest on the validation split "
+                    "(floors: full probe, ties broken by the per-epoch probe; the test set is not read)")
 
 
 def pick_singles(cfg: Config, floors: dict[str, dict[str, float]]) -> list[str]:
-    """The prototypes that get a single-prototype row: all, or the best by the floors."""
+    """The prototypes that get a single-prototype row: all, or the best by the floors'
+    validation probes (never their test accuracy)."""
     if cfg.single_rows == "all":
         return list(cfg.prototypes)
-    return [max(cfg.prototypes, key=lambda s: (floors[f"features:{s}"]["full_acc"],
-                                               floors[f"features:{s}"]["acc"]))]
+    return [max(cfg.prototypes, key=lambda s: (floors[f"features:{s}"]["full_val_acc"],
+                                               floors[f"features:{s}"]["val_acc"]))]
 
 
 def _exclude_rows(results: dict[str, Any], rows: Sequence[str]) -> None:

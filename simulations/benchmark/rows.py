@@ -16,6 +16,10 @@ from simulations.benchmark.features import log
 
 @dataclass
 class ProbeSet:
+    """The labeled images a student is probed on: its training images (the probe trains on
+    their features), the test set (reported) and, when there is one, the validation split
+    (every choice is made on it: the same classifier, read on other images)."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -26,24 +30,39 @@ class ProbeSet:
     seed: int
     device: str = "cpu"
     threads: Optional[int] = 1  # CPU threads of the linear probe (None: torch's setting)
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
 
-    def features(self, backbone) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None and len(self.x_val) > 0
+
+    def features(self, backbone) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         backbone = backbone.to(self.device)
         kw = dict(image_size=self.image_size, device=self.device)
-        return extract_features(backbone, self.x_train, **kw), extract_features(backbone, self.x_test, **kw)
+        val = extract_features(backbone, self.x_val, **kw) if self.has_validation else None
+        return extract_features(backbone, self.x_train, **kw), extract_features(backbone, self.x_test, **kw), val
 
-    def probe(self, f_train, f_test, full: bool = False) -> dict[str, float]:
+    def probe(self, f_train, f_test, full: bool = False, f_val=None) -> dict[str, float]:
+        """``acc`` (the per-epoch probe) and, with ``full``, ``full_acc`` on the test set; with
+        validation features, ``val_acc`` / ``full_val_acc`` of the same classifiers."""
         kw = dict(seed=self.seed, device=self.device, num_threads=self.threads)
-        out = {"acc": linear_probe(f_train, self.y_train, f_test, self.y_test,
-                                   epochs=self.probe_epochs, **kw).accuracy}
+        val = {"val": (f_val, self.y_val)} if f_val is not None else None
+        short = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=self.probe_epochs,
+                             also_evaluate=val, **kw)
+        out = {"acc": short.accuracy, **({"val_acc": short.other_accuracy["val"]} if val else {})}
         if full:
-            out["full_acc"] = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=None,
-                                           min_steps=self.full_probe_steps, **kw).accuracy
+            long = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=None,
+                                min_steps=self.full_probe_steps, also_evaluate=val, **kw)
+            out["full_acc"] = long.accuracy
+            if val:
+                out["full_val_acc"] = long.other_accuracy["val"]
         return out
 
     def probe_backbone(self, backbone, full: bool = False) -> dict[str, float]:
         t = time.perf_counter()
-        out = self.probe(*self.features(backbone), full=full)
+        f_train, f_test, f_val = self.features(backbone)
+        out = self.probe(f_train, f_test, full=full, f_val=f_val)
         out["probe_seconds"] = time.perf_counter() - t
         return out
 
@@ -92,5 +111,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
             "losses": [float(v) for v in result.losses],
             "probe_acc": [c["acc"] for c in curve],
             "full_probe_acc": curve[-1]["full_acc"],
+            **({"val_probe_acc": [c["val_acc"] for c in curve],
+                "full_val_probe_acc": curve[-1]["full_val_acc"]} if probes.has_validation else {}),
             "probe_seconds": [c["probe_seconds"] for c in curve],
             "wall_seconds": wall}
