@@ -107,8 +107,9 @@ class TrainConfig:
         Start from the architecture's pretrained weights (``timm:``/``torchvision:`` names).
     arch_kwargs : dict
         More keyword arguments for :func:`create_student` (e.g. ``widths`` of small-cnn).
-    augment : TrainAugment, optional
-        Defaults to ``TrainAugment(image_size)``.
+    augment : TrainAugment or ByolViews, optional
+        Defaults to ``TrainAugment(image_size)``, every method's augmentation;
+        :class:`coopt_flower.byol_views.ByolViews` is BYOL's own pair of views.
     checkpoint_dir : path, optional
         Directory for ``last.pt`` (every epoch, atomic) and ``loss_curve.json``.
     resume : bool
@@ -138,7 +139,7 @@ class TrainConfig:
     channels_last: bool = True
     pretrained: bool = False
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    augment: Optional[TrainAugment] = None
+    augment: Optional[Any] = None  # TrainAugment, or anything with per_view (ByolViews)
     checkpoint_dir: Optional[str | os.PathLike] = None
     resume: bool = False
     progress: bool = True
@@ -311,11 +312,16 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
 
 def _view_maker(augment: TrainAugment, device: torch.device, channels_last: bool,
                 generator: torch.Generator) -> Views:
+    # An augmentation may make each view its own way (BYOL's asymmetric views: ``per_view``).
+    per_view = getattr(augment, "per_view", None) or (augment,) * VIEWS
+    if len(per_view) != VIEWS:
+        raise ValueError(f"{augment!r} makes {len(per_view)} views; every method trains on {VIEWS}")
+
     def views(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
         # All views go through the student as one batch: one forward/backward instead
         # of one per view, and BatchNorm sees every view.
-        out = torch.cat([augment(images, generator=generator) for _ in range(VIEWS)])
+        out = torch.cat([view(images, generator=generator) for view in per_view])
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     return views
@@ -331,6 +337,8 @@ def _run_record(config: TrainConfig, recipe: Recipe, image_size: int,
         **recipe.settings,
         "mean": list(getattr(augment, "mean", IMAGENET_MEAN)),
         "std": list(getattr(augment, "std", IMAGENET_STD)),
+        # Only views of their own are recorded, so the records of every other run read as before.
+        **({"views_augment": repr(augment)} if getattr(augment, "per_view", None) else {}),
     }
 
 

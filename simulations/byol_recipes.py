@@ -83,7 +83,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: getattr(base, k) for k in ("num_train", "num_test", "epochs", "image_size",
                                              "batch_size", "lr", "weight_decay", "probe_epochs",
                                              "full_probe_steps", "data", "test_data", "num_val",
-                                             "val_seed")}
+                                             "val_seed", "byol_views")}
 
     def stored(name: str, fn) -> dict[str, Any]:
         path = workdir / f"{slug(name)}.json"

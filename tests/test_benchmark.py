@@ -342,20 +342,27 @@ def test_runs_of_separate_invocations_merge_into_one_report(tmp_path):
 
 
 def test_a_byol_recipe_retrains_only_the_byol_rows_of_its_students():
-    shared = B.Config(byol_recipe="shared")
+    shared = B.Config(byol_recipe="shared", byol_views="shared")
     rows_key, byol_key = B.run_keys(shared)
     assert rows_key == byol_key and "byol_recipe" not in rows_key  # runs stored before the key
-    lars = B.Config(byol_recipe="lars-cosine")
+    # BYOL's own views change only BYOL's key, as a recipe does.
+    own = B.Config(byol_recipe="shared", byol_views="byol")
+    assert B.run_keys(own)[0] == rows_key and '"byol_views": "byol"' in B.run_keys(own)[1]
+    per = B.Config(byol_views="byol,vit-tiny-4x4=byol-noblur")
+    assert per.byol_views_for("vit-tiny-4x4") == "byol-noblur" and per.byol_views_for("small-cnn") == "byol"
+    with pytest.raises(ValueError, match="unknown views 'simclr'"):
+        B.Config(byol_views="simclr")
+    lars = B.Config(byol_recipe="lars-cosine", byol_views="shared")
     assert B.run_keys(lars)[0] == rows_key and B.run_keys(B.Config())[0] == rows_key  # CoOpt, supervised, single rows: reused
     assert B.run_keys(lars)[1] != byol_key and '"byol_recipe": "lars-cosine"' in B.run_keys(lars)[1]
-    assert B.run_keys(B.Config(byol_recipe="lars-cosine", seeds=(4,)))[1] == B.run_keys(lars)[1]
+    assert B.run_keys(B.Config(byol_recipe="lars-cosine", byol_views="shared", seeds=(4,)))[1] == B.run_keys(lars)[1]
     # Per student: only that student's BYOL key changes.
-    mixed = B.Config(byol_recipe="shared, torchvision:resnet18=sgd-cosine")
+    mixed = B.Config(byol_recipe="shared, torchvision:resnet18=sgd-cosine", byol_views="shared")
     assert mixed.byol_recipe_for("torchvision:resnet18") == "sgd-cosine"
     assert mixed.byol_recipe_for("small-cnn") == mixed.byol_recipe_for("vit-tiny-4x4") == "shared"
     assert B.run_keys(mixed, "small-cnn") == (rows_key, rows_key)
     assert B.run_keys(mixed, "torchvision:resnet18")[1] == B.run_keys(
-        B.Config(byol_recipe="sgd-cosine"), "torchvision:resnet18")[1] != rows_key
+        B.Config(byol_recipe="sgd-cosine", byol_views="shared"), "torchvision:resnet18")[1] != rows_key
     assert B.Config(byol_recipe="vit-tiny-4x4=adamw-cosine").byol_recipe_for("small-cnn") == "shared"
     with pytest.raises(ValueError, match="unknown recipe 'lars' .*lars-cosine"):
         B.Config(byol_recipe="lars")

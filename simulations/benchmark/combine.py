@@ -22,7 +22,7 @@ from typing import Any
 COMBINABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
 
 # Keys added after results files were first written, with the value such a file implies.
-LATER_KEYS = {"byol_recipe": "shared", "num_val": 0, "val_seed": 0}
+LATER_KEYS = {"byol_recipe": "shared", "num_val": 0, "val_seed": 0, "byol_views": "shared"}
 
 
 def results_config(config: dict[str, Any], *, where: str = "config"):

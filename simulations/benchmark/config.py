@@ -87,6 +87,11 @@ class Config:
     # decay for the ViT.
     byol_recipe: str = ("shared,torchvision:resnet18=sgd-cosine-lightly,"
                         "torchvision:mobilenet_v3_small=sgd-cosine,vit-tiny-4x4=adamw-cosine")
+    # The BYOL rows' views (coopt_flower.byol_views.BYOL_VIEWS): "byol" is BYOL's own pair of
+    # asymmetric views (the paper's, blur scaled to the image size), "byol-noblur" lightly's
+    # CIFAR variant, "shared" the augmentation every method shares. One name, or per student
+    # as byol_recipe ("byol,vit-tiny-4x4=byol-noblur").
+    byol_views: str = "byol"
     probe_epochs: int = 100
     full_probe_steps: int = 3000
     encode_batch_size: int = 128
@@ -104,6 +109,7 @@ class Config:
             raise ValueError(f"single_rows must be one of {', '.join(SINGLE_ROWS)}, got {self.single_rows!r}")
 
         self.byol_recipes()  # an unknown recipe is refused here
+        self.byol_views_for(self.arch)  # and unknown views
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
         self.archs()  # a student named twice is refused here, not after hours of training
@@ -128,23 +134,19 @@ class Config:
         """``byol_recipe`` parsed: ``{student: recipe}``, the default under ``""``."""
         from coopt_flower.byol import BYOL_RECIPES
 
-        out: dict[str, str] = {}
-        for entry in [e.strip() for e in str(self.byol_recipe).split(",") if e.strip()]:
-            student, _, recipe = entry.rpartition("=")
-            student, recipe = student.strip(), recipe.strip()
-            if recipe not in BYOL_RECIPES:
-                raise ValueError(f"byol_recipe: unknown recipe {recipe!r} in {entry!r}; "
-                                 f"recipes: {', '.join(BYOL_RECIPES)}")
-            if student in out:
-                raise ValueError(f"byol_recipe names {student or 'the default'} twice")
-            out[student] = recipe
-        out.setdefault("", "shared")
-        return out
+        return per_student("byol_recipe", self.byol_recipe, BYOL_RECIPES, "recipe", "recipes")
 
     def byol_recipe_for(self, arch: str) -> str:
         """The optimizer recipe of ``arch``'s BYOL rows."""
         recipes = self.byol_recipes()
         return recipes.get(arch, recipes[""])
+
+    def byol_views_for(self, arch: str) -> str:
+        """The views of ``arch``'s BYOL rows (:data:`coopt_flower.byol_views.BYOL_VIEWS`)."""
+        from coopt_flower.byol_views import BYOL_VIEWS
+
+        views = per_student("byol_views", self.byol_views, BYOL_VIEWS, "views", "known")
+        return views.get(arch, views[""])
 
     def arch_rows(self, arch: str, singles: Sequence[str]) -> list[str]:
         """The training rows of one student, most important first (a cut run keeps those).
@@ -171,6 +173,22 @@ class Config:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def per_student(key: str, text: str, known, what: str = "value", plural: str = "values") -> dict[str, str]:
+    """A per-student setting parsed: ``"a,student=b"`` -> ``{"": "a", "student": "b"}`` (the
+    bare name is the default of the students not listed; "shared" when there is none)."""
+    out: dict[str, str] = {}
+    for entry in [e.strip() for e in str(text).split(",") if e.strip()]:
+        student, _, value = entry.rpartition("=")
+        student, value = student.strip(), value.strip()
+        if value not in known:
+            raise ValueError(f"{key}: unknown {what} {value!r} in {entry!r}; {plural}: {', '.join(known)}")
+        if student in out:
+            raise ValueError(f"{key} names {student or 'the default'} twice")
+        out[student] = value
+    out.setdefault("", "shared")
+    return out
 
 
 def load_config(path: str | Path) -> Config:

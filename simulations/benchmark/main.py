@@ -38,7 +38,7 @@ OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim"
 RUN_KEY_IGNORES = COMBINABLE_KEYS
 
 # Config keys that change only the BYOL rows' training runs.
-BYOL_ONLY_KEYS = ("byol_recipe",)
+BYOL_ONLY_KEYS = ("byol_recipe", "byol_views")
 
 
 def _bool(text: str) -> bool:
@@ -134,14 +134,14 @@ def run_keys(cfg: Config, arch: str = "") -> tuple[str, str]:
     student is reused by the full run later). BYOL's optimizer recipe is left out of every
     other row's key, and BYOL's key has only the recipe of its own student, so changing one
     student's BYOL recipe retrains that student's BYOL rows and reuses the rest; the default
-    recipe is left out of BYOL's key too (runs stored before the key existed used it).
+    recipe is left out of BYOL's key too (runs stored before the key existed used it); the
+    same for BYOL's views (``byol_views``).
     """
     values = {k: v for k, v in asdict(cfg).items() if k not in RUN_KEY_IGNORES + BYOL_ONLY_KEYS}
     rows_key = json.dumps(values, sort_keys=True)
-    recipe = cfg.byol_recipe_for(arch or cfg.arch)
-    if recipe == "shared":
-        return rows_key, rows_key
-    return rows_key, json.dumps({**values, "byol_recipe": recipe}, sort_keys=True)
+    byol = {"byol_recipe": cfg.byol_recipe_for(arch or cfg.arch), "byol_views": cfg.byol_views_for(arch or cfg.arch)}
+    byol = {k: v for k, v in byol.items() if v != "shared"}  # runs stored before the keys read as before
+    return rows_key, json.dumps({**values, **byol}, sort_keys=True) if byol else rows_key
 
 
 def run_name(seed: int | str, arch: str, row: str, epochs: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -9,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from coopt_flower.byol_views import ByolViews
 from coopt_flower.probing import extract_features, linear_probe
 from simulations.benchmark.config import BYOL, BYOL_LONG, SUPERVISED, Config
 from simulations.benchmark.features import log
@@ -101,8 +103,11 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
     if row == SUPERVISED:
         result = train_supervised(x_train, y_train, config, on_epoch_end=on_epoch_end)
     elif row in (BYOL, BYOL_LONG):
-        result = train_byol(x_train, byol_train_config(config, cfg.byol_recipe_for(arch)),
-                            on_epoch_end=on_epoch_end)
+        byol_config = byol_train_config(config, cfg.byol_recipe_for(arch))
+        views = ByolViews.named(cfg.byol_views_for(arch), cfg.image_size)
+        if views is not None:  # BYOL's own views, not the augmentation every method shares
+            byol_config = dataclasses.replace(byol_config, augment=views)
+        result = train_byol(x_train, byol_config, on_epoch_end=on_epoch_end)
     else:
         result = train_on_optimized(dataset, config, on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - t
