@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
@@ -65,7 +65,8 @@ VIEWS = 2
 PROGRESS_EVERY = 20
 
 EpochCallback = Callable[[int, nn.Module], Any]
-"""``on_epoch_end(epoch, backbone)``, epoch counted from 1; its return values are collected."""
+"""``on_epoch_end(epoch, backbone)``, epoch counted from 1; its return values are collected
+(a mapping with ``stop: True`` ends training after that epoch)."""
 
 Views = Callable[[torch.Tensor], torch.Tensor]
 """``views(images)``: uint8 ``(B, C, H, W)`` -> the :data:`VIEWS` augmented views on the
@@ -387,7 +388,9 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     on_epoch_end : callable, optional
         ``on_epoch_end(epoch, backbone)`` after every epoch (e.g. a linear probe);
         its return values are collected in ``FitResult.epoch_metrics``. The model's
-        train/eval mode is restored afterwards.
+        train/eval mode is restored afterwards. A returned mapping with ``stop: True``
+        ends training after that epoch, checkpoint written (early stopping, e.g. on a
+        validation plateau); ``why`` is logged.
 
     Returns
     -------
@@ -478,6 +481,10 @@ def fit(recipe: Recipe, config: TrainConfig, *,
                             optimizer=optimizer, losses=losses, epoch_times=times,
                             extra_state=recipe.extra_state)
             write_loss_curve(curve_path, losses, times, record)
+        if isinstance(metrics[-1], Mapping) and metrics[-1].get("stop"):
+            logger.info("%s: stopped after epoch %d of %d (%s)", recipe.method, epoch + 1, epochs,
+                        metrics[-1].get("why", "asked by on_epoch_end"))
+            break
     model.eval()
     return FitResult(model=model, config=record, losses=losses, epoch_times=times,
                      epoch_metrics=metrics, checkpoint_path=ckpt_path, loss_curve_path=curve_path)

@@ -68,13 +68,17 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     expected |= {(B.SINGLE + spec, cfg["arch"]) for spec in cfg["prototypes"]}
     assert cfg["byol_long_epochs"] > cfg["epochs"]
     expected.add((B.BYOL_LONG, cfg["arch"]))
+    expected |= {(B.BYOL_CONVERGED, cfg["arch"]), (B.BYOL_CONVERGED, cfg["arch2"])}
     got = {(r["row"], r["arch"]) for r in summary["rows"]}
     assert got == expected
     for r in summary["rows"]:
         for key in ("acc_mean", "acc_std", "full_acc_mean", "full_acc_std", "train_seconds"):
             assert math.isfinite(r[key]), (r["row"], key)
         assert 0.0 <= r["acc_mean"] <= 1.0
-        if r["row"] != B.RANDOM:
+        if r["row"] == B.BYOL_CONVERGED:  # stops on the validation plateau, at most its budget
+            assert 1 <= r["epochs"] <= cfg["byol_converged_epochs"]
+            assert len(r["curve_acc_mean"]) == r["epochs"] + 1
+        elif r["row"] != B.RANDOM:
             epochs = cfg["byol_long_epochs"] if r["row"] == B.BYOL_LONG else cfg["epochs"]
             assert r["epochs"] == epochs
             assert len(r["curve_acc_mean"]) == len(r["curve_cpu_seconds"]) == epochs + 1
@@ -262,7 +266,9 @@ def test_no_benchmark_step_ignores_the_device(tmp_path):
 def test_arch2_is_a_list_of_further_students():
     cfg = B.Config(arch2="torchvision:resnet18, vit-tiny-4x4")
     assert cfg.archs() == ["small-cnn", "torchvision:resnet18", "vit-tiny-4x4"]
-    assert cfg.arch_rows("vit-tiny-4x4", ["p1"]) == [B.ALIGNED, B.BYOL]
+    assert cfg.arch_rows("vit-tiny-4x4", ["p1"]) == [B.ALIGNED, B.BYOL, B.BYOL_CONVERGED]
+    assert cfg.arch_rows("vit-tiny-4x4", ["p1"], seed=1) == [B.ALIGNED, B.BYOL]  # converged: seed 0 only
+    assert B.Config(byol_converged_epochs=0).arch_rows("small-cnn", [])[-2:] == [B.PROCRUSTES, B.CCA]
     assert B.Config(arch2="none").archs() == B.Config(arch2="").archs() == ["small-cnn"]
     with pytest.raises(ValueError, match="twice.*small-cnn"):
         B.Config(arch2="small-cnn")
@@ -468,3 +474,46 @@ def test_the_single_prototype_row_is_picked_on_validation_never_on_test():
     with pytest.raises(ValueError, match="needs a validation split"):
         B.Config(single_rows="best", num_val=0).check_runnable()
 
+
+
+def test_a_plateau_is_the_best_of_the_window_not_beating_the_best_before_it():
+    from simulations.benchmark.rows import Plateau
+
+    plateau = Plateau(window=3, min_gain=0.01)
+    assert not plateau.reached([0.5, 0.6, 0.7])  # not enough epochs to judge
+    assert not plateau.reached([0.5, 0.6, 0.7, 0.72, 0.73, 0.74])  # still gaining
+    assert plateau.reached([0.5, 0.6, 0.7, 0.705, 0.69, 0.70])  # 0.5 points over 3 epochs
+
+
+def test_a_resumable_row_killed_mid_run_continues_to_the_same_curve(tmp_path, monkeypatch):
+    """The converged row's parts: killed after epoch 1, run again, it trains epochs 2-3 only
+    and ends with the curve an uninterrupted run gives."""
+    import dataclasses
+
+    from coopt_flower.data import open_source
+    from simulations.benchmark.rows import ProbeSet, train_row
+
+    cfg = dataclasses.replace(B.load_config(B.config.TINY_CONFIG), epochs=3)
+    source = open_source("fashion-mnist")
+    x, y = source.images(np.arange(64)), source.labels(np.arange(64))
+    probes = ProbeSet(x, y, x[:32], y[:32], 16, 5, 20, 0, x_val=x[32:], y_val=y[32:])
+    whole = train_row(B.SUPERVISED, "small-cnn", cfg, 0, probes, x, y, epochs=3)
+
+    real = ProbeSet.probe
+    calls = []
+
+    def dies_in_epoch_two(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ProbeSet, "probe", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_row(B.SUPERVISED, "small-cnn", cfg, 0, probes, x, y, epochs=3, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.setattr(ProbeSet, "probe", real)
+    resumed = train_row(B.SUPERVISED, "small-cnn", cfg, 0, probes, x, y, epochs=3, checkpoint_dir=tmp_path / "ck")
+    assert resumed["probe_acc"] == whole["probe_acc"] and resumed["val_probe_acc"] == whole["val_probe_acc"]
+    assert resumed["losses"] == whole["losses"] and len(resumed["epoch_cpu_times"]) == 3
+    again = train_row(B.SUPERVISED, "small-cnn", cfg, 0, probes, x, y, epochs=3, checkpoint_dir=tmp_path / "ck")
+    assert again["probe_acc"] == whole["probe_acc"]  # finished: loaded, nothing trained

@@ -1,5 +1,6 @@
 """The shared training loop: its settings, a scheduled run's record and an exact resume."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +59,24 @@ def test_the_default_adamw_record_is_what_it_was_before_the_optimizer_settings(t
                                                  arch_kwargs={"widths": (8, 16)}))
     record = load_checkpoint(tmp_path)["config"]
     assert not {"optimizer", "momentum", "lr_schedule", "warmup_epochs"} & set(record)
+
+
+def test_on_epoch_end_can_stop_training_after_an_epoch(tmp_path):
+    from coopt_flower.student_training import train_supervised
+    from coopt_flower.training_loop import TrainConfig
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    y = np.arange(16) % 2
+    seen = []
+
+    def stop_at_two(epoch, backbone):
+        seen.append(epoch)
+        return {"stop": epoch == 2, "why": "a test"}
+
+    result = train_supervised(x, y, TrainConfig(arch="small-cnn", image_size=16, epochs=5, batch_size=8,
+                                                checkpoint_dir=tmp_path, progress=False),
+                              on_epoch_end=stop_at_two)
+    assert seen == [1, 2] and len(result.losses) == 2
+    from coopt_flower.checkpoints import load_checkpoint
+
+    assert load_checkpoint(tmp_path)["epoch"] == 2

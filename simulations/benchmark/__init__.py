@@ -65,7 +65,7 @@ wall clock, mean over seeds).
 """
 
 from simulations.benchmark.config import (  # noqa: F401  (the package's public names)
-    ALIGNED, BYOL, BYOL_LONG, CCA, HEADS, JSON_NAME, MD_NAME, PLOT_NAME, PROCRUSTES, RANDOM, SINGLE,
+    ALIGNED, BYOL, BYOL_CONVERGED, BYOL_LONG, CCA, HEADS, JSON_NAME, MD_NAME, PLOT_NAME, PROCRUSTES, RANDOM, SINGLE,
     SUPERVISED, UNALIGNED, Config, load_config)
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup, time_to_reach  # noqa: F401
 from simulations.benchmark.datasets import build_datasets, dataset_dir  # noqa: F401

@@ -19,10 +19,11 @@ from typing import Any
 
 # Config keys that may differ between combined runs (they choose which runs exist, not what a
 # run trains on); the same list as the stored-run reuse of ``--resume``.
-COMBINABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges")
+COMBINABLE_KEYS = ("byol_long_epochs", "seeds", "arch2", "single_rows", "extra_merges", "converged_seeds")
 
 # Keys added after results files were first written, with the value such a file implies.
-LATER_KEYS = {"byol_recipe": "shared", "num_val": 0, "val_seed": 0, "byol_views": "shared"}
+LATER_KEYS = {"byol_recipe": "shared", "num_val": 0, "val_seed": 0, "byol_views": "shared",
+              "byol_converged_epochs": 0}
 
 
 def results_config(config: dict[str, Any], *, where: str = "config"):

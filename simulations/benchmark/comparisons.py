@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from coopt_flower.probing import mean_std
-from simulations.benchmark.config import ALIGNED, BYOL, BYOL_LONG, RANDOM, Config
+from simulations.benchmark.config import ALIGNED, BYOL, BYOL_CONVERGED, BYOL_LONG, RANDOM, Config
 
 
 def find_row(summary: dict[str, Any], row: str, arch: str) -> Optional[dict[str, Any]]:
@@ -92,7 +92,7 @@ def healthy_baseline(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Does BYOL rise above the random-init student? (before any CoOpt-vs-BYOL number counts)"""
     out = []
     for init in [r for r in summary["rows"] if r["row"] == RANDOM]:
-        for row in (BYOL, BYOL_LONG):
+        for row in (BYOL, BYOL_LONG, BYOL_CONVERGED):
             r = find_row(summary, row, init["arch"])
             if r is None:
                 continue

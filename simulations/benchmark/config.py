@@ -32,6 +32,7 @@ HEADS = "CoOpt (heads)"  # merge=heads: no alignment, one student head per parti
 # The product's two other alignment merges (merge=align-procrustes / align-cca), same shards.
 PROCRUSTES, CCA = "CoOpt (procrustes)", "CoOpt (cca)"
 BYOL_LONG = "BYOL, longer budget"  # supplementary: more epochs than everyone else
+BYOL_CONVERGED = "BYOL, converged"  # trained until its validation probe plateaus
 SINGLE = "single:"
 SINGLE_ROWS = ("all", "best")
 
@@ -75,6 +76,14 @@ class Config:
     # equal budget BYOL may not improve on the random-init student at all, which leaves the
     # speedup undefined; a longer BYOL run gives it a target to measure against.
     byol_long_epochs: int = 30
+    # BYOL trained to convergence (the "BYOL, converged" row of every student): until its
+    # validation probe gains less than plateau_min_gain over plateau_window epochs, or at most
+    # this many epochs (0: no such row); on the seeds of converged_seeds. Resumable: its
+    # checkpoint is kept in the work dir, so a run of hours can be split into invocations.
+    byol_converged_epochs: int = 100
+    converged_seeds: tuple[int, ...] = (0,)
+    plateau_window: int = 10
+    plateau_min_gain: float = 0.003
     # The BYOL rows' optimizer recipe (coopt_flower.byol.BYOL_RECIPES): "shared" trains BYOL
     # with the AdamW every other row uses; the others are the small-image recipes of the
     # self-supervised libraries (SGD or LARS, warmup, cosine decay). Only BYOL rows change.
@@ -120,6 +129,9 @@ class Config:
         if self.single_rows == "best" and self.num_val <= 0:
             raise ValueError("single_rows: best picks a prototype, which needs a validation split "
                              "(num_val > 0): the test set makes no choices")
+        if self.byol_converged_epochs > 0 and self.num_val <= 0:
+            raise ValueError("byol_converged_epochs: convergence is judged on the validation split: "
+                             "set num_val > 0 (or byol_converged_epochs: 0)")
 
     def archs(self) -> list[str]:
         """The students this config trains: ``arch``, then each of ``arch2`` (comma-separated)."""
@@ -148,16 +160,21 @@ class Config:
         views = per_student("byol_views", self.byol_views, BYOL_VIEWS, "views", "known")
         return views.get(arch, views[""])
 
-    def arch_rows(self, arch: str, singles: Sequence[str]) -> list[str]:
+    def arch_rows(self, arch: str, singles: Sequence[str], seed: int | None = None) -> list[str]:
         """The training rows of one student, most important first (a cut run keeps those).
 
-        ``singles``: the prototypes that get a single-prototype row (all of them, or the best).
+        ``singles``: the prototypes that get a single-prototype row (all of them, or the best);
+        ``seed``: the seed they are for (converged BYOL runs only on ``converged_seeds``; None:
+        every row any seed may have).
         """
+        converged = [BYOL_CONVERGED] if self.byol_converged_epochs > 0 and (
+            seed is None or int(seed) in self.converged_seeds) else []
         if arch != self.arch:
-            return [ALIGNED, BYOL]
+            return [ALIGNED, BYOL] + converged
         rows = [ALIGNED, BYOL, SUPERVISED] + [SINGLE + s for s in singles] + [UNALIGNED, HEADS]
         if self.byol_long_epochs > 0:
             rows.append(BYOL_LONG)
+        rows += converged
         if self.extra_merges:
             rows += [PROCRUSTES, CCA]
         return rows

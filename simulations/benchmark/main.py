@@ -16,13 +16,13 @@ import torch
 
 from coopt_flower.data import open_source, select_samples
 from simulations.benchmark.combine import COMBINABLE_KEYS, combine_results, results_config
-from simulations.benchmark.config import (BYOL, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
+from simulations.benchmark.config import (BYOL, BYOL_CONVERGED, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
                                           RESULTS_DIR, TINY_CONFIG, Config, load_config)
 from simulations.benchmark.datasets import build_datasets
 from simulations.benchmark.features import cached_features, log, slug
 from simulations.benchmark.plots import plot
 from simulations.benchmark.report import render_markdown
-from simulations.benchmark.rows import ProbeSet, train_row
+from simulations.benchmark.rows import Plateau, ProbeSet, train_row
 from simulations.benchmark.summary import summarize
 from simulations.benchmark.validation import check_disjoint, validation_ids
 from simulations.study_args import add_key_overrides, reproducing_command
@@ -144,6 +144,14 @@ def run_keys(cfg: Config, arch: str = "") -> tuple[str, str]:
     return rows_key, json.dumps({**values, **byol}, sort_keys=True) if byol else rows_key
 
 
+BYOL_ROWS = (BYOL, BYOL_LONG, BYOL_CONVERGED)
+
+
+def row_epochs(cfg: Config, row: str) -> int:
+    """The epochs a row trains (for the converged row: the most it may train)."""
+    return {BYOL_LONG: cfg.byol_long_epochs, BYOL_CONVERGED: cfg.byol_converged_epochs}.get(row, cfg.epochs)
+
+
 def run_name(seed: int | str, arch: str, row: str, epochs: int) -> str:
     """The name a training run is stored under in the work dir's run store."""
     return f"seed{seed}-{arch}-{row}-{epochs}ep"
@@ -166,12 +174,12 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
             for row, result in runs.items():
                 if row == RANDOM:
                     continue  # probed, not trained: never stored
-                epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
+                epochs = row_epochs(cfg, row)
                 path = runs_dir / f"{slug(run_name(seed, arch, row, epochs))}.json"
                 if path.exists():
                     continue
                 rows_key, byol_key = run_keys(cfg, arch)
-                key = byol_key if row in (BYOL, BYOL_LONG) else rows_key
+                key = byol_key if row in BYOL_ROWS else rows_key
                 path.write_text(json.dumps({"config": key, "result": result}))
                 written.append(path.stem)
     return written
@@ -403,16 +411,20 @@ def _train_student(invocation: _Invocation, datasets: dict[str, Any], seed: int,
     log(f"  seed {seed} {arch} {RANDOM}: probe {runs[RANDOM]['acc']:.4f}")
     del init
     invocation.write_outputs(final=False)
-    for row in cfg.arch_rows(arch, singles):
+    for row in cfg.arch_rows(arch, singles, seed):
         if row in skip_rows:
             continue
         dataset = datasets.get(row)
-        epochs = cfg.byol_long_epochs if row == BYOL_LONG else cfg.epochs
+        epochs = row_epochs(cfg, row)
+        name = run_name(seed, arch, row, epochs)
+        long_run = dict(plateau=Plateau(cfg.plateau_window, cfg.plateau_min_gain),
+                        checkpoint_dir=invocation.runs_dir / "checkpoints" / slug(name)) \
+            if row == BYOL_CONVERGED else {}
         runs[row] = invocation.cached_run(
-            run_name(seed, arch, row, epochs),
-            lambda row=row, dataset=dataset, epochs=epochs: train_row(
-                row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs),
-            run_keys(cfg, arch)[1 if row in (BYOL, BYOL_LONG) else 0])
+            name,
+            lambda row=row, dataset=dataset, epochs=epochs, long_run=long_run: train_row(
+                row, arch, cfg, seed, probes, x_train, y_train, dataset, epochs, **long_run),
+            run_keys(cfg, arch)[1 if row in BYOL_ROWS else 0])
         invocation.write_outputs(final=False)  # a cut run still leaves a report of what finished
 
 

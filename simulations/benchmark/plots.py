@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_LONG, CCA, HEADS, PROCRUSTES, RANDOM, SINGLE,
+from simulations.benchmark.config import (ALIGNED, BYOL, BYOL_CONVERGED, BYOL_LONG, CCA, HEADS, PROCRUSTES, RANDOM, SINGLE,
                                           SUPERVISED, UNALIGNED, Config)
 
 # (colour, line style) of each named row; single-prototype rows take SINGLE_COLORS in turn.
 ROW_STYLES = {SUPERVISED: ("black", "-"), BYOL: ("tab:red", "-"), BYOL_LONG: ("tab:red", ":"),
+              BYOL_CONVERGED: ("darkred", "--"),
               UNALIGNED: ("tab:orange", "-"),
               ALIGNED: ("tab:blue", "-"), HEADS: ("magenta", "-"), PROCRUSTES: ("tab:blue", "--"),
               CCA: ("tab:blue", ":")}

@@ -337,6 +337,13 @@ def _speedup_section(cfg: Config, summary: dict[str, Any]) -> list[str]:
         lines += ["", f"Supplementary: the same against BYOL trained {cfg.byol_long_epochs} epochs "
                       f"(first student only; CoOpt still trained {cfg.epochs} epochs):", ""]
         lines += _speedup_table(summary["speedup_vs_longer_byol"])
+    if summary.get("speedup_vs_converged_byol"):
+        lines += ["", f"Against BYOL trained to convergence (its validation probe gained less than "
+                      f"{100 * cfg.plateau_min_gain:g} points over {cfg.plateau_window} epochs, or "
+                      f"{cfg.byol_converged_epochs} epochs; seeds {', '.join(map(str, cfg.converged_seeds))}; "
+                      f"CoOpt still trained {cfg.epochs} epochs; \"never\": CoOpt does not reach converged "
+                      "BYOL's accuracy):", ""]
+        lines += _speedup_table(summary["speedup_vs_converged_byol"])
     return lines
 
 

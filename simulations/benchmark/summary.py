@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from coopt_flower.probing import mean_std
-from simulations.benchmark.config import ALIGNED, BYOL, BYOL_LONG, RANDOM, Config
+from simulations.benchmark.config import ALIGNED, BYOL, BYOL_CONVERGED, BYOL_LONG, RANDOM, Config
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup
 from simulations.benchmark.goals import check_goals
 
@@ -32,7 +32,7 @@ def expected_rows(cfg: Config, results: dict[str, Any], seed: str, arch: str) ->
     singles = results["seeds"].get(seed, {}).get("single_rows", {}).get("prototypes")
     if singles is None:  # a seed not started yet (or results from before single_rows)
         singles = list(cfg.prototypes) if cfg.single_rows == "all" else ["<best prototype>"]
-    return [RANDOM] + cfg.arch_rows(arch, singles)
+    return [RANDOM] + cfg.arch_rows(arch, singles, int(seed))
 
 
 def not_run(cfg: Config, results: dict[str, Any]) -> list[str]:
@@ -80,7 +80,7 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
     if seeds:
         summary["encoding"], enc_costs = _encoding(cfg, results, seeds)
 
-    longer = {}
+    longer, converged = {}, {}
     for arch, student in curves.items():
         coopt = student.get(ALIGNED)
         if coopt is None:
@@ -90,8 +90,12 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
             summary["speedup"][arch] = speedup(student[BYOL], coopt, enc_costs)
         if BYOL_LONG in student:
             longer[arch] = speedup(student[BYOL_LONG], coopt, enc_costs)
+        if BYOL_CONVERGED in student:  # time to converged BYOL's accuracy, or never
+            converged[arch] = speedup(student[BYOL_CONVERGED], coopt, enc_costs)
     if longer:
         summary["speedup_vs_longer_byol"] = longer
+    if converged:
+        summary["speedup_vs_converged_byol"] = converged
 
     summary["targets"] = check_goals(cfg, summary)
     return summary
@@ -147,14 +151,16 @@ def _random_init_row(arch: str, init: dict[str, dict[str, float]]) -> dict[str, 
 def _mean_curve(runs: list[dict[str, Any]], init_accs: list[float]) -> dict[str, np.ndarray]:
     """The mean over seeds of one row's curves (each starting at its seed's random init).
 
-    ``accs_std`` is the std over seeds of the probe accuracy after every epoch.
+    ``accs_std`` is the std over seeds of the probe accuracy after every epoch. Runs that
+    stopped at different epochs (a converged row) are averaged over the epochs all of them ran.
     """
     pts = [curve_points(r, a) for r, a in zip(runs, init_accs)]
-    return {"times": np.mean([p[0] for p in pts], axis=0),
-            "accs": np.mean([p[1] for p in pts], axis=0),
-            "accs_std": np.std([p[1] for p in pts], axis=0),
-            "cpu_times": np.mean([curve_points(r, a, "epoch_cpu_times")[0]
-                                  for r, a in zip(runs, init_accs)], axis=0)}
+    cpu = [curve_points(r, a, "epoch_cpu_times")[0] for r, a in zip(runs, init_accs)]
+    n = min(len(p[0]) for p in pts)
+    return {"times": np.mean([p[0][:n] for p in pts], axis=0),
+            "accs": np.mean([p[1][:n] for p in pts], axis=0),
+            "accs_std": np.std([p[1][:n] for p in pts], axis=0),
+            "cpu_times": np.mean([c[:n] for c in cpu], axis=0)}
 
 
 def _trained_row(row: str, arch: str, runs: dict[str, dict[str, Any]], curve: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -162,7 +168,7 @@ def _trained_row(row: str, arch: str, runs: dict[str, dict[str, Any]], curve: di
     m, sd = mean_std([r["probe_acc"][-1] for r in runs.values()])
     fm, fsd = mean_std([r["full_probe_acc"] for r in runs.values()])
     times, cpu_times = curve["times"], curve["cpu_times"]
-    epochs = len(next(iter(runs.values()))["epoch_times"])
+    epochs = len(times) - 1  # the epochs every seed ran (a converged row may stop early)
     return {
         "row": row, "arch": arch, "acc_mean": m, "acc_std": sd,
         "full_acc_mean": fm, "full_acc_std": fsd,
@@ -174,7 +180,9 @@ def _trained_row(row: str, arch: str, runs: dict[str, dict[str, Any]], curve: di
         "curve_epochs": list(range(len(times))),
         "curve_seconds": times.tolist(), "curve_acc_mean": curve["accs"].tolist(),
         "curve_acc_std": curve["accs_std"].tolist(), "seeds": [int(s) for s in runs],
-        "per_seed": {s: {"acc": r["probe_acc"][-1], "full_acc": r["full_probe_acc"]}
+        "per_seed": {s: {"acc": r["probe_acc"][-1], "full_acc": r["full_probe_acc"],
+                         **({"epochs": len(r["epoch_times"]), "plateau_reached": r["plateau"]["reached"]}
+                            if "plateau" in r else {})}
                      for s, r in runs.items()},
     }
 
