@@ -3,7 +3,7 @@
 The protocol of ReLA / CoOpt: freeze the backbone, extract features once
 without augmentation, train one ``nn.Linear`` with Adam (lr 3e-4) on the labeled
 train split, and report the test accuracy as the mean of the last three epochs
-(reported numbers: mean +- std over three seeds, see :func:`mean_std`).
+(reported numbers: mean +- sample std over seeds, see :func:`mean_std`).
 
 Features are standardized with the train split's statistics first: features of
 different models (or raw pixels) live on very different scales, and without it a
@@ -68,9 +68,10 @@ class ProbeResult:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and (population) standard deviation, e.g. of probe accuracies over seeds."""
+    """Mean and sample standard deviation (``ddof=1``, the estimate over seeds a reader
+    expects), e.g. of probe accuracies over seeds; the std of one value is 0."""
     arr = np.asarray([float(v) for v in values], dtype=np.float64)
-    return float(arr.mean()), float(arr.std())
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
 def probe_steps_per_epoch(num_samples: int, batch_size: int = 256) -> int:

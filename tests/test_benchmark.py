@@ -517,3 +517,27 @@ def test_a_resumable_row_killed_mid_run_continues_to_the_same_curve(tmp_path, mo
     assert resumed["losses"] == whole["losses"] and len(resumed["epoch_cpu_times"]) == 3
     again = train_row(B.SUPERVISED, "small-cnn", cfg, 0, probes, x, y, epochs=3, checkpoint_dir=tmp_path / "ck")
     assert again["probe_acc"] == whole["probe_acc"]  # finished: loaded, nothing trained
+
+
+def test_speedups_are_reported_per_seed_with_the_summed_encoding_and_a_sample_std():
+    cfg = B.Config(seeds=(0, 1), arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10, epochs=2,
+                   byol_long_epochs=0, byol_converged_epochs=0)
+    init = {"acc": 0.70, "full_acc": 0.70}
+    # Seed 0: CoOpt reaches BYOL's final 0.80 at once (epoch 1); seed 1: half way through epoch 1.
+    seeds = {"0": _seed_results({"small-cnn": {B.RANDOM: init, B.ALIGNED: _run([0.80, 0.85], 0.85),
+                                               B.BYOL: _run([0.75, 0.80], 0.80)}}),
+             "1": _seed_results({"small-cnn": {B.RANDOM: init, B.ALIGNED: _run([0.90, 0.91], 0.91),
+                                               B.BYOL: _run([0.75, 0.80], 0.80)}})}
+    results = _results(cfg, seeds, finished=True)
+    results["environment"].update(loadavg_start=(3.5, 1.0, 1.0), loadavg_end=(0.5, 1.0, 1.0))
+    summary = B.summarize(cfg, results)
+    per = summary["speedup"]["small-cnn"]["per_seed"]
+    # BYOL needs 2 s to 0.80; CoOpt 1 s (seed 0) and 0.5 s (seed 1); encoding summed: 2 s.
+    assert per["seeds"]["0"]["training_only"] == pytest.approx(2.0)
+    assert per["seeds"]["1"]["training_only"] == pytest.approx(4.0)
+    assert per["seeds"]["0"]["with_encoding_sum"] == pytest.approx(2.0 / 3.0)
+    assert per["training_only"]["mean"] == pytest.approx(3.0)
+    assert per["training_only"]["std"] == pytest.approx(np.std([2.0, 4.0], ddof=1))
+    assert summary["load"] == {"cpu_count": 2, "loadavg_1min": [3.5, 0.5], "flagged": True}
+    markdown = B.render_markdown(cfg, results, summary)
+    assert "| small-cnn | 1 | 0.80x | 4.00x | 1.33x |" in markdown and "3.00 ± 1.41x" in markdown and "Flagged: the machine was busier" in markdown

@@ -105,8 +105,9 @@ def test_probe_backbone_separates_what_its_features_separate():
     assert abs(chance.accuracy - 0.5) < 0.25, chance.accuracy
 
 
-def test_mean_std():
-    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1))
+def test_mean_std_is_the_sample_std():
+    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1414213562))  # ddof=1, not 0.1
+    assert mean_std([0.5]) == (0.5, 0.0)
 
 
 def test_a_validation_set_is_read_by_the_same_probe_without_changing_it():

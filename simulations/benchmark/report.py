@@ -46,6 +46,7 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         *_status(cfg, results, summary, done),
         *_vs_default(cfg),
         _setup_paragraph(cfg, results, done),
+        *_load_line(summary),
         "",
         _probe_paragraph(cfg, len(done)),
         "",
@@ -66,6 +67,17 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
     lines += _goals_table(summary)
     lines += ["", f"![probe curves]({PLOT_NAME})", ""]
     return "\n".join(lines)
+
+
+def _load_line(summary: dict[str, Any]) -> list[str]:
+    """The machine's load as the run recorded it (nothing for results written before)."""
+    load = summary.get("load")
+    if not load or not load["loadavg_1min"]:
+        return []
+    flag = (" **Flagged: the machine was busier than its cores; its timings are not those of an "
+            "idle machine.**" if load["flagged"] else "")
+    return ["", f"Machine load (1-minute average) at the start / end: "
+                f"{' / '.join(f'{x:.2f}' for x in load['loadavg_1min'])} on {load['cpu_count']} cores.{flag}"]
 
 
 def _pct(m: float, s: Optional[float] = None) -> str:
@@ -333,6 +345,7 @@ def _speedup_section(cfg: Config, summary: dict[str, Any]) -> list[str]:
                  "time to the same accuracy", ""]
     lines += _speedup_table(summary["speedup"]) if summary["speedup"] else ["Not run (needs CoOpt "
                                                                            "(aligned) and BYOL)."]
+    lines += _per_seed_table(summary["speedup"])
     if summary.get("speedup_vs_longer_byol"):
         lines += ["", f"Supplementary: the same against BYOL trained {cfg.byol_long_epochs} epochs "
                       f"(first student only; CoOpt still trained {cfg.epochs} epochs):", ""]
@@ -344,6 +357,33 @@ def _speedup_section(cfg: Config, summary: dict[str, Any]) -> list[str]:
                       f"CoOpt still trained {cfg.epochs} epochs; \"never\": CoOpt does not reach converged "
                       "BYOL's accuracy):", ""]
         lines += _speedup_table(summary["speedup_vs_converged_byol"])
+        lines += _per_seed_table(summary["speedup_vs_converged_byol"])
+    return lines
+
+
+def _per_seed_table(speedups: dict[str, dict[str, Any]]) -> list[str]:
+    """Each seed's speedup from its own curves (wall clock), the summed encoding first, and
+    their mean ± sample std (nothing for results written before per-seed speedups)."""
+    rows = [(arch, sp["per_seed"]) for arch, sp in speedups.items() if sp.get("per_seed", {}).get("seeds")]
+    if not rows:
+        return []
+
+    def ratio(v):
+        return "never" if v is None else f"{v:.2f}x"
+
+    def spread(v):
+        return "-" if v is None else f"{v['mean']:.2f} ± {v['std']:.2f}x"
+
+    lines = ["", "Per seed, each from its own curves and its own encoding (wall clock; mean ± sample std "
+                 "over seeds below each student):", "",
+             "| student | seed | + encoding (sum over participants) | training only | + encoding (parallel, max) |",
+             "|---|---|---:|---:|---:|"]
+    for arch, per in rows:
+        for seed, one in per["seeds"].items():
+            lines.append(f"| {arch} | {seed} | {ratio(one['with_encoding_sum'])} | {ratio(one['training_only'])} "
+                         f"| {ratio(one['with_encoding_max'])} |")
+        lines.append(f"| {arch} | mean ± std | {spread(per['with_encoding_sum'])} | "
+                     f"{spread(per['training_only'])} | {spread(per['with_encoding_max'])} |")
     return lines
 
 

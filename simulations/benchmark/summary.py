@@ -75,6 +75,7 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
     for arch in cfg.archs():
         rows, curves[arch] = _student_rows(results, seeds, arch)
         summary["rows"] += rows
+    summary["load"] = machine_load(results)
 
     enc_costs = None
     if seeds:
@@ -88,10 +89,12 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
         summary["equal_wall_clock"][arch] = _equal_wall_clock(student, float(coopt["times"][-1]))
         if BYOL in student:
             summary["speedup"][arch] = speedup(student[BYOL], coopt, enc_costs)
+            summary["speedup"][arch]["per_seed"] = per_seed_speedups(results, seeds, arch, BYOL)
         if BYOL_LONG in student:
             longer[arch] = speedup(student[BYOL_LONG], coopt, enc_costs)
         if BYOL_CONVERGED in student:  # time to converged BYOL's accuracy, or never
             converged[arch] = speedup(student[BYOL_CONVERGED], coopt, enc_costs)
+            converged[arch]["per_seed"] = per_seed_speedups(results, seeds, arch, BYOL_CONVERGED)
     if longer:
         summary["speedup_vs_longer_byol"] = longer
     if converged:
@@ -99,6 +102,43 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
 
     summary["targets"] = check_goals(cfg, summary)
     return summary
+
+
+#: The speedups a per-seed table reports, the headline first: BYOL's time to its final
+#: accuracy over CoOpt's time to it plus the encoding summed over participants (every
+#: participant's encode counted, as BYOL's one process is).
+PER_SEED_SPEEDUPS = ("with_encoding_sum", "training_only", "with_encoding_max")
+
+
+def per_seed_speedups(results: dict[str, Any], seeds: list[str], arch: str, byol_row: str) -> dict[str, Any]:
+    """The speedup of every seed that ran both rows, from that seed's own curves and encoding,
+    and their mean and sample std (``mean_std``; None where a seed's ratio is undefined)."""
+    out: dict[str, Any] = {"seeds": {}}
+    for s in seeds:
+        runs = results["seeds"][s]["runs"].get(arch, {})
+        if not all(r in runs for r in (RANDOM, ALIGNED, byol_row)):
+            continue
+        init = runs[RANDOM]["acc"]
+        enc = results["seeds"][s]["encoding"]
+        costs = (enc["collaborative_max_seconds"], enc["collaborative_sum_seconds"],
+                 enc["collaborative_max_cpu_seconds"], enc["collaborative_sum_cpu_seconds"])
+        one = speedup(_mean_curve([runs[byol_row]], [init]), _mean_curve([runs[ALIGNED]], [init]), costs)
+        out["seeds"][s] = {k: one[k] for k in PER_SEED_SPEEDUPS + ("byol_final_acc", "reached")}
+    for key in PER_SEED_SPEEDUPS:
+        values = [v[key] for v in out["seeds"].values()]
+        out[key] = None if not values or None in values else dict(zip(("mean", "std"), mean_std(values)))
+    return out
+
+
+def machine_load(results: dict[str, Any]) -> dict[str, Any]:
+    """The machine's load when the run started and ended (1-minute load average) against its
+    core count: a run on a machine busier than its cores is flagged (its timings are not
+    those of an idle machine)."""
+    env = results.get("environment", {})
+    cores = env.get("cpu_count") or 0
+    loads = [env[k][0] for k in ("loadavg_start", "loadavg_end") if env.get(k)]
+    return {"cpu_count": cores, "loadavg_1min": loads,
+            "flagged": bool(cores) and any(load > cores for load in loads)}
 
 
 def _floor_rows(cfg: Config, results: dict[str, Any], seeds: list[str]) -> list[dict[str, Any]]:
