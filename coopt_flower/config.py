@@ -95,7 +95,7 @@ class RunSettings:
     train_epochs: int = 0
     student_arch: str = "small-cnn"
     student_image_size: int = 0
-    student_batch_size: int = 256
+    student_batch_size: int = 64  # the benchmark's: a multi-round study trains its students alike
     probe_data: str = "fashion-mnist:test"
     probe_train_samples: int = 2000
     probe_test_samples: int = 1000
