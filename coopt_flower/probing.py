@@ -57,6 +57,9 @@ class ProbeResult:
         The same probe's accuracy on each further evaluation set (``also_evaluate``), mean
         of the last ``last_k`` epochs: e.g. a validation split that choices are made on,
         read by the very classifier whose test accuracy is reported.
+    test_correct : np.ndarray
+        Whether the last epoch's classifier got each test sample right (bool): the per-sample
+        outcome intervals over test images are bootstrapped from.
     """
 
     accuracy: float
@@ -65,6 +68,7 @@ class ProbeResult:
     epochs: int = 0
     seed: int = 0
     other_accuracy: dict[str, float] = field(default_factory=dict)
+    test_correct: Optional[np.ndarray] = None  # per test sample: the last epoch's prediction right?
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -301,11 +305,13 @@ def _linear_probe(
                 other_accs[name].append(float((clf(xo).argmax(1) == yo).float().mean()))
     with torch.no_grad():
         train_acc = float((clf(xtr).argmax(1) == ytr).float().mean())
+        test_correct = (clf(xte).argmax(1) == yte).cpu().numpy()
     k = max(1, min(last_k, epochs))
     return ProbeResult(
         accuracy=float(np.mean(test_accs[-k:])), test_accuracies=test_accs,
         train_accuracy=train_acc, epochs=epochs, seed=int(seed),
         other_accuracy={name: float(np.mean(accs[-k:])) for name, accs in other_accs.items()},
+        test_correct=test_correct,
     )
 
 

@@ -19,6 +19,7 @@ import torch
 from coopt_flower.data import open_source, select_samples, select_shared_subset
 from coopt_flower.config import DEFAULT_PROTOTYPES
 from coopt_flower.probing import linear_probe, mean_std
+from simulations.benchmark.statistics import spearman_with_p
 from coopt_flower.projection import project, projection_matrix
 from coopt_flower.prototypes import create_prototype
 from coopt_flower.targets import encode_features
@@ -31,12 +32,6 @@ def encode(prototype, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     features, _ = encode_features(prototype, images, None, batch_size=batch_size,
                                   desc=prototype.spec)
     return features
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation without scipy (no ties expected)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def main(argv=None) -> int:
@@ -84,7 +79,7 @@ def main(argv=None) -> int:
     by_uv = [r["prototype"] for r in sorted(protos, key=lambda r: r["uniform_value"])]
     by_probe = [r["prototype"] for r in sorted(protos, key=lambda r: -r["probe_mean"])]
     # Lower uniform value should mean higher accuracy: correlate -UV with accuracy.
-    rho = spearman([-r["uniform_value"] for r in protos], [r["probe_mean"] for r in protos])
+    rho, p_value = spearman_with_p([-r["uniform_value"] for r in protos], [r["probe_mean"] for r in protos])
     print(f"\nFashion-MNIST, {args.num_train} train / {args.num_test} test, "
           f"{args.image_size} px, {args.seeds} seeds, shared subset {args.shared_size}")
     print(f"{'prototype':22s} {'dim':>5s} {'probe acc':>15s} {'uniform value':>14s}")
@@ -94,11 +89,12 @@ def main(argv=None) -> int:
               f"{r['probe_mean']:.4f} +- {r['probe_std']:.4f} {uv:>14s}")
     print(f"ranking by uniform value (best first): {by_uv}")
     print(f"ranking by probe accuracy (best first): {by_probe}")
-    print(f"Spearman(-uniform value, probe accuracy) = {rho:.2f}")
+    print(f"Spearman(-uniform value, probe accuracy) = {rho:.2f} (permutation p = {p_value:.2f} over "
+          f"{len(protos)} prototypes)")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump({"args": vars(args), "rows": rows, "rank_by_uniform_value": by_uv,
-                       "rank_by_probe": by_probe, "spearman": rho}, handle, indent=2)
+                       "rank_by_probe": by_probe, "spearman": rho, "spearman_p": p_value}, handle, indent=2)
     return 0
 
 

@@ -47,6 +47,7 @@ from coopt_flower.student_training import train_on_optimized
 from coopt_flower.training_loop import TrainConfig
 from simulations.benchmark.datasets import CachedParticipant
 from simulations.benchmark.features import cached_features, log, slug
+from simulations.benchmark.statistics import spearman_with_p
 from simulations.study_args import reproducing_command
 
 
@@ -115,6 +116,11 @@ def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
+
+
+def spearman_p(a: list[float], b: list[float]) -> float:
+    """The permutation p-value of :func:`spearman` (a handful of prototypes: exact)."""
+    return spearman_with_p(a, b)[1]
 
 
 @dataclass
@@ -243,10 +249,12 @@ def scores_and_merges(cfg: StudyConfig, data: SourceData, name: str, work: Path)
             f"student probe {truths['student_probe'][entry]:.1f}, "
             + ", ".join(f"{s} {scores[s][entry]:.3f}" for s in REFERENCE_SCORES))
     out["scores"], out["truths"] = scores, truths
-    out["spearman"] = {
-        s: {t: spearman([(1 if HIGHER_IS_BETTER[s] else -1) * scores[s][e] for e in cfg.pool],
-                        [truths[t][e] for e in cfg.pool]) for t in truths}
-        for s in REFERENCE_SCORES}
+    oriented = {s: [(1 if HIGHER_IS_BETTER[s] else -1) * scores[s][e] for e in cfg.pool] for s in REFERENCE_SCORES}
+    out["spearman"] = {s: {t: spearman(oriented[s], [truths[t][e] for e in cfg.pool]) for t in truths}
+                       for s in REFERENCE_SCORES}
+    # How likely a rank correlation this strong is by chance over so few prototypes.
+    out["spearman_p"] = {s: {t: spearman_p(oriented[s], [truths[t][e] for e in cfg.pool]) for t in truths}
+                         for s in REFERENCE_SCORES}
 
     # 2. The default pool merged: unaligned and with every alignment.
     merges: dict[str, Any] = {}
@@ -297,10 +305,15 @@ def _scores_and_merges_lines(cfg: StudyConfig, res: dict[str, Any]) -> list[str]
     for e in cfg.pool:
         lines.append(f"| {e} | {res['truths']['feature_probe'][e]:.1f} | {res['truths']['student_probe'][e]:.1f} | "
                      + " | ".join(f"{res['scores'][s][e]:.4f}" for s in REFERENCE_SCORES) + " |")
-    lines += ["", "Spearman (score oriented so that higher = better) with each truth:", "",
+    lines += ["", "Spearman (score oriented so that higher = better) with each truth, and its "
+                  "permutation p-value where the study computed it:", "",
               "| score | feature probe | student probe |", "|---|---:|---:|"]
-    lines += [f"| {s} | {v['feature_probe']:.2f} | {v['student_probe']:.2f} |"
-              for s, v in res["spearman"].items()]
+    pvals = res.get("spearman_p", {})
+
+    def cell(s, t):
+        p = pvals.get(s, {}).get(t)
+        return f"{res['spearman'][s][t]:.2f}" + ("" if p is None else f" (p {p:.2f})")
+    lines += [f"| {s} | {cell(s, 'feature_probe')} | {cell(s, 'student_probe')} |" for s in res["spearman"]]
     m = res["merges"]
     lines += ["", f"Merged default pool (student probe, reference by uniform value: "
                   f"{m['align-ridge']['reference']}); best single prototype on all data: "

@@ -194,17 +194,22 @@ def test_a_partial_run_reports_missing_rows_as_not_run():
     """Targets that need a row nobody ran are "not run", never met; the rest still render."""
     cfg = B.Config(seeds=(0, 1), arch2="", prototypes=("p1", "p2"), num_train=10, num_test=10,
                    epochs=2)
-    # Seed 0 cut after BYOL; seed 1 never started.
+    # Seed 0 cut after BYOL; seed 1 never started. Per-image outcomes give the +12-point gap its
+    # interval (over test images: one seed).
+    from simulations.benchmark.statistics import pack_outcomes
+
+    coopt, byol = _run([0.74, 0.86], 0.86), _run([0.71, 0.75], 0.74)
+    coopt["full_probe_correct"] = pack_outcomes(np.arange(200) < 172)   # 86 %
+    byol["full_probe_correct"] = pack_outcomes(np.arange(200) < 148)    # 74 %, a subset
     results = _results(cfg, {"0": _seed_results({cfg.arch: {
-        B.RANDOM: {"acc": 0.70, "full_acc": 0.72}, B.ALIGNED: _run([0.74, 0.86], 0.86),
-        B.BYOL: _run([0.71, 0.75], 0.74)}})})
+        B.RANDOM: {"acc": 0.70, "full_acc": 0.72}, B.ALIGNED: coopt, B.BYOL: byol}})})
     summary = B.summarize(cfg, results)
     assert summary["seeds_done"] == [0]
     assert "seed 1: not started (no row of it ran)" in summary["not_run"]
     assert any(B.SUPERVISED in line and B.CCA in line for line in summary["not_run"])
     targets = {c["target"]: c for c in summary["targets"]}
     met = targets[f"{cfg.arch}: CoOpt (aligned) >= BYOL + 5 points at equal epochs"]
-    assert met["met"] and not met.get("not_run")
+    assert met["met"] and not met.get("not_run") and "95 % interval [+" in met["value"]
     assert targets[f"{cfg.arch}: CoOpt (aligned) >= raw pixels"]["met"]
     for name, c in targets.items():
         needs_missing = any(k in name for k in ("supervised", "unaligned", "single", "heads"))
@@ -541,3 +546,29 @@ def test_speedups_are_reported_per_seed_with_the_summed_encoding_and_a_sample_st
     assert summary["load"] == {"cpu_count": 2, "loadavg_1min": [3.5, 0.5], "flagged": True}
     markdown = B.render_markdown(cfg, results, summary)
     assert "| small-cnn | 1 | 0.80x | 4.00x | 1.33x |" in markdown and "3.00 ± 1.41x" in markdown and "Flagged: the machine was busier" in markdown
+
+
+def test_differences_get_a_paired_bootstrap_interval_or_a_t_interval_over_seeds():
+    from simulations.benchmark.statistics import (difference_interval, pack_outcomes, spearman_with_p,
+                                                  unpack_outcomes)
+
+    rng = np.random.default_rng(0)
+    right = rng.random(1000) < 0.8
+    assert np.array_equal(unpack_outcomes(pack_outcomes(right)), right)
+    better = right | (rng.random(1000) < 0.5)  # A is right wherever B is, and more often
+    runs_a = {s: {"full_probe_acc": better.mean(), "full_probe_correct": pack_outcomes(better)} for s in "012"}
+    runs_b = {s: {"full_probe_acc": right.mean(), "full_probe_correct": pack_outcomes(right)} for s in "012"}
+    boot = difference_interval(runs_a, runs_b)
+    assert boot["how"].startswith("bootstrap") and boot["excludes_zero"]
+    assert boot["difference"] == pytest.approx(100 * (better.mean() - right.mean()))
+    assert boot["low"] < boot["difference"] < boot["high"]
+    same = difference_interval(runs_b, runs_b)
+    assert same["low"] == same["high"] == 0.0 and not same["excludes_zero"]
+    # Runs without per-image outcomes: a t interval over the per-seed differences.
+    t = difference_interval({"0": {"full_probe_acc": 0.80}, "1": {"full_probe_acc": 0.82}},
+                            {"0": {"full_probe_acc": 0.70}, "1": {"full_probe_acc": 0.71}})
+    assert t["how"].startswith("t over 2 seeds") and t["difference"] == pytest.approx(10.5)
+    assert t["low"] == pytest.approx(10.5 - 12.706 * np.std([10.0, 11.0], ddof=1) / np.sqrt(2))
+    assert difference_interval({"0": {"full_probe_acc": 0.8}}, {"0": {"full_probe_acc": 0.7}})["low"] is None
+    rho, p = spearman_with_p([1, 2, 3, 4], [1, 3, 2, 4])
+    assert rho == pytest.approx(0.8) and p == pytest.approx(8 / 24)  # rho 0.8 on 4 points: p = 1/3

@@ -55,6 +55,7 @@ def render_markdown(cfg: Config, results: dict[str, Any], summary: dict[str, Any
         *_floors_table(summary, len(done)),
         *_equal_wall_clock_tables(summary),
         *_cross_architecture_table(cfg, summary),
+        *_interval_table(summary),
         *_curve_table(summary),
         *_speedup_section(cfg, summary),
     ]
@@ -304,6 +305,21 @@ def _cross_architecture_table(cfg: Config, summary: dict[str, Any]) -> list[str]
                      f"{_pct(r['byol'])} | {_pct(r['coopt'])} | {r['gap']:+.1f} "
                      f"({r['gap_full']:+.1f}) | {'yes' if r['byol_healthy'] else 'no'} | "
                      f"{r['train_seconds']['coopt']:.0f} / {r['train_seconds']['byol']:.0f} |")
+    return lines
+
+
+def _interval_table(summary: dict[str, Any]) -> list[str]:
+    """Every student's differences with their 95 % intervals (nothing before any seed ran)."""
+    rows = [(arch, name, one) for arch, diffs in summary.get("intervals", {}).items() for name, one in diffs.items()]
+    if not rows:
+        return []
+    lines = ["", "Differences at the final full probe, in points, with 95 % intervals (paired on the "
+                 "seeds both rows ran):", "",
+             "| student | difference | seeds | per seed | 95 % interval | how |", "|---|---|---|---|---|---|"]
+    for arch, name, one in rows:
+        interval = "-" if one.get("low") is None else f"[{one['low']:+.1f}, {one['high']:+.1f}]"
+        lines.append(f"| {arch} | {name} | {', '.join(map(str, one['seeds']))} | "
+                     f"{' / '.join(f'{d:+.1f}' for d in one['per_seed'])} | {interval} | {one['how']} |")
     return lines
 
 

@@ -16,6 +16,7 @@ from coopt_flower.byol_views import ByolViews
 from coopt_flower.probing import extract_features, linear_probe
 from simulations.benchmark.config import BYOL, BYOL_CONVERGED, BYOL_LONG, SUPERVISED, Config
 from simulations.benchmark.features import log
+from simulations.benchmark.statistics import pack_outcomes
 
 
 @dataclass
@@ -59,6 +60,7 @@ class ProbeSet:
             long = linear_probe(f_train, self.y_train, f_test, self.y_test, epochs=None,
                                 min_steps=self.full_probe_steps, also_evaluate=val, **kw)
             out["full_acc"] = long.accuracy
+            out["full_probe_correct"] = pack_outcomes(long.test_correct)  # for intervals over test images
             if val:
                 out["full_val_acc"] = long.other_accuracy["val"]
         return out
@@ -154,6 +156,7 @@ def train_row(row: str, arch: str, cfg: Config, seed: int, probes: ProbeSet,
            "losses": [float(v) for v in result.losses],
            "probe_acc": [c["acc"] for c in curve],
            "full_probe_acc": curve[-1]["full_acc"],
+           "full_probe_correct": curve[-1]["full_probe_correct"],
            **({"val_probe_acc": [c["val_acc"] for c in curve],
                "full_val_probe_acc": curve[-1]["full_val_acc"]} if probes.has_validation else {}),
            "probe_seconds": [c["probe_seconds"] for c in curve],

@@ -16,6 +16,7 @@ from coopt_flower.probing import mean_std
 from simulations.benchmark.config import ALIGNED, BYOL, BYOL_CONVERGED, BYOL_LONG, RANDOM, Config
 from simulations.benchmark.curves import acc_at_time, curve_points, speedup
 from simulations.benchmark.goals import check_goals
+from simulations.benchmark.statistics import difference_interval
 
 # One student's mean curves by row: cumulative training seconds ("times", "cpu_times") and the
 # probe accuracy ("accs") after every epoch, epoch 0 = the random-init student.
@@ -76,6 +77,7 @@ def summarize(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
         rows, curves[arch] = _student_rows(results, seeds, arch)
         summary["rows"] += rows
     summary["load"] = machine_load(results)
+    summary["intervals"] = {arch: student_intervals(results, seeds, arch) for arch in cfg.archs()}
 
     enc_costs = None
     if seeds:
@@ -127,6 +129,23 @@ def per_seed_speedups(results: dict[str, Any], seeds: list[str], arch: str, byol
     for key in PER_SEED_SPEEDUPS:
         values = [v[key] for v in out["seeds"].values()]
         out[key] = None if not values or None in values else dict(zip(("mean", "std"), mean_std(values)))
+    return out
+
+
+#: The differences every student's intervals are given for: (row A, row B) of A - B.
+INTERVALS = ((ALIGNED, BYOL), (ALIGNED, BYOL_CONVERGED), (ALIGNED, RANDOM))
+
+
+def student_intervals(results: dict[str, Any], seeds: list[str], arch: str) -> dict[str, Any]:
+    """95 % intervals of one student's differences (:data:`INTERVALS`, final full probe, in
+    points; :func:`simulations.benchmark.statistics.difference_interval`)."""
+    out = {}
+    for a, b in INTERVALS:
+        runs = {s: results["seeds"][s]["runs"].get(arch, {}) for s in seeds}
+        interval = difference_interval({s: r[a] for s, r in runs.items() if a in r},
+                                       {s: r[b] for s, r in runs.items() if b in r})
+        if interval is not None:
+            out[f"{a} - {b}"] = interval
     return out
 
 
