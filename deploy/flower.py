@@ -75,15 +75,31 @@ def parse_node_config(text: str) -> dict[str, Any]:
 
 
 def parse_run_config(items: Iterable[str]) -> dict[str, Any]:
-    """``"a=1 b='x'"`` strings or ``.toml`` file paths, later ones winning, as one dict."""
+    """Run-config overrides as ``flwr run --run-config`` reads them, later ones winning.
+
+    Each item is a ``.toml`` file, or a string of space-separated ``key=value`` pairs
+    (``"num-samples=400 seed=1"``) parsed by Flower's own parser; where Flower refuses a bare
+    string value (``output-dir=/abs/out``, which it wants quoted) the pairs are read one by one
+    as :func:`coopt_flower.config.parse_overrides` reads them (a TOML value, else plain text).
+    """
+    import shlex
     import tomllib
+
+    from coopt_flower.config import ConfigError, parse_overrides
 
     config: dict[str, Any] = {}
     for item in items:
         if item.endswith(".toml") and Path(item).is_file():
             config.update(tomllib.loads(Path(item).read_text()))
-        else:
+            continue
+        pairs = shlex.split(item, posix=False)
+        stray = [p for p in pairs if "=" not in p]
+        if stray:  # Flower's parser would drop it without a word
+            raise ConfigError(f"expected key=value, got {stray[0]!r} in --run-config {item!r}")
+        try:
             config.update(parse_node_config(item))
+        except Exception:  # Flower's ClickException: an unquoted string; read pair by pair
+            config.update(parse_overrides(pairs))
     return config
 
 

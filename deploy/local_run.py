@@ -26,7 +26,7 @@ from pathlib import Path
 
 from coopt_flower.config import ConfigError, app_run_config, check_run_config_keys
 from deploy.flower import (
-    APP_DIR, flower_bin, flower_env, free_port, stream_output, toml_value, write_run_config,
+    APP_DIR, flower_bin, flower_env, free_port, parse_run_config, stream_output, toml_value, write_run_config,
 )
 from deploy.processes import group_members, pids_with_cmdline, stop_pids
 
@@ -166,15 +166,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="GPU share Ray reserves per ClientApp (default: the nodes share this "
                         "machine's GPU when it has one, else 0)")
     parser.add_argument("--run-config", action="append", default=[],
-                        help="key=value (TOML value) overriding pyproject.toml's "
-                        "[tool.flwr.app.config], e.g. output-dir=/abs/out; repeatable")
+                        help="space-separated key=value pairs (as flwr run --run-config reads them; "
+                        "a bare string needs no quotes) or a .toml file, overriding pyproject.toml's "
+                        "[tool.flwr.app.config], e.g. \"num-samples=400 seed=1\"; repeatable")
     args = parser.parse_args(argv)
-    import tomllib
-
-    overrides = {}
-    for item in args.run_config:
-        overrides.update(tomllib.loads(_quote(item)))
     try:
+        overrides = parse_run_config(args.run_config)
         run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
                                    num_cpus_per_client=args.num_cpus_per_client,
                                    num_gpus_per_client=args.num_gpus_per_client)
@@ -182,18 +179,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"run config: {error}", file=sys.stderr)
         return 2
     return 0 if run_succeeded(run) else 1
-
-
-def _quote(item: str) -> str:
-    """``key=value`` -> TOML, quoting the value when it is not already a TOML literal."""
-    import tomllib
-
-    key, _, value = item.partition("=")
-    try:
-        tomllib.loads(f"x = {value}")
-        return f"{key.strip()} = {value}"
-    except tomllib.TOMLDecodeError:
-        return f"{key.strip()} = {toml_value(value)}"
 
 
 if __name__ == "__main__":

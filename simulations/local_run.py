@@ -6,11 +6,11 @@ Kept so that ``python -m simulations.local_run`` and existing imports keep worki
 import sys
 
 from deploy.local_run import (
-    LocalRun, _quote, main, run_local_simulation, run_pids, run_succeeded, stop_superlink,
+    LocalRun, main, run_local_simulation, run_pids, run_succeeded, stop_superlink,
     superlink_pids, toml_value,
 )
 
-__all__ = ["LocalRun", "_quote", "main", "run_local_simulation", "run_pids", "run_succeeded",
+__all__ = ["LocalRun", "main", "run_local_simulation", "run_pids", "run_succeeded",
            "stop_superlink", "superlink_pids", "toml_value"]
 
 if __name__ == "__main__":
