@@ -4,4 +4,9 @@ Nothing in this package imports Flower, so every piece is usable from a notebook
 on its own; ``server_app`` and ``client_app`` are thin Flower shells around it.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # pyproject.toml's [project] version is the one source (Flower reads it too)
+    __version__ = version("coopt-flower")
+except PackageNotFoundError:  # a checkout used without installing it
+    __version__ = "0+unknown"

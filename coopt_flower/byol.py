@@ -30,10 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import nn
+
+try:
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+except ImportError as error:  # the baseline is an extra: the product does not need it
+    raise ImportError("the BYOL baseline needs lightly: pip install 'coopt-flower[baselines]'") from error
 
 from coopt_flower.images import as_nchw_images
 from coopt_flower.inputs import on_device
