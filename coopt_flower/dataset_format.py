@@ -61,25 +61,81 @@ def safe_file_name(name: str) -> bool:
             and "\x00" not in name and len(name) <= 200)
 
 
+def dataset_file(root: str | os.PathLike, name: str, what: str = "file") -> Path:
+    """The file ``name`` of the dataset at ``root``, refused unless it lies inside it.
+
+    A shared dataset is untrusted input: its manifest may name ``/etc/passwd``, ``../x`` or a
+    symlink that leaves the directory. Dataset files are plain names in the directory itself
+    (:func:`safe_file_name`), regular files, not links.
+    """
+    root = Path(root)
+    if not isinstance(name, str) or not safe_file_name(name):
+        raise DatasetIntegrityError(f"{root}: the manifest names {what} {name!r}, which is not a plain "
+                                    "file name inside the dataset; refusing to read it")
+    path = root / name
+    if path.is_symlink() or (path.exists() and path.resolve().parent != root.resolve()):
+        raise DatasetIntegrityError(f"{root}: {name} is a link out of the dataset; refusing to read it")
+    if path.exists() and not path.is_file():
+        raise DatasetIntegrityError(f"{root}: {name} is not a regular file")
+    return path
+
+
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Load and sanity-check ``manifest.json`` of a dataset directory."""
+    """Load and sanity-check ``manifest.json`` of a dataset directory: its version, and that
+    every file it names lies inside the dataset (:func:`dataset_file`)."""
     manifest_path = Path(path) / MANIFEST_FILE
     if not manifest_path.exists():
         raise DatasetIntegrityError(f"{path} is not an optimized dataset (no {MANIFEST_FILE})")
-    values = json.loads(manifest_path.read_text(encoding="utf-8"))
-    version = values.get("format_version")
-    if version != FORMAT_VERSION:
+    try:
+        values = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = Manifest.from_json(values)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise DatasetIntegrityError(f"{manifest_path} is not a readable manifest ({error})") from None
+    if manifest.format_version != FORMAT_VERSION:
         raise DatasetIntegrityError(
-            f"{path} has format version {version}; this coopt_flower reads {FORMAT_VERSION}"
+            f"{path} has format version {values.get('format_version')}; this coopt_flower reads {FORMAT_VERSION}"
         )
-    return Manifest.from_json(values)
+    for name in manifest.files:
+        dataset_file(path, name)
+    for name in DATA_FILES:
+        if name not in manifest.files:
+            raise DatasetIntegrityError(f"{path}: the manifest has no checksum of {name}")
+    for entry in manifest.local_sources:
+        if entry.images is not None:
+            dataset_file(path, entry.images, "uploaded images")
+            if entry.images not in manifest.files:
+                raise DatasetIntegrityError(f"{path}: uploaded images {entry.images} have no checksum in the manifest")
+    return manifest
+
+
+def check_array(path: Path, shape: tuple[int, ...], dtype: str) -> None:
+    """A ``.npy`` file's header against the manifest, and its size against the header, before
+    it is memory-mapped (a truncated or swapped file is refused in one line, not mapped)."""
+    try:
+        with open(path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            found_shape, _, found_dtype = read_header(handle)
+            data_offset = handle.tell()
+    except (OSError, ValueError) as error:
+        raise DatasetIntegrityError(f"{path} is not a readable .npy file ({error})") from None
+    if tuple(found_shape) != tuple(shape) or np.dtype(found_dtype) != np.dtype(dtype):
+        raise DatasetIntegrityError(f"{path} holds {np.dtype(found_dtype)} {tuple(found_shape)}, the manifest "
+                                    f"says {np.dtype(dtype)} {tuple(shape)}")
+    expected = data_offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if path.stat().st_size != expected:
+        raise DatasetIntegrityError(f"{path} is {path.stat().st_size} bytes, its header needs {expected} "
+                                    "(truncated or padded)")
 
 
 def verify_dataset(path: str | os.PathLike) -> Manifest:
     """Check every data file's sha256 against the manifest; returns the manifest."""
     manifest = read_manifest(path)
     for name, meta in manifest.files.items():
-        actual = sha256_file(Path(path) / name)
+        file = dataset_file(path, name)
+        if not file.exists():
+            raise DatasetIntegrityError(f"{file} is missing (the manifest lists it)")
+        actual = sha256_file(file)
         if actual != meta["sha256"]:
             raise DatasetIntegrityError(
                 f"{Path(path) / name} is corrupted: sha256 {actual[:12]}... does not match "
@@ -109,11 +165,14 @@ class OptimizedDataset:
     def __init__(self, path, source=None, verify: bool = True, transform=None) -> None:
         self.path = Path(path)
         self.manifest = verify_dataset(self.path) if verify else read_manifest(self.path)
+        m, n = self.manifest, self.manifest.num_samples
+        # Headers and sizes against the manifest before anything is mapped (untrusted input).
+        check_array(dataset_file(self.path, TARGETS_FILE), (n, m.target_dim), m.target_dtype)
+        check_array(dataset_file(self.path, SAMPLE_IDS_FILE), (n,), "int64")
+        check_array(dataset_file(self.path, OWNERS_FILE), (n,), "int16")
         self.targets = np.load(self.path / TARGETS_FILE, mmap_mode="r")
         self.sample_ids = np.load(self.path / SAMPLE_IDS_FILE)
         self.owners = np.load(self.path / OWNERS_FILE, mmap_mode="r")
-        if self.targets.shape != (len(self.sample_ids), self.manifest.target_dim):
-            raise DatasetIntegrityError(f"{self.path}: targets shape disagrees with manifest")
         self._source = source
         self.transform = transform
         # Samples that came from participants' node-local data: their ids follow the source's.
@@ -146,7 +205,8 @@ class OptimizedDataset:
                 row = sample_id - entry.first_id
                 if entry.images:
                     if entry.images not in self._local_images:
-                        self._local_images[entry.images] = np.load(self.path / entry.images, mmap_mode="r")
+                        self._local_images[entry.images] = np.load(dataset_file(self.path, entry.images),
+                                                                   mmap_mode="r", allow_pickle=False)
                     return np.array(self._local_images[entry.images][row])  # copy out of the read-only map
                 from coopt_flower.data import open_source
 

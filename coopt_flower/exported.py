@@ -42,14 +42,30 @@ def dataset_kind(path: str | os.PathLike) -> str:
                                 f"an export ({EXPORT_INFO_FILE}); pass the folder that holds them")
 
 
+def export_file(root: Path, name: str) -> Path:
+    """The file ``name`` of an export, refused unless it lies inside it: a relative path without
+    ``..``, no link on the way (an export is shared, untrusted input)."""
+    parts = Path(str(name)).parts
+    if not isinstance(name, str) or not parts or Path(name).is_absolute() or ".." in parts:
+        raise DatasetIntegrityError(f"{root}: {EXPORT_INFO_FILE} names {name!r}, which is not a path "
+                                    "inside the export; refusing to read it")
+    path = root
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise DatasetIntegrityError(f"{root}: {name} goes through a link; refusing to read it")
+    return path
+
+
 def verify_export(path: str | os.PathLike) -> dict[str, Any]:
     """Check every exported file's sha256 against ``coopt_export.json``; returns that info."""
     path = Path(path)
     info = json.loads((path / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
     for name, digest in info["files"].items():
-        if not (path / name).is_file():
-            raise DatasetIntegrityError(f"{path / name} is missing from the export")
-        if sha256_file(path / name) != digest:
+        file = export_file(path, name)
+        if not file.is_file():
+            raise DatasetIntegrityError(f"{file} is missing from the export")
+        if sha256_file(file) != digest:
             raise DatasetIntegrityError(f"{path / name} is corrupted: its sha256 does not match "
                                         f"{EXPORT_INFO_FILE}")
     return info
@@ -130,7 +146,7 @@ class WebDatasetExport(_TorchItems):
         info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
         self.image_extension = info.get("image_extension", "png")
         shards = info.get("shards") or sorted(p.name for p in self.path.glob("*.tar"))
-        self.shards = [self.path / name for name in shards]
+        self.shards = [export_file(self.path, name) for name in shards]
         self.transform = transform
         # Per sample: (sample id, shard, image offset, image size, target offset, target size).
         table = np.array(self._scan(), dtype=np.int64).reshape(-1, 6)
