@@ -1,8 +1,9 @@
 """Checks that run before any work starts, so a bad config fails in seconds with one line.
 
-Order: prototypes, data, output directory (stale temporaries of a crashed run removed, then
-claimed; a read-only, immutable or unwritable one refused), free disk space for the rounds'
-datasets, and, with ``verify-images`` or ``on-bad-sample=fail``, every image decoded once.
+Order: prototypes, data, output directory (stale temporaries of a crashed run removed; a
+read-only, immutable or unwritable one refused; claimed only when the run writes its first
+data, :func:`claim_output_dir`), free disk space for the rounds' datasets, and, with
+``verify-images`` or ``on-bad-sample=fail``, every image decoded once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +69,14 @@ def check_data(settings: RunSettings) -> ImageSource:
 
 
 def check_output_dir(settings: RunSettings) -> Path:
-    """Claim ``output-dir`` for this run; refuse one that holds a different run.
+    """Check that ``output-dir`` can take this run, writing nothing of the run yet.
 
     The directory records the run's identity (data, samples, seed, prototypes, ...) in
-    ``run.json``; a later run with the same identity may continue there, another one may not
-    unless ``overwrite`` is set.
+    ``run.json`` once the run writes data (:func:`claim_output_dir`); a later run with the same
+    identity may continue there, another one may not unless ``overwrite`` is set. A run refused
+    here or later, before it writes, leaves the directory as it found it (a stale temporary of
+    a crashed run aside), so the obvious retry (say, a smaller ``target-dim``) is not refused
+    as "a different run".
     """
     out = Path(settings.output_dir)
     if out.exists() and not out.is_dir():
@@ -92,9 +97,34 @@ def check_output_dir(settings: RunSettings) -> Path:
     elif out.exists() and any(out.iterdir()) and not settings.overwrite:
         raise ConfigError(f"output-dir {out} is not empty and holds no CoOpt run: choose a new "
                           "output-dir or set overwrite=true")
+    _check_writable(out)
+    return out
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(out: Path) -> None:
+    """Write and remove a probe file where the run will write (the directory, or the nearest
+    existing parent it will be made in): read-only, immutable or foreign is refused now."""
+    where = _nearest_existing(out)
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=f".{RUN_FILE}.tmp-"):
+            pass
+    except OSError as error:  # read-only, immutable, not ours, or full
+        raise OutputDirError(f"output-dir: {describe_os_error(error, out)}") from None
+
+
+def claim_output_dir(settings: RunSettings) -> Path:
+    """Make ``output-dir`` and record this run's identity in it (``run.json``): called when the
+    run is about to write its first data, not before."""
+    out = Path(settings.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_file, json.dumps({"identity": identity}, indent=2, sort_keys=True))
+        write_text_atomic(out / RUN_FILE, json.dumps({"identity": settings.identity()}, indent=2, sort_keys=True))
     except OSError as error:  # read-only, immutable, not ours, or full
         raise OutputDirError(f"output-dir: {describe_os_error(error, out)}") from None
     return out
@@ -131,7 +161,7 @@ def check_disk_space(settings: RunSettings, num_samples: int) -> int:
     out = Path(settings.output_dir)
     todo = sum(not (out / f"round-{r:03d}").exists() for r in range(1, settings.num_server_rounds + 1))
     needed = todo * estimate_round_bytes(settings, num_samples)
-    free = shutil.disk_usage(out).free
+    free = shutil.disk_usage(_nearest_existing(out)).free  # the directory may not be made yet
     if needed and free < needed * DISK_MARGIN + DISK_MARGIN_BYTES:
         raise OutputDirError(
             f"output-dir {out} has {free / 2**20:.1f} MiB free, the run's datasets need about "

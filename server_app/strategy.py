@@ -22,6 +22,7 @@ from coopt_flower.data import ImageSource, open_source
 from coopt_flower.engine.multiround import run_rounds
 from coopt_flower.engine.round import RoundResult, run_round
 from coopt_flower.engine.transport import Student
+from coopt_flower.preflight import claim_output_dir
 from server_app.grid_transport import GridTransport
 
 
@@ -63,4 +64,7 @@ class CoOptStrategy:
         """Run every round of the run, resuming where a stopped run left off
         (:func:`~coopt_flower.engine.multiround.run_rounds`); returns the run's progress."""
         self.summary()
-        return run_rounds(self.settings, self.source, self.transport(grid))
+        # The output directory is claimed (run.json) only when the run writes its first data:
+        # a run refused before leaves it as it was.
+        return run_rounds(self.settings, self.source, self.transport(grid),
+                          before_write=lambda: claim_output_dir(self.settings))

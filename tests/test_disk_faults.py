@@ -56,7 +56,7 @@ def test_preflight_refuses_a_run_that_does_not_fit(tmpfs):
     s = settings(tmpfs / "out", **{"num-samples": 60000, "target-dim": 64, "shared-size": 64})
     with pytest.raises(OutputDirError, match=r"MiB free, the run's datasets need about .* MiB"):
         preflight(s)
-    assert leftovers(tmpfs / "out") == []
+    assert not (tmpfs / "out").exists()  # refused before anything: not even the directory
 
 
 def test_a_round_on_a_full_disk_fails_cleanly_and_the_rerun_succeeds(tmp_path, monkeypatch):
@@ -85,7 +85,7 @@ def test_stale_temporaries_of_a_crashed_run_are_removed_first(tmp_path):
     (out / ".round-001.tmp-123-456" / "targets.npy").write_bytes(b"x" * 1000)
     (out / ".run.json.tmp-123").write_text("{")
     check_output_dir(settings(out))
-    assert leftovers(out) == [] and (out / "run.json").exists()
+    assert leftovers(out) == [] and not (out / "run.json").exists()  # claimed only when data is written
 
 
 def test_disk_estimate_counts_targets_and_shared_embeddings(tmp_path):

@@ -80,5 +80,6 @@ def test_below_min_participants_the_round_fails_and_publishes_nothing(faulty_app
     result, path = run(faulty_app, tmp_path, 2, fault="0:shared:0", **{"min-participants": 2})
     assert "CoOpt run stopped: after the shared subset only 1 participant(s) are left" in result.output
     assert not path.exists()
-    assert [p.name for p in path.parent.iterdir()] == ["run.json"]
+    # Refused before it wrote: the output directory was not even claimed (no run.json).
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []
 

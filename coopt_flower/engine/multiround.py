@@ -10,7 +10,7 @@ stopped: finished rounds and students are kept, an unfinished round is redone.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource
@@ -22,7 +22,8 @@ from coopt_flower.round_student import student_payload, train_round_student
 log = logging.getLogger(__name__)
 
 
-def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport) -> dict[str, Any]:
+def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport, *,
+               before_write: Callable[[], None] | None = None) -> dict[str, Any]:
     """All ``num-server-rounds`` rounds, resuming from the output directory; returns the progress.
 
     Parameters
@@ -32,13 +33,17 @@ def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport)
         The platform's copy of the data.
     transport : Transport
         Who carries the messages (the same for every round).
+    before_write : callable, optional
+        Called before anything of the run is written (the output directory's claim): by the
+        first round about to write its dataset, or before a progress file is written.
     """
     out = settings.output_dir
+    claim = _once(before_write)
     state = {"rounds": {}} if settings.overwrite else progress.load_progress(out)
     state["refinement"] = settings.refinement
     student: Student | None = None
     for server_round in range(1, settings.num_server_rounds + 1):
-        entry = finished_round(settings, source, transport, state, server_round, student)
+        entry = finished_round(settings, source, transport, state, server_round, student, claim)
         if settings.train_epochs and entry.get("student") is None:
             entry["student"] = trained_student(settings, entry["dataset"], server_round)
             progress.save_progress(out, state)
@@ -50,8 +55,19 @@ def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport)
     return state
 
 
+def _once(callback: Callable[[], None] | None) -> Callable[[], None]:
+    done = [callback is None]
+
+    def call() -> None:
+        if not done[0]:
+            done[0] = True
+            callback()
+    return call
+
+
 def finished_round(settings: RunSettings, source: ImageSource, transport: Transport, state: dict[str, Any],
-                   server_round: int, student: Student | None) -> dict[str, Any]:
+                   server_round: int, student: Student | None,
+                   claim: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Round ``server_round``'s progress entry: from the progress file, from a dataset
     published before the stop, or from running the round now."""
     out, key = settings.output_dir, str(server_round)
@@ -64,8 +80,10 @@ def finished_round(settings: RunSettings, source: ImageSource, transport: Transp
     if manifest is not None:
         log.info("round %d was published before the stop; keeping it", server_round)
     else:
-        manifest = run_round(settings, source, transport, server_round=server_round, student=student).manifest
+        manifest = run_round(settings, source, transport, server_round=server_round, student=student,
+                             before_write=claim).manifest
     entry = state["rounds"][key] = progress.round_entry(manifest)
+    claim()  # a round recovered from disk: the directory is this run's all the same
     progress.save_progress(out, state)
     return entry
 

@@ -76,7 +76,8 @@ class StepTimer:
 
 
 def run_round(settings: RunSettings, source: ImageSource, transport: Transport, *, server_round: int = 1,
-              student: Student | None = None, clock: Callable[[], float] = time.monotonic) -> RoundResult:
+              student: Student | None = None, clock: Callable[[], float] = time.monotonic,
+              before_write: Callable[[], None] | None = None) -> RoundResult:
     """Run one CoOpt round and publish its dataset.
 
     Parameters
@@ -96,6 +97,10 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
         ``refinement = static``.
     clock : callable
         Monotonic seconds for the reply timeouts.
+    before_write : callable, optional
+        Called once the round is about to write its dataset (after describe, the shared subset
+        and the plan: a round refused before has written nothing), e.g. to claim the output
+        directory (:func:`coopt_flower.preflight.claim_output_dir`).
 
     Raises
     ------
@@ -131,6 +136,8 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
         p.encoder = plan.encoders[p.name]
     log_plan(plan, participants, student)
 
+    if before_write is not None:
+        before_write()
     optimize_started = time.perf_counter()
     shards = samples.split(participants, len(source))
     with RoundWriter.open(s, participants, plan.alignment, shards, samples.bad, failures, round_dir) as writer:
