@@ -3,6 +3,7 @@
 One function per subcommand, each delegating to the module that does the work:
 
 ``coopt run``      local simulation of the Flower app (:mod:`deploy.local_run`)
+``coopt check``    check a run config as the ServerApp will, before ``flwr run`` (:mod:`coopt_flower.preflight`)
 ``coopt train``    train a student on a round or an export (:mod:`coopt_flower.student_training`)
 ``coopt probe``    linear-probe a trained student (:func:`coopt_flower.probing.probe_checkpoint`)
 ``coopt export``   self-contained HF / WebDataset export (:mod:`coopt_flower.export`)
@@ -35,6 +36,13 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     from deploy.local_run import main
 
     return main(rest, prog=f"{PROG} run")
+
+
+def cmd_check(args: argparse.Namespace, rest: list[str]) -> int:
+    """``coopt check``: :func:`coopt_flower.preflight.main`."""
+    from coopt_flower.preflight import main
+
+    return main(rest)
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -99,6 +107,7 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
 # ---------------------------------------------------------------------------- parser
 DELEGATED = {
     "run": (cmd_run, "local simulation of the Flower app (`flwr run` with a private SuperLink)"),
+    "check": (cmd_check, "check a run config (keys, values, prototypes, data, output dir) before `flwr run`"),
     "train": (cmd_train, "train a student on an optimized dataset (round directory or export)"),
     "deploy": (cmd_deploy, "Flower deployment: certs | keygen | up | register | supernode | run | status | down"),
 }

@@ -121,10 +121,13 @@ class RunSettings:
                      "num_server_rounds", "train_epochs", "student_image_size", "student_batch_size",
                      "probe_train_samples", "probe_test_samples"):
             if attr in values:
+                value = values[attr]
                 try:
-                    values[attr] = int(values[attr])
+                    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                        raise ValueError(value)  # seed=1.5 is not seed 1
+                    values[attr] = int(value)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"{attr.replace('_', '-')} must be an integer, got {values[attr]!r}") from None
+                    raise ConfigError(f"{attr.replace('_', '-')} must be an integer, got {value!r}") from None
         settings = cls(**values)
         if not settings.output_dir:
             settings.output_dir = default_output_dir()
@@ -273,34 +276,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 def check_run_config(overrides: Mapping[str, Any], pyproject: str | os.PathLike = APP_PYPROJECT) -> RunSettings:
     """Keys and values of a ``flwr run --run-config`` override, checked as the ServerApp would
-    (without touching data or disk); returns the settings."""
+    (without touching data or disk: :func:`coopt_flower.preflight.preflight` does that);
+    returns the settings."""
     defaults = app_run_config(pyproject)
     check_run_config_keys(overrides, defaults)
     return RunSettings.from_run_config({**defaults, **overrides})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m coopt_flower.config check key=value ...``: check a run config before
-    ``flwr run``; exit 0 when it is usable, 2 with one line saying what to fix."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m coopt_flower.config",
-                                     description="Check a run config before `flwr run`.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="check key=value overrides (keys and values)")
-    check.add_argument("overrides", nargs="*", help="key=value, as for flwr run --run-config")
-    check.add_argument("--pyproject", default=str(APP_PYPROJECT), help="the app's pyproject.toml")
-    args = parser.parse_args(argv)
-    try:
-        overrides = parse_overrides(args.overrides)
-        check_run_config(overrides, args.pyproject)
-    except ConfigError as error:
-        print(f"run config: {error}", file=sys.stderr)
-        return 2
-    print(f"run config ok ({len(overrides)} override(s) checked)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

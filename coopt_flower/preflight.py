@@ -20,7 +20,7 @@ from coopt_flower.atomic import write_text_atomic
 from coopt_flower.bad_samples import BadSampleError
 from coopt_flower.config import ConfigError, RunSettings
 from coopt_flower.data import DataSourceError, ImageSource, ScreenedSource, open_source, scan_images, select_samples
-from coopt_flower.errors import OutputDirError, describe_os_error
+from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, OutputDirError, describe_os_error, one_line
 from coopt_flower.prototypes import available_prototypes, parse_prototype_spec
 
 log = logging.getLogger(__name__)
@@ -192,13 +192,60 @@ def check_images(settings: RunSettings, source: ImageSource) -> ImageSource:
     return ScreenedSource(source, bad)
 
 
-def preflight(settings: RunSettings) -> ImageSource:
-    """Validate prototypes, data, output directory and disk space (and, if asked, every image);
-    returns the opened data source."""
+def preflight(settings: RunSettings, *, scan: bool = True) -> ImageSource:
+    """Validate prototypes, data, output directory and disk space (and, with ``scan`` and if
+    the run config asks, every image); returns the opened data source. Writes nothing of the
+    run: the ServerApp, ``coopt run`` before it starts Flower, and ``coopt check`` all call it."""
     check_prototypes(settings)
     if settings.train_epochs:
         settings.resolved_device()  # a GPU asked for where there is none: one line, now
     source = check_data(settings)
     check_output_dir(settings)
     check_disk_space(settings, settings.num_samples or len(source))
-    return check_images(settings, source)
+    return check_images(settings, source) if scan else source
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The documented exit code of an error the user can fix (210 configuration, 211 data,
+    212 output directory), None for anything else."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, DataSourceError):
+        return EXIT_DATA
+    if isinstance(error, (OutputDirError, FileExistsError)):
+        return EXIT_OUTPUT
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``coopt check key=value ...`` (``python -m coopt_flower.preflight check ...``): check a
+    run config as the ServerApp will, keys, values, prototypes, data and output directory,
+    before ``flwr run``. Exit 0 when it is usable, else one line and the exit code the run would
+    stop with (210 configuration, 211 data, 212 output directory)."""
+    import argparse
+    import sys
+
+    from coopt_flower.config import APP_PYPROJECT, check_run_config, parse_overrides
+
+    parser = argparse.ArgumentParser(prog="coopt check", description="Check a run config before `flwr run`: "
+                                     "keys, values, prototypes, data and the output directory.")
+    parser.add_argument("overrides", nargs="*", help="key=value, as for flwr run --run-config")
+    parser.add_argument("--pyproject", default=str(APP_PYPROJECT), help="the app's pyproject.toml")
+    parser.add_argument("--scan-images", action="store_true",
+                        help="also decode every image the run would read (as verify-images does)")
+    args = parser.parse_args(argv[1:] if argv and argv[0] == "check" else argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+        preflight(check_run_config(overrides, args.pyproject), scan=args.scan_images)
+    except Exception as error:
+        code = exit_code(error)
+        if code is None:
+            raise
+        print(f"run config: {one_line(error, 2000)}", file=sys.stderr)
+        return code
+    print(f"run config ok ({len(overrides)} override(s) checked, with the prototypes, data and output directory)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(__import__("sys").argv[1:]))

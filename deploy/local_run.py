@@ -17,6 +17,7 @@ An unknown run-config key is refused before anything starts (exit 2), naming the
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from coopt_flower.config import ConfigError, app_run_config, check_run_config_keys
+from coopt_flower.config import check_run_config
+from coopt_flower.errors import one_line
+from coopt_flower.preflight import exit_code, preflight
 from deploy.flower import (
-    APP_DIR, flower_bin, flower_env, free_port, parse_run_config, stream_output, toml_value, write_run_config,
+    APP_DIR, flower_bin, flower_env, free_port, parse_run_config, stream_output, write_run_config,
 )
 from deploy.processes import group_members, pids_with_cmdline, stop_pids
 
@@ -107,8 +110,9 @@ def run_local_simulation(
     flwr_home : Path, optional
         Private Flower home (a temporary one, removed afterwards, when omitted).
     """
-    # Flower refuses an unknown key without naming it: name it, and the closest valid one.
-    check_run_config_keys(run_config, app_run_config(Path(app_dir) / "pyproject.toml"))
+    # Flower refuses an unknown key without naming it, and the ServerApp would refuse a bad
+    # value only after the simulation has started: check both here, as the ServerApp will.
+    preflight(check_run_config(run_config, Path(app_dir) / "pyproject.toml"), scan=False)
     own_home = flwr_home is None
     flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="coopt-flwr-home-")).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
@@ -175,10 +179,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         run = run_local_simulation(overrides, num_supernodes=args.num_supernodes,
                                    num_cpus_per_client=args.num_cpus_per_client,
                                    num_gpus_per_client=args.num_gpus_per_client)
-    except ConfigError as error:
-        print(f"run config: {error}", file=sys.stderr)
-        return 2
-    return 0 if run_succeeded(run) else 1
+    except Exception as error:  # refused before Flower started: the code the run would stop with
+        code = exit_code(error)
+        if code is None:
+            raise
+        print(f"run config: {one_line(error, 2000)}", file=sys.stderr)
+        return code
+    return run_exit_code(run)
+
+
+def run_exit_code(run: LocalRun) -> int:
+    """0 for a completed run; the ServerApp's own code when it stopped on purpose (the one
+    line ``CoOpt run stopped: ... [exit code N: kind]``); 1 for any other failure."""
+    if run_succeeded(run):
+        return 0
+    stopped = re.search(r"CoOpt run stopped: .*\[exit code (\d+): ", run.output)
+    return int(stopped.group(1)) if stopped else 1
 
 
 if __name__ == "__main__":

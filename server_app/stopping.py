@@ -15,9 +15,8 @@ from logging import ERROR, WARNING
 from flwr.app.exception import AppExitException
 from flwr.common import log
 
-from coopt_flower.config import ConfigError
-from coopt_flower.data import DataSourceError
-from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, EXIT_ROUND_FAILED, OutputDirError, one_line
+from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, EXIT_ROUND_FAILED, one_line
+from coopt_flower.preflight import exit_code
 from coopt_flower.engine.failures import RoundFailed
 
 
@@ -31,17 +30,15 @@ class CoOptStopped(AppExitException):
         self.exit_code = exit_code
 
 
+KINDS = {EXIT_CONFIG: "configuration", EXIT_DATA: "data", EXIT_OUTPUT: "output directory",
+         EXIT_ROUND_FAILED: "round failed"}
+
+
 def classify(error: BaseException) -> tuple[int, str] | None:
-    """``(exit code, kind)`` of an error the user can fix; None for anything else."""
-    if isinstance(error, ConfigError):
-        return EXIT_CONFIG, "configuration"
-    if isinstance(error, DataSourceError):
-        return EXIT_DATA, "data"
-    if isinstance(error, (OutputDirError, FileExistsError)):
-        return EXIT_OUTPUT, "output directory"
-    if isinstance(error, RoundFailed):
-        return EXIT_ROUND_FAILED, "round failed"
-    return None
+    """``(exit code, kind)`` of an error the user can fix (the same codes ``coopt check`` and
+    ``coopt run`` use before Flower starts); None for anything else."""
+    code = EXIT_ROUND_FAILED if isinstance(error, RoundFailed) else exit_code(error)
+    return None if code is None else (code, KINDS[code])
 
 
 def stop(error: BaseException) -> CoOptStopped | None:

@@ -5,9 +5,9 @@ Kept so that ``python -m simulations.local_run`` and existing imports keep worki
 
 import sys
 
+from deploy.flower import toml_value
 from deploy.local_run import (
-    LocalRun, main, run_local_simulation, run_pids, run_succeeded, stop_superlink,
-    superlink_pids, toml_value,
+    LocalRun, main, run_local_simulation, run_pids, run_succeeded, stop_superlink, superlink_pids,
 )
 
 __all__ = ["LocalRun", "main", "run_local_simulation", "run_pids", "run_succeeded",

@@ -16,7 +16,7 @@ from coopt_flower.cli import main
 from deploy.app_dir import APP_PACKAGES, app_directory, is_app_dir, stage_app
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["run", "train", "probe", "export", "report", "deploy"]
+SUBCOMMANDS = ["run", "check", "train", "probe", "export", "report", "deploy"]
 DEPLOY_SUBCOMMANDS = ["certs", "keygen", "up", "register", "supernode", "run", "status", "down"]
 
 

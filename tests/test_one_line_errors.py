@@ -24,14 +24,25 @@ def test_every_settings_key_is_in_the_app_config():
     check_run_config({"on-bad-sample": "fail", "verify-images": True, "num-samples": 300})
 
 
-def test_config_check_cli_prints_one_line_and_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "coopt_flower.config", "check", "num-sampels=100"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stdout == ""
+def test_coopt_check_prints_one_line_and_exits_with_the_code_the_run_would(tmp_path):
+    def check(*overrides):
+        return subprocess.run([sys.executable, "-m", "coopt_flower.preflight", "check", *overrides],
+                              capture_output=True, text=True)
+
+    proc = check("num-sampels=100")
+    assert proc.returncode == 210 and proc.stdout == ""
     assert proc.stderr == "run config: unknown run-config key 'num-sampels': did you mean 'num-samples'?\n"
-    ok = subprocess.run([sys.executable, "-m", "coopt_flower.config", "check", "num-samples=300"],
-                        capture_output=True, text=True)
-    assert ok.returncode == 0 and "ok" in ok.stdout
+    ok = check("num-samples=300", f"output-dir={tmp_path / 'out'}")
+    assert ok.returncode == 0 and "ok" in ok.stdout and not (tmp_path / "out").exists()  # writes nothing
+    # What only a look at the world catches: a prototype, data, an output dir, a fractional int.
+    (tmp_path / "file").write_text("x")
+    for overrides, code, says in [
+            (["prototypes=efficientnet-lite0,resnet-9000"], 210, "prototypes: "),
+            (["data=folder:/no/such/dir"], 210, "does not exist"),
+            ([f"output-dir={tmp_path / 'file'}"], 212, "is a file, not a directory"),
+            (["seed=1.5"], 210, "seed must be an integer, got 1.5")]:
+        proc = check(*overrides)
+        assert proc.returncode == code and says in proc.stderr and proc.stderr.count("\n") == 1, (overrides, proc.stderr)
 
 
 def test_local_run_refuses_an_unknown_key_before_starting_anything(tmp_path):
