@@ -8,6 +8,9 @@ layout it writes is :mod:`coopt_flower.dataset_format`'s).
 Disk space is reserved when a file is created (``posix_fallocate``): a memory-mapped write on a
 full filesystem kills the process with SIGBUS, while a reservation that does not fit raises
 :class:`~coopt_flower.errors.OutputDirError` at once, and the temporary directory is removed.
+The files written only on :meth:`DatasetWriter.commit` (ids, manifest, report, plots) get their
+space up front too: a hidden reserve file holds it from the start and is deleted just before
+they are written, so a disk that fills while pages arrive cannot stop the publish.
 """
 
 from __future__ import annotations
@@ -49,6 +52,46 @@ def reserve_space(path: str | os.PathLike) -> None:
     except OSError as error:
         raise OutputDirError(f"{describe_os_error(error, Path(path).parent.parent)} "
                              f"({size / 2**20:.1f} MiB needed for {Path(path).name})") from None
+    finally:
+        os.close(fd)
+
+
+#: Room for what publishing writes besides the arrays: three plots (~30 KB each), the report in
+#: two forms, the manifest, and the run's progress file, summary and rounds plot written right
+#: after the dataset is in place.
+PUBLISH_FILES_BYTES = 2 << 20
+
+#: Manifest bytes per sample at most: missing and bad sample ids are listed one per line.
+MANIFEST_BYTES_PER_SAMPLE = 24
+
+#: The hidden file that holds the publish reserve inside the temporary directory.
+RESERVE_FILE = ".publish-reserve"
+
+
+def publish_reserve_bytes(num_samples: int, extra_array_bytes: int = 0) -> int:
+    """Bytes publishing a dataset of ``num_samples`` writes after its pages: the sample ids,
+    the extra arrays (``extra_array_bytes``, e.g. the shared-subset embeddings), and the small
+    files (:data:`PUBLISH_FILES_BYTES`, :data:`MANIFEST_BYTES_PER_SAMPLE`)."""
+    npy_headers = 3 * 128
+    return (8 * int(num_samples) + int(extra_array_bytes) + npy_headers + PUBLISH_FILES_BYTES
+            + MANIFEST_BYTES_PER_SAMPLE * int(num_samples))
+
+
+def hold_space(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes allocated on disk (zeros written where the
+    filesystem cannot ``posix_fallocate``)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except (OSError, AttributeError) as error:
+            if getattr(error, "errno", 95) not in (95, 22):  # EOPNOTSUPP/EINVAL: cannot reserve
+                raise
+        zeros = bytes(1 << 20)
+        for start in range(0, size, len(zeros)):
+            os.write(fd, zeros[: min(len(zeros), size - start)])
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -157,6 +200,9 @@ class DatasetWriter:
         ``"float16"`` (half the disk) or ``"float32"``.
     overwrite : bool
         Replace an existing directory at ``path`` on commit.
+    reserve_bytes : int
+        Disk space to hold from the start for what :meth:`commit` writes besides the
+        streamed arrays (:func:`publish_reserve_bytes`); released as the commit begins.
 
     Use it as a context manager: leaving the block with an exception discards the temporary
     directory and leaves whatever was at ``path`` before untouched.
@@ -169,6 +215,7 @@ class DatasetWriter:
         target_dim: int,
         dtype: str = "float16",
         overwrite: bool = False,
+        reserve_bytes: int = 0,
     ) -> None:
         if dtype not in TARGET_DTYPES:
             raise ValueError(f"target dtype must be one of {TARGET_DTYPES}, got {dtype!r}")
@@ -191,6 +238,8 @@ class DatasetWriter:
         try:
             self._targets = open_reserved_memmap(self.tmp / TARGETS_FILE, dtype, (n, self.target_dim))
             self._owners = open_reserved_memmap(self.tmp / OWNERS_FILE, np.int16, (n,))
+            self.reserve_bytes = int(reserve_bytes)
+            self._hold_publish_space()
         except BaseException:
             self.abort()
             raise
@@ -199,6 +248,16 @@ class DatasetWriter:
         self._written = RowBits(n)
         self._excluded = RowBits(n)
         self._num_written = 0
+
+    def _hold_publish_space(self) -> None:
+        if self.reserve_bytes <= 0:
+            return
+        try:
+            hold_space(self.tmp / RESERVE_FILE, self.reserve_bytes)
+        except OSError as error:
+            raise OutputDirError(f"{describe_os_error(error, self.path.parent)} "
+                                 f"({self.reserve_bytes / 2**20:.1f} MiB more needed to publish "
+                                 f"{self.path.name}: ids, manifest, report, plots)") from None
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -319,9 +378,13 @@ class DatasetWriter:
         except OutputDirError:
             raise
         except OSError as error:  # e.g. the disk filled up writing the small files
-            raise OutputDirError(describe_os_error(error, self.path.parent)) from None
+            needed = max(self.reserve_bytes, publish_reserve_bytes(len(self.sample_ids)))
+            raise OutputDirError(f"{describe_os_error(error, self.path.parent)} (publishing "
+                                 f"{self.path.name} needs about {needed / 2**20:.1f} MiB more)") from None
 
     def _commit(self, manifest, extra_files, extra_arrays, allow_missing) -> Path:
+        # The space held since the start is what the files below are written into.
+        (self.tmp / RESERVE_FILE).unlink(missing_ok=True)
         missing = self.missing_ids()
         if missing.size and not allow_missing:
             raise DatasetIntegrityError(

@@ -20,6 +20,7 @@ from coopt_flower.atomic import write_text_atomic
 from coopt_flower.bad_samples import BadSampleError
 from coopt_flower.config import ConfigError, RunSettings
 from coopt_flower.data import DataSourceError, ImageSource, ScreenedSource, open_source, scan_images, select_samples
+from coopt_flower.dataset_writer import publish_reserve_bytes
 from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, OutputDirError, describe_os_error, one_line
 from coopt_flower.prototypes import available_prototypes, parse_prototype_spec
 
@@ -31,7 +32,7 @@ RUN_FILE = "run.json"
 STALE_PATTERNS = (".round-*.tmp-*", ".round-*.old-*", ".run.json.tmp-*", ".checkpoint.json.tmp-*",
                   ".progress.json.tmp-*", ".summary.md.tmp-*")
 DISK_MARGIN = 1.10          # free space must exceed the estimate by 10%
-DISK_MARGIN_BYTES = 1 << 20  # ... plus 1 MiB for manifests and reports
+DISK_MARGIN_BYTES = 1 << 20  # ... plus 1 MiB of slack (directory blocks, run.json)
 
 
 def check_prototypes(settings: RunSettings) -> None:
@@ -146,11 +147,13 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
 
 
 def estimate_round_bytes(settings: RunSettings, num_samples: int) -> int:
-    """Bytes one round's dataset takes on disk: targets, owners and ids per sample, and every
-    participant's shared-subset embeddings (uploaded node-local images are not counted)."""
-    per_sample = settings.target_dim * np.dtype(settings.target_dtype).itemsize + 2 + 8
+    """Bytes one round needs on disk at its peak: targets and owners per sample, and what
+    publishing writes (:func:`~coopt_flower.dataset_writer.publish_reserve_bytes`: ids,
+    every participant's shared-subset embeddings, manifest, report and plots), which the writer
+    holds from the start. Uploaded node-local images and student checkpoints are not counted."""
+    per_sample = settings.target_dim * np.dtype(settings.target_dtype).itemsize + 2
     shared = settings.expected_participants * settings.shared_size * settings.target_dim * 4
-    return num_samples * per_sample + shared
+    return num_samples * per_sample + publish_reserve_bytes(num_samples, shared)
 
 
 def check_disk_space(settings: RunSettings, num_samples: int) -> int:
@@ -164,7 +167,7 @@ def check_disk_space(settings: RunSettings, num_samples: int) -> int:
     free = shutil.disk_usage(_nearest_existing(out)).free  # the directory may not be made yet
     if needed and free < needed * DISK_MARGIN + DISK_MARGIN_BYTES:
         raise OutputDirError(
-            f"output-dir {out} has {free / 2**20:.1f} MiB free, the run's datasets need about "
+            f"output-dir {out} has {free / 2**20:.1f} MiB free, the run's datasets (with their reports and plots) need about "
             f"{needed * DISK_MARGIN / 2**20 + 1:.1f} MiB: free space, choose another output-dir, "
             "or lower num-samples / target-dim (target-dtype=float16 halves the targets)")
     return needed

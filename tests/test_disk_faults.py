@@ -14,7 +14,7 @@ import pytest
 import coopt_flower.dataset_writer as dataset_writer
 from coopt_flower.config import RunSettings
 from coopt_flower.data import open_source
-from coopt_flower.dataset_writer import DatasetWriter
+from coopt_flower.dataset_writer import DatasetWriter, publish_reserve_bytes
 from coopt_flower.errors import OutputDirError
 from coopt_flower.preflight import check_disk_space, check_output_dir, preflight
 from coopt_flower.engine import run_in_process
@@ -54,7 +54,7 @@ def test_writer_on_a_full_tmpfs_raises_one_line_and_leaves_nothing(tmpfs):
 
 def test_preflight_refuses_a_run_that_does_not_fit(tmpfs):
     s = settings(tmpfs / "out", **{"num-samples": 60000, "target-dim": 64, "shared-size": 64})
-    with pytest.raises(OutputDirError, match=r"MiB free, the run's datasets need about .* MiB"):
+    with pytest.raises(OutputDirError, match=r"MiB free, the run's datasets \(with their reports and plots\) need about .* MiB"):
         preflight(s)
     assert not (tmpfs / "out").exists()  # refused before anything: not even the directory
 
@@ -88,10 +88,11 @@ def test_stale_temporaries_of_a_crashed_run_are_removed_first(tmp_path):
     assert leftovers(out) == [] and not (out / "run.json").exists()  # claimed only when data is written
 
 
-def test_disk_estimate_counts_targets_and_shared_embeddings(tmp_path):
+def test_disk_estimate_counts_targets_shared_embeddings_and_what_publishing_writes(tmp_path):
     s = settings(tmp_path, **{"num-samples": 1000, "target-dim": 64})
     needed = check_disk_space(s, 1000)
-    assert needed == 1000 * (64 * 2 + 2 + 8) + 3 * 32 * 64 * 4
+    assert needed == 1000 * (64 * 2 + 2) + publish_reserve_bytes(1000, 3 * 32 * 64 * 4)
+    assert publish_reserve_bytes(1000, 0) > 1000 * 8 + (1 << 20)  # ids, plus reports and plots
 
 
 def test_read_only_output_dir_is_one_line(tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 
 from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.config import RunSettings
-from coopt_flower.dataset_writer import DatasetWriter
+from coopt_flower.dataset_writer import DatasetWriter, publish_reserve_bytes
 from coopt_flower.engine.samples import Shards
 from coopt_flower.engine.enrollment import Participant
 from coopt_flower.engine.failures import FailureLog
@@ -76,7 +76,12 @@ class RoundWriter:
             reassign_to=shards.holders,
             pinned_page_sizes={p.name: s.rows_per_page(p.local_image_bytes if upload else 0)
                                for p in participants if p.local_count})
-        with DatasetWriter(round_dir, shards.all_ids, s.target_dim, s.target_dtype, overwrite=s.overwrite) as writer:
+        # Publishing adds the ids, every participant's shared-subset embeddings (float32) and
+        # the small files: their space is held from the start (see DatasetWriter).
+        shared_bytes = len(participants) * s.shared_size * s.target_dim * 4
+        reserve = publish_reserve_bytes(len(shards.all_ids), shared_bytes)
+        with DatasetWriter(round_dir, shards.all_ids, s.target_dim, s.target_dtype, overwrite=s.overwrite,
+                           reserve_bytes=reserve) as writer:
             yield cls(s, participants, plan, bad, failures, scheduler, writer, shards.all_ids)
 
     # ------------------------------------------------------------------ pages out

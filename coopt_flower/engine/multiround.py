@@ -5,21 +5,32 @@ passed to the next round as a prototype candidate (``refinement``). Every finish
 recorded in the run's progress file (:mod:`coopt_flower.engine.progress`), so a platform that is
 stopped and started again with the same run config and output directory continues where it
 stopped: finished rounds and students are kept, an unfinished round is redone.
+
+A write that fails (a full disk, most often) stops the run with one
+:class:`~coopt_flower.errors.OutputDirError` line that says what a rerun will do: a round that
+was not published is redone, one that was is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource
 from coopt_flower.engine import progress
 from coopt_flower.engine.round import run_round
 from coopt_flower.engine.transport import Student, Transport
+from coopt_flower.errors import OutputDirError, describe_os_error
 from coopt_flower.round_student import student_payload, train_round_student
 
 log = logging.getLogger(__name__)
+
+#: OS errors that mean the output directory cannot take a write.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport, *,
@@ -45,11 +56,13 @@ def run_rounds(settings: RunSettings, source: ImageSource, transport: Transport,
     for server_round in range(1, settings.num_server_rounds + 1):
         entry = finished_round(settings, source, transport, state, server_round, student, claim)
         if settings.train_epochs and entry.get("student") is None:
-            entry["student"] = trained_student(settings, entry["dataset"], server_round)
-            progress.save_progress(out, state)
+            with kept_on_failure(out, server_round, f"round {server_round}'s student", "its student is trained again"):
+                entry["student"] = trained_student(settings, entry["dataset"], server_round)
+                progress.save_progress(out, state)
         if entry.get("student") and settings.refinement != "static":
             student = student_payload(entry["student"]["checkpoint"])
-        progress.write_summary(out, state)
+        with kept_on_failure(out, server_round, "the run summary", "the summary is written again"):
+            progress.write_summary(out, state)
     for line in progress.render_summary(state).splitlines():
         log.info("  %s", line)
     return state
@@ -80,12 +93,35 @@ def finished_round(settings: RunSettings, source: ImageSource, transport: Transp
     if manifest is not None:
         log.info("round %d was published before the stop; keeping it", server_round)
     else:
-        manifest = run_round(settings, source, transport, server_round=server_round, student=student,
-                             before_write=claim).manifest
+        try:
+            manifest = run_round(settings, source, transport, server_round=server_round, student=student,
+                                 before_write=claim).manifest
+        except OutputDirError as error:
+            kept = f"rounds 1-{server_round - 1} are kept, " if server_round > 1 else ""
+            raise OutputDirError(f"{error}; round {server_round} was not published and nothing of it "
+                                 f"was kept: fix that and run the same command again ({kept}round "
+                                 f"{server_round} is encoded again)") from None
     entry = state["rounds"][key] = progress.round_entry(manifest)
     claim()  # a round recovered from disk: the directory is this run's all the same
-    progress.save_progress(out, state)
+    with kept_on_failure(out, server_round, "the progress file", "it is recorded again"):
+        progress.save_progress(out, state)
     return entry
+
+
+@contextlib.contextmanager
+def kept_on_failure(output_dir: str | Path, server_round: int, what: str, rerun: str) -> Iterator[None]:
+    """Turn a failed write after round ``server_round`` was published into one line that says
+    the round is safe and what a rerun does (``rerun``)."""
+    try:
+        yield
+    except OutputDirError as error:
+        raise OutputDirError(f"{error}; round {server_round} is published and kept: run the same command "
+                             f"again once fixed ({rerun})") from None
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:  # e.g. a probe dataset that is missing: not a write
+            raise
+        raise OutputDirError(f"{describe_os_error(error, output_dir)} (writing {what}); round {server_round} "
+                             f"is published and kept: run the same command again once fixed ({rerun})") from None
 
 
 def trained_student(settings: RunSettings, dataset: str, server_round: int) -> dict[str, Any]:

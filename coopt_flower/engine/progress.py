@@ -125,8 +125,10 @@ def write_summary(output_dir: str | Path, progress: dict[str, Any]) -> None:
 
     text = render_summary(progress)
     try:
-        write_bytes_atomic(Path(output_dir) / ROUNDS_PNG, rounds_plot(progress))
-        text += f"\n![Student probe accuracy and reference uniform value per round]({ROUNDS_PNG})\n"
+        picture = rounds_plot(progress)
     except Exception as error:  # pictures are a convenience; the summary must not depend on them
         log.warning("plot across rounds not drawn (%s)", error)
+    else:  # drawn: writing it is like writing any other file (a full disk is an error)
+        write_bytes_atomic(Path(output_dir) / ROUNDS_PNG, picture)
+        text += f"\n![Student probe accuracy and reference uniform value per round]({ROUNDS_PNG})\n"
     write_text_atomic(Path(output_dir) / SUMMARY_MD, text)
