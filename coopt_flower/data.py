@@ -25,8 +25,10 @@ in the merged dataset and in reports.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ import numpy as np
 
 from coopt_flower.image_decoding import decode_reason, fit_square, open_rgb, to_rgb
 from coopt_flower.registry import Registry
+
+log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -184,6 +188,19 @@ class DecodedSource:
     def name_of(self, sample: int) -> str:
         return f"sample {int(sample)}"
 
+    def low_range_warning(self, sample: int) -> Callable[[int], None]:
+        """The ``on_low_range`` callback of :func:`~coopt_flower.image_decoding.to_rgb` for
+        ``sample``: warns once per source that its 16-bit images look like unscaled
+        low-bit-depth data (they come out dark)."""
+        def warn(bits: int) -> None:
+            if not getattr(self, "_warned_low_range", False):
+                self._warned_low_range = True
+                log.warning("%s: 16-bit images hold values of only %d bits (e.g. %s), so they come "
+                            "out dark: if this is %d-bit data stored unscaled, rescale it to the full "
+                            "16-bit range (PNG's convention) or save it as 8-bit", self.spec, bits,
+                            self.name_of(sample), bits)
+        return warn
+
     def _load(self, sample: int) -> np.ndarray:
         image = self.open_image(sample)
         if image.size != (self.image_size, self.image_size):
@@ -231,9 +248,7 @@ class FolderSource(DecodedSource):
         self.spec = f"folder:{self.root}"
         self.image_size = int(image_size or os.environ.get("COOPT_FOLDER_IMAGE_SIZE", 224))
         # Sorted relative paths make the ids stable across machines and runs.
-        self.files = sorted(
-            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        self.files = list_image_files(self.root)
         if not self.files:
             raise DataSourceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
         parents = sorted({p.parent for p in self.files})
@@ -250,13 +265,45 @@ class FolderSource(DecodedSource):
         return self.files[int(sample)].relative_to(self.root).as_posix()
 
     def open_image(self, sample: int):
-        return open_rgb(self.files[int(sample)])
+        path = self.files[int(sample)]
+        if path.is_symlink() and not path.exists():
+            raise OSError(dangling_link_reason(path))
+        return open_rgb(path, self.low_range_warning(sample))
 
     def labels(self, ids: np.ndarray) -> np.ndarray | None:
         if self.class_names is None:
             return None
         ids = _check_ids(ids, len(self), self.spec)
         return np.array([self._class_index[self.files[i].parent.name] for i in ids], np.int64)
+
+
+def list_image_files(root: Path) -> list[Path]:
+    """Every entry under ``root`` named like an image, sorted: files, and also the entries that
+    will not open (broken symlinks, symlink loops, unreadable files), so decoding lists them
+    among the skipped samples with the reason rather than dropping them unseen. Symlinked
+    folders are not followed; a folder that cannot be listed is named in a warning."""
+    found: list[Path] = []
+
+    def unlisted(error: OSError) -> None:
+        log.warning("%s: folder %s skipped, it cannot be listed (%s)", root, error.filename,
+                    error.strerror or error)
+
+    for folder, _, names in os.walk(root, onerror=unlisted):
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_symlink() or path.is_file()):
+                found.append(path)
+    return sorted(found)
+
+
+def dangling_link_reason(path: Path) -> str:
+    """Why a symlink that does not resolve will not open, in words."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symlink loop ({path.name} -> {os.readlink(path)} never reaches a file)"
+    return f"broken symlink (its target {os.readlink(path)} does not exist)"
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -354,7 +401,7 @@ class HFSource(DecodedSource):
         return len(self.dataset)
 
     def open_image(self, sample: int):
-        return to_rgb(self.dataset[int(sample)][self.image_key])
+        return to_rgb(self.dataset[int(sample)][self.image_key], self.low_range_warning(sample))
 
     def labels(self, ids: np.ndarray) -> np.ndarray | None:
         if self.label_key is None:

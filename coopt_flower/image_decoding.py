@@ -9,6 +9,7 @@ words a decoder's failure for reports. Pillow is imported only when an image is 
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -40,12 +41,26 @@ def _scaled_to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def to_rgb(image):
+#: A 16-bit image whose values all fit in this many bits is probably low-bit-depth data (12-bit
+#: sensors: microscopy, medical) stored unscaled, which the 16-bit range shows nearly black.
+LOW_BIT_DEPTH = 12
+
+
+def significant_bits(values: np.ndarray) -> int:
+    """Bits the largest value needs (0 for an all-zero image)."""
+    top = int(values.max()) if values.size else 0
+    return top.bit_length()
+
+
+def to_rgb(image, on_low_range: Callable[[int], None] | None = None):
     """A Pillow image of any mode as 8-bit RGB, the way a viewer shows it.
 
     - EXIF orientation is applied (phone photos stand upright).
     - 16-bit (``I;16*``) and 32-bit integer (``I``) grayscale are scaled from the 16-bit range
-      (``v * 255 / 65535``); Pillow's own conversion clips them to white.
+      (``v * 255 / 65535``); Pillow's own conversion clips them to white. PNG's convention is
+      that data of fewer bits is stored scaled up to the full range; an image whose values
+      all fit in :data:`LOW_BIT_DEPTH` bits (> 8) was probably stored unscaled and comes out
+      dark: ``on_low_range(bits)`` is called for it, so the source can warn.
     - 32-bit float (``F``) is read as intensity in ``[0, 1]``; Pillow's own clips it to 0/1.
     - Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index) is composited
       over white, so hidden colour under transparent pixels does not leak into the image.
@@ -57,7 +72,11 @@ def to_rgb(image):
     mode = image.mode
     if mode.startswith("I;16") or mode == "I" or mode == "F":
         full_scale = 1.0 if mode == "F" else 65535.0
-        gray = _scaled_to_uint8(np.asarray(image), full_scale)
+        values = np.asarray(image)
+        bits = significant_bits(values) if mode != "F" and on_low_range is not None else 0
+        if 8 < bits <= LOW_BIT_DEPTH:
+            on_low_range(bits)
+        gray = _scaled_to_uint8(values, full_scale)
         return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
     if mode == "P" and "transparency" in image.info:
         image, mode = image.convert("RGBA"), "RGBA"
@@ -68,11 +87,11 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def open_rgb(path: str | os.PathLike):
+def open_rgb(path: str | os.PathLike, on_low_range: Callable[[int], None] | None = None):
     """Open an image file fully decoded as 8-bit RGB (see :func:`to_rgb`); a truncated or
     corrupt file raises here, not later."""
     from PIL import Image
 
     with Image.open(path) as image:
         image.load()
-        return to_rgb(image)
+        return to_rgb(image, on_low_range)

@@ -211,3 +211,42 @@ def test_report_json_lists_bad_samples(tmp_path, folder, linear_prototypes, monk
     result = run_round(folder_settings(tmp_path, folder), FolderSource(folder), monkeypatch)
     report = json.loads((result.dataset_path / "report.json").read_text())
     assert report["num_bad_samples"] == 2 and len(report["bad_samples"]) == 2
+
+
+# ------------------------------------------------------------- entries that do not open
+
+
+def test_symlink_loops_and_broken_links_are_listed_with_their_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("COOPT_FOLDER_IMAGE_SIZE", str(SIZE))
+    folder = tmp_path / "links"
+    (folder / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(folder / "a" / "good.png")
+    (folder / "a" / "loop.png").symlink_to("loop.png")
+    (folder / "a" / "broken.png").symlink_to("gone.png")
+    (folder / "a" / "up").symlink_to("..")  # a folder link is not followed: no endless walk
+    source = FolderSource(folder)
+    assert [source.name_of(i) for i in range(len(source))] == ["a/broken.png", "a/good.png", "a/loop.png"]
+    pixels, bad = source.decode(np.arange(len(source)))
+    assert len(pixels) == 1
+    reasons = {b.name: b.reason for b in bad}
+    assert reasons == {"a/broken.png": "OSError: broken symlink (its target gone.png does not exist)",
+                       "a/loop.png": "OSError: symlink loop (loop.png -> loop.png never reaches a file)"}
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_png_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("COOPT_FOLDER_IMAGE_SIZE", str(SIZE))
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):  # 12-bit sensor values stored unscaled
+        Image.fromarray(rng.integers(0, 4096, (SIZE, SIZE)).astype(np.uint16)).save(folder / name)
+    full = rng.integers(0, 65536, (SIZE, SIZE)).astype(np.uint16)
+    Image.fromarray(full).save(folder / "full.png")
+    source = FolderSource(folder)
+    with caplog.at_level("WARNING", logger="coopt_flower.data"):
+        source.images(np.array([2]))  # full.png: the whole range, nothing to say
+        assert caplog.records == []
+        source.images(np.arange(len(source)))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "values of only 12 bits (e.g. a.png)" in warnings[0] and "come out dark" in warnings[0]
