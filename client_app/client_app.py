@@ -50,13 +50,25 @@ def hosted_participants(context: Context) -> list[NodeSettings]:
                   batch_size=int(node.get("batch-size", 0)), data=str(node.get("data", "")),
                   local_data=str(node.get("local-data", "")),
                   partition_id=int(node.get("partition-id", -1)),
-                  num_partitions=int(node.get("num-partitions", 0)))
+                  num_partitions=int(node.get("num-partitions", 0)),
+                  share_local_images=node_flag(node, "share-local-images", default=True))
     if "prototype" in node:
         return [NodeSettings(prototype=str(node["prototype"]), slot=OWN_PROTOTYPE, **common)]
     specs = split_specs(context.run_config.get("prototypes", ""))
     slots = hosted_slots(max(common["partition_id"], 0), common["num_partitions"], len(specs),
                          int(context.run_config.get("num-participants", 0)))
     return [NodeSettings(prototype=spec_for_slot(specs, slot), slot=slot, **common) for slot in slots]
+
+
+def node_flag(node_config, key: str, *, default: bool) -> bool:
+    """A true/false node config value (TOML bool, or the words a shell passes)."""
+    value = node_config.get(key, default)
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if str(value).strip().lower() not in words:
+        raise ValueError(f"node config {key} must be true or false, got {value!r}")
+    return words[str(value).strip().lower()]
 
 
 def participant_for(request: EncodeRequest, context: Context) -> PrototypeParticipant:

@@ -86,6 +86,9 @@ class NodeSettings:
         own prototype, as in deployment).
     num_partitions : int
         Size of the simulated federation (0 when unknown, as in deployment).
+    share_local_images : bool
+        Whether this node lets its ``local_data`` images leave it when the platform asks
+        (``upload-local-images``); False: only their targets are ever sent.
     """
 
     prototype: str
@@ -97,6 +100,7 @@ class NodeSettings:
     partition_id: int = -1
     slot: int = -1
     num_partitions: int = 0
+    share_local_images: bool = True
 
     def __post_init__(self) -> None:
         self.device = self.device or default_device()
@@ -132,7 +136,7 @@ class PrototypeParticipant:
             slot=node.slot, num_partitions=node.num_partitions,
             local_data=node.local_data, local_samples=len(local) if local is not None else 0,
             local_image_bytes=_image_bytes(local) if local is not None else 0,
-            torch=torch.__version__, python=platform.python_version())
+            share_local_images=node.share_local_images, torch=torch.__version__, python=platform.python_version())
 
     def encode(self, request: EncodeRequest,
                student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> EncodeReply:
@@ -167,7 +171,8 @@ class PrototypeParticipant:
             # the page (and this participant) does not fail for them.
             ids = request.ids
             source = self._local_source() if config.scope == "local" else open_source(node.data or config.data)
-            if config.scope == "local" and config.upload_images:
+            # The node's consent decides, whatever the request asks (its images are private).
+            if config.scope == "local" and config.upload_images and node.share_local_images:
                 pixels, ids, bad = decode_images(source, ids)  # decoded once: uploaded and encoded
                 extra["pixels"] = pixels
                 targets, stats = compute_targets(prototype, pixels, None, desc="shard page", **kwargs)

@@ -124,6 +124,7 @@ class Description(_Record):
     local_data: str = ""
     local_samples: int = 0
     local_image_bytes: int = 0    # bytes of one uploaded image, to size upload pages
+    share_local_images: bool = True  # the node lets its local images be uploaded (node config)
     torch: str = ""
     python: str = ""
 

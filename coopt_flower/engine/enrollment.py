@@ -53,6 +53,7 @@ class Participant:
     local_count: int = 0
     local_base: int = -1     # global sample id of its first local image
     local_image_bytes: int = 0
+    share_local_images: bool = True  # its node's consent to upload its local images
 
     @classmethod
     def from_description(cls, node_id: int, info: Description) -> Participant:
@@ -60,7 +61,7 @@ class Participant:
                    image_size=info.image_size, device=info.device, precision=info.precision,
                    partition_id=info.partition_id, slot=info.slot,
                    local_data=info.local_data, local_count=info.local_samples,
-                   local_image_bytes=info.local_image_bytes)
+                   local_image_bytes=info.local_image_bytes, share_local_images=info.share_local_images)
 
     def is_local(self, ids: np.ndarray) -> bool:
         """Whether a page of global ids is this participant's node-local data."""

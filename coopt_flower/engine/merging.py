@@ -34,6 +34,13 @@ from coopt_flower.protocol import (EncodeRequest, ReplyRefused, check_bad_sample
 log = logging.getLogger(__name__)
 
 
+def uploads_images(settings: RunSettings, p: Participant) -> bool:
+    """Whether ``p``'s node-local pages come with their images: the platform asks for them
+    (``upload-local-images``) and the node consents (its node config
+    ``share-local-images``); otherwise only their targets are published."""
+    return settings.upload_local_images and p.share_local_images
+
+
 class RoundWriter:
     """The round's dataset while its pages arrive (open it with :meth:`open`).
 
@@ -70,11 +77,14 @@ class RoundWriter:
         """Queue every shard's pages and open the dataset writer; an exception discards what
         was written."""
         s = settings
-        upload = s.upload_local_images
+        for p in participants:
+            if p.local_count and s.upload_local_images and not p.share_local_images:
+                log.info("  %s: its node keeps its %d local images (node config share-local-images=false): "
+                         "only their targets are published", p.name, p.local_count)
         scheduler = PageScheduler(
             shards.shards, s.rows_per_page(), s.on_failure, s.min_participants, pinned=shards.local,
             reassign_to=shards.holders,
-            pinned_page_sizes={p.name: s.rows_per_page(p.local_image_bytes if upload else 0)
+            pinned_page_sizes={p.name: s.rows_per_page(p.local_image_bytes if uploads_images(s, p) else 0)
                                for p in participants if p.local_count})
         # Publishing adds the ids, every participant's shared-subset embeddings (float32) and
         # the small files: their space is held from the start (see DatasetWriter).
@@ -111,8 +121,8 @@ class RoundWriter:
         if p.is_local(ids):
             ids = ids - p.local_base
             config.scope = "local"
-            config.upload_images = s.upload_local_images
-            extra_bytes = p.local_image_bytes if s.upload_local_images else 0
+            config.upload_images = uploads_images(s, p)
+            extra_bytes = p.local_image_bytes if config.upload_images else 0
         limit = reply_limit(len(ids), s.target_dim, extra_bytes)
         return p.node_id, EncodeRequest(config, ids=ids.astype(np.int64)), limit
 
@@ -149,7 +159,7 @@ class RoundWriter:
 
     def _uploaded_pixels(self, p: Participant, reply, count: int) -> np.ndarray | None:
         """A local page's uploaded images, checked (None when images are not uploaded)."""
-        if not self.settings.upload_local_images:
+        if not uploads_images(self.settings, p):
             return None
         earlier = self.writer.arrays.get(p.local_images_file)
         return check_pixels(reply.extra.get("pixels"), count, None if earlier is None else earlier.shape[1:])
