@@ -37,6 +37,7 @@ from deploy.local_cluster import (
 )
 from deploy.pki import certificate_hosts, make_certificates, make_node_key
 from deploy.processes import alive, descendants, stop_pids
+from deploy.refusals import refusal_reason
 from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status
 from deploy.workdir import (
     MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids, read_pid,
@@ -118,13 +119,13 @@ def cmd_supernode(args: argparse.Namespace) -> int:
         return 0
     text = log.read_text(errors="replace")
     print(text[-3000:])
+    reason = refusal_reason(text, superlink=args.superlink, alive=alive(pid))
     if alive(pid):
-        print(f"SuperNode has not connected yet (pid {pid}, log {log}); it keeps trying. "
-              f"Stop it with: python -m deploy.cluster down --workdir {args.workdir}")
+        print(f"SuperNode has not connected yet (pid {pid}, log {log})" + (f": {reason}" if reason else
+              "; it keeps trying") + f". Stop it with: python -m deploy.cluster down --workdir {args.workdir}")
     else:
         (workdir / "pids" / f"{args.name}.pid").unlink(missing_ok=True)
-        print(f"SuperNode exited (log {log})" + (": its key is not registered on the SuperLink"
-              if was_refused(text) else ""))
+        print(f"SuperNode exited (log {log})" + (f": {reason}" if reason else ""))
     return 1
 
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,14 +61,16 @@ from coopt_flower.errors import one_line
 from deploy.flower import APP_DIR, CONNECTION, flower_bin, free_port, node_config_arg, port_open, write_connection
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
 from deploy.processes import alive, listening_pids, listens
+from deploy.refusals import NODE_ID_RE, key_fingerprint, refusal_reason
 from deploy.runs import RunResult, run_app
 from deploy.workdir import (
     ClusterError, ClusterState, NodeInfo, check_workdir, read_pid, running_pid, running_pids, spawn,
     stop_workdir, workdir_env,
 )
 
-NODE_ID_RE = re.compile(r"SuperNode ID: (\d+)")
 REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")
+#: The SuperLink runs through this script: Flower's own, with public keys out of its log.
+SUPERLINK_LAUNCHER = Path(__file__).with_name("superlink_launcher.py")
 
 
 def _read_log(path: Path) -> str:
@@ -209,7 +212,7 @@ class LocalCluster:
         port = self.port or free_port()
         connect_host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "127.0.0.1") else self.bind
         self.state = ClusterState(str(self.workdir), connect_host, port, self.tls, self.auth)
-        command = [flower_bin("flower-superlink"), "--host", self.bind, "--port", str(port),
+        command = [sys.executable, str(SUPERLINK_LAUNCHER), "--host", self.bind, "--port", str(port),
                    "--disable-runtime-dependency-installation"]
         if self.tls:
             self.tls_files = make_certificates(self.workdir / "certs", [*self.hosts, connect_host])
@@ -296,15 +299,29 @@ class LocalCluster:
             self.state.save()
             return
         text = self.log_tail(node.name, 3000)
+        reason = self.why_not_connected(self.log_dir / f"{node.name}.log", key=node.key, pid=node.pid)
+        because = f": {reason}" if reason else ""
         if alive(node.pid or -1):
-            raise ClusterError(f"SuperNode {node.name} did not connect within {timeout_s:.0f} s:\n{text}")
+            raise ClusterError(f"SuperNode {node.name} did not connect within {timeout_s:.0f} s{because}\n{text}")
         if node.register:
-            raise ClusterError(f"SuperNode {node.name} exited:\n{text}")
+            raise ClusterError(f"SuperNode {node.name} exited{because}\n{text}")
         # An unregistered node is expected to be refused (see `node_refused`).
 
     def node_refused(self, node: NodeInfo) -> bool:
         """True when the SuperLink refused ``node`` (its log says so and it is gone)."""
         return was_refused(self.log_tail(node.name, 20000)) and not alive(node.pid or -1)
+
+    def why_not_connected(self, node_log: str | Path, *, key: str | Path | None = None,
+                          superlink: str | None = None, pid: int | None = None) -> str | None:
+        """One line on why the SuperNode with this log is not connected (None if it is): its
+        key unknown or in use (told apart by this SuperLink's log), TLS, or unreachable."""
+        text = _read_log(Path(node_log))
+        fingerprint = ""
+        if key and Path(f"{key}.pub").is_file():
+            fingerprint = key_fingerprint(f"{key}.pub")
+        return refusal_reason(text, superlink=superlink or (self.state.address if self.state else ""),
+                              superlink_log=self.log_tail("superlink", 200000), fingerprint=fingerprint,
+                              alive=alive(pid) if pid else False)
 
     def stop(self, grace_s: float = 10.0) -> list[int]:
         """Stop every process of this cluster by PID (nodes first); returns the PIDs."""
