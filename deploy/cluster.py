@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -133,13 +134,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``flwr run . --stream`` against the cluster; exit 0 only for a completed run."""
     from coopt_flower.config import ConfigError
 
+    rerun = f"run `python -m deploy.cluster run --workdir {args.workdir}" + \
+        (f" --run-config {shlex.quote(args.run_config)}" if args.run_config else "") + "` again"
     try:
         result = run_app(args.workdir, parse_run_config(args.run_config),
-                         timeout_s=args.timeout, echo=True)
+                         timeout_s=args.timeout, echo=True, rerun=rerun)
     except ConfigError as error:
         print(f"run config: {error}", file=sys.stderr)
         return 2
-    print(f"[deploy] run {result.run_id}: {result.status or 'unknown status'}")
+    print(f"[deploy] run {result.run_id}: {result.status or 'unknown status'}"
+          + (f": {result.reason}" if result.reason else ""))
     return result.returncode
 
 

@@ -16,19 +16,25 @@ from typing import Any, Mapping, NamedTuple
 
 from deploy.flower import APP_DIR, CONNECTION, flower_bin, stream_output, write_run_config
 from deploy.processes import alive, stop_pids
-from deploy.workdir import ClusterState, workdir_env
+from deploy.run_outcome import failure_line
+from deploy.workdir import ClusterState, read_pid, workdir_env
 
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 COMPLETED = "finished:completed"
 
 
 class RunResult(NamedTuple):
-    """What :meth:`LocalCluster.run_app` returns (unpacks as ``returncode, output``)."""
+    """What :meth:`LocalCluster.run_app` returns (unpacks as ``returncode, output``).
+
+    ``reason`` is one line on why a run that did not complete failed and what to do
+    (:func:`deploy.run_outcome.failure_line`); "" for a completed run.
+    """
 
     returncode: int
     output: str
     run_id: int | None = None
     status: str = ""
+    reason: str = ""
 
 
 def app_config_keys(app_dir: Path = APP_DIR) -> set[str]:
@@ -56,8 +62,9 @@ def with_participants(config: Mapping[str, Any], connected: int, app_keys: set[s
 
 
 def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeout_s: float = 900.0,
-            echo: bool = False, app_dir: Path = APP_DIR) -> RunResult:
-    """``flwr run`` against the cluster started in ``workdir`` (see :meth:`LocalCluster.run_app`)."""
+            echo: bool = False, app_dir: Path = APP_DIR, rerun: str = "run the same command again") -> RunResult:
+    """``flwr run`` against the cluster started in ``workdir`` (see :meth:`LocalCluster.run_app`);
+    ``rerun`` words the resume advice of a failed run."""
     from coopt_flower.config import app_run_config, check_run_config_keys
 
     # Flower refuses an unknown key without naming it: name it (ConfigError) before starting.
@@ -91,12 +98,20 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
                                    env=env, cwd=app_dir, capture_output=True, timeout=60)
             returncode = proc.wait()
     output = "".join(lines)
-    status = run_status(workdir, run_id, app_dir=app_dir) if run_id is not None else ""
+    status, details = run_status(workdir, run_id, app_dir=app_dir, details=True) if run_id is not None else ("", "")
     if status:
         output += f"[deploy] run {run_id}: {status}\n"
+    reason = ""
     if status != COMPLETED:
         returncode = returncode or 1
-    return RunResult(returncode, output, run_id, status)
+        state = ClusterState.load(workdir)
+        superlink = read_pid(workdir / "pids" / "superlink.pid")
+        reason = failure_line(status=status, details=details, output=output, run_config=config,
+                              superlink_alive=superlink is None or alive(superlink), timeout_s=timeout_s,
+                              dead_nodes=[n.name for n in state.nodes if n.register and not alive(n.pid or -1)],
+                              rerun=rerun)
+        output += f"[deploy] run {run_id}: {reason}\n"
+    return RunResult(returncode, output, run_id, status, reason)
 
 
 def _run_id(output: str) -> int | None:
@@ -104,8 +119,10 @@ def _run_id(output: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run_status(workdir: Path, run_id: int, *, app_dir: Path = APP_DIR, wait_s: float = 30.0) -> str:
-    """The run's status as ``flwr ls`` reports it (e.g. ``finished:completed``).
+def run_status(workdir: Path, run_id: int, *, app_dir: Path = APP_DIR, wait_s: float = 30.0,
+               details: bool = False) -> str | tuple[str, str]:
+    """The run's status as ``flwr ls`` reports it (e.g. ``finished:completed``); with
+    ``details``, ``(status, status details)`` (e.g. ``No heartbeat received from the task``).
 
     Polls for up to ``wait_s`` seconds until the status starts with ``finished``.
     """
@@ -115,16 +132,17 @@ def run_status(workdir: Path, run_id: int, *, app_dir: Path = APP_DIR, wait_s: f
         proc = subprocess.run([flower_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id),
                                "--format", "json"], env=workdir_env(flwr_home, Path(workdir)),
                               cwd=app_dir, capture_output=True, text=True, timeout=60)
-        status = _status_from_json(proc.stdout)
+        status, why = _status_from_json(proc.stdout)
         if status.startswith("finished") or time.monotonic() > deadline:
-            return status
+            return (status, why) if details else status
         time.sleep(1.0)
 
 
-def _status_from_json(stdout: str) -> str:
-    """The first run's ``status`` in ``flwr ls --format json`` output ("" when there is none)."""
+def _status_from_json(stdout: str) -> tuple[str, str]:
+    """The first run's ``status`` and ``status-details`` in ``flwr ls --format json`` output
+    (empty when there is none)."""
     try:
         runs = json.loads(stdout[stdout.index("{"):]).get("runs", [])
-        return str(runs[0]["status"]) if runs else ""
+        return (str(runs[0]["status"]), str(runs[0].get("status-details", ""))) if runs else ("", "")
     except (ValueError, KeyError, IndexError):
-        return ""
+        return "", ""

@@ -57,3 +57,57 @@ def test_round_completes_without_the_killed_node_and_loses_nothing(killed_run):
     assert np.array_equal(ds.sample_ids, select_samples(60000, 240, seed=5))
     owners = np.bincount(np.asarray(ds.owners), minlength=3)
     assert owners.sum() == 240 and owners[2] == 80 - failure["samples_affected"]
+
+
+# --------------------------------------------------------------- a ServerApp that dies
+KILL_CONFIG = {"num-samples": 60, "shared-size": 16, "image-size": 32, "target-dim": 16, "page-size": 20,
+               "seed": 6, "num-server-rounds": 2, "refinement": "static"}
+
+
+@pytest.fixture(scope="module")
+def killed_serverapp(tmp_path_factory):
+    """Round 2 of a 2-round run: its ServerApp is killed (SIGKILL) while the round writes;
+    then the run is started again with the same run config."""
+    from deploy.processes import pids_with_cmdline
+
+    out = tmp_path_factory.mktemp("out")
+    workdir = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(2, [{"prototype": "efficientnet-lite0", "device": "cpu", "partition-id": i}
+                               for i in range(2)], workdir=workdir)
+    config = {**KILL_CONFIG, "output-dir": str(out)}
+    result = {}
+    try:
+        cluster.start()
+        worker = threading.Thread(target=lambda: result.setdefault("run", cluster.run_app(config, timeout_s=600)))
+        worker.start()
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not list(out.glob(".round-002.tmp-*")):
+            time.sleep(0.1)
+        result["round 1"] = (out / "round-001" / "targets.npy").read_bytes()
+        send_signal(pids_with_cmdline("flwr-serverapp"), signal.SIGKILL)
+        worker.join(600)
+        result["leftovers"] = sorted(p.name for p in out.glob(".round-*"))
+        result["rerun"] = cluster.run_app(config, timeout_s=600)
+    finally:
+        cluster.stop()
+    assert marked_pids(workdir) == []
+    return result, out
+
+
+def test_a_killed_serverapp_says_why_and_how_to_resume(killed_serverapp):
+    result, out = killed_serverapp
+    run = result["run"]
+    assert run.status == "finished:failed" and run.returncode != 0
+    assert run.reason.startswith("the ServerApp process died without a word"), run.reason
+    [leftover] = result["leftovers"]
+    assert run.reason.endswith(f"; to resume, run the same command again (round 1 is kept, the dead round's "
+                               f"{leftover} is removed)"), run.reason
+
+
+def test_the_resumed_run_keeps_round_one_and_removes_the_dead_round(killed_serverapp):
+    result, out = killed_serverapp
+    rerun = result["rerun"]
+    assert rerun.returncode == 0 and rerun.reason == "", rerun.output[-3000:]
+    assert (out / "round-001" / "targets.npy").read_bytes() == result["round 1"]
+    assert load_optimized_dataset(out / "round-002").manifest.num_samples == 60
+    assert sorted(p.name for p in out.glob(".round-*")) == []
