@@ -63,6 +63,10 @@ SUPERNODE_CONNECT_S = 60.0
 
 
 # ---------------------------------------------------------------------------- subcommands
+HEARTBEAT_HELP = ("seconds between a SuperNode's heartbeats, 10-1800 (Flower's default 30): a node that "
+                  "dies is reported offline after about twice this")
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
     """Write a CA and the SuperLink's server certificate."""
     files = make_certificates(args.dir, args.host, days=args.days, overwrite=args.overwrite)
@@ -87,7 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     tls = not args.insecure
     local = LocalCluster(num, configs, tls=tls, auth=tls and not args.no_auth,
                          workdir=args.workdir, port=args.port, bind=args.bind,
-                         hosts=args.host, node_ports=range(args.node_port, args.node_port + num))
+                         hosts=args.host, node_ports=range(args.node_port, args.node_port + num),
+                         heartbeat_s=args.heartbeat_s)
     local.start()
     print(f"SuperLink {local.address} ({'TLS' if tls else 'insecure'}"
           f"{', SuperNode auth' if local.auth else ''}); workdir {local.workdir}")
@@ -112,7 +117,7 @@ def cmd_supernode(args: argparse.Namespace) -> int:
     pid = start_supernode(workdir, superlink=args.superlink,
                           ca_cert=None if args.insecure else args.ca, key=args.key,
                           node_config=parse_node_config(args.node_config),
-                          port=args.port, name=args.name)
+                          port=args.port, name=args.name, heartbeat_s=args.heartbeat_s)
     log = workdir / "logs" / f"{args.name}.log"
     node_id = wait_for_node_id(log, pid, SUPERNODE_CONNECT_S)
     if node_id is not None:
@@ -135,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from coopt_flower.config import ConfigError
 
     rerun = f"run `python -m deploy.cluster run --workdir {args.workdir}" + \
-        (f" --run-config {shlex.quote(args.run_config)}" if args.run_config else "") + "` again"
+        "".join(f" --run-config {shlex.quote(c)}" for c in args.run_config) + "` again"
     try:
         result = run_app(args.workdir, parse_run_config(args.run_config),
                          timeout_s=args.timeout, echo=True, rerun=rerun)
@@ -202,6 +207,7 @@ def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentPar
     p.add_argument("--node-port", type=int, default=9094, help="first SuperNode Runtime API port")
     p.add_argument("--insecure", action="store_true", help="no TLS (implies --no-auth)")
     p.add_argument("--no-auth", action="store_true", help="no SuperNode authentication")
+    p.add_argument("--heartbeat-s", type=float, default=None, help=HEARTBEAT_HELP)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")
@@ -218,6 +224,7 @@ def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentPar
     p.add_argument("--port", type=int, default=9094, help="local Runtime API port")
     p.add_argument("--name", default="supernode")
     p.add_argument("--insecure", action="store_true")
+    p.add_argument("--heartbeat-s", type=float, default=None, help=HEARTBEAT_HELP)
     p.set_defaults(func=cmd_supernode)
 
     p = sub.add_parser("run", help="`flwr run . --stream` against the cluster")

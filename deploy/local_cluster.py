@@ -62,6 +62,7 @@ from deploy.flower import APP_DIR, CONNECTION, flower_bin, free_port, node_confi
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
 from deploy.processes import alive, listening_pids, listens
 from deploy.refusals import NODE_ID_RE, key_fingerprint, refusal_reason
+from deploy.supernode_launcher import HEARTBEAT_ENV, heartbeat_seconds
 from deploy.runs import RunResult, run_app
 from deploy.workdir import (
     ClusterError, ClusterState, NodeInfo, check_workdir, read_pid, running_pid, running_pids, spawn,
@@ -71,6 +72,13 @@ from deploy.workdir import (
 REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")
 #: The SuperLink runs through this script: Flower's own, with public keys out of its log.
 SUPERLINK_LAUNCHER = Path(__file__).with_name("superlink_launcher.py")
+#: ... and the SuperNodes through this one: Flower's own, with a configurable heartbeat.
+SUPERNODE_LAUNCHER = Path(__file__).with_name("supernode_launcher.py")
+
+
+def heartbeat_env(seconds: float | None) -> dict[str, str]:
+    """The environment that sets a SuperNode's heartbeat (none: Flower's default)."""
+    return {} if seconds is None else {HEARTBEAT_ENV: f"{seconds:g}"}
 
 
 def _read_log(path: Path) -> str:
@@ -132,7 +140,7 @@ class LocalCluster:
                  tls: bool = True, auth: bool = True, workdir: str | Path | None = None,
                  port: int | None = None, bind: str = "127.0.0.1", hosts: Iterable[str] = (),
                  app_dir: Path = APP_DIR, start_timeout_s: float = 90.0,
-                 node_ports: Iterable[int] | None = None) -> None:
+                 node_ports: Iterable[int] | None = None, heartbeat_s: float | None = None) -> None:
         if auth and not tls:
             raise ValueError("SuperNode authentication needs TLS (Flower refuses it otherwise)")
         configs = [dict(c) for c in (node_configs or [])]
@@ -149,6 +157,7 @@ class LocalCluster:
         self.port = port
         self.start_timeout_s = start_timeout_s
         self._node_ports = list(node_ports or [])
+        self.heartbeat_s = heartbeat_seconds(None if heartbeat_s is None else str(heartbeat_s))
         self.state: ClusterState | None = None
         self.tls_files: TlsFiles | None = None
 
@@ -257,7 +266,7 @@ class LocalCluster:
         port = self._node_ports[index] if index < len(self._node_ports) else free_port()
         node = NodeInfo(name, config, port, register=register)
         node_dir = private_dir(private_dir(self.workdir / "nodes") / name)
-        command = [flower_bin("flower-supernode"), "--superlink", self.state.address,
+        command = [sys.executable, str(SUPERNODE_LAUNCHER), "--superlink", self.state.address,
                    "--node-config", node_config_arg(config), "--port", str(port)]
         if self.tls:
             command += ["--root-certificates", self.state.ca_cert]
@@ -270,7 +279,7 @@ class LocalCluster:
             if register:
                 node.node_id = self.register(key)
         node.log = str(self.log_dir / f"{name}.log")
-        node.pid = self._spawn(name, command, flwr_home=node_dir, cwd=node_dir)
+        node.pid = self._spawn(name, command, flwr_home=node_dir, cwd=node_dir, env=heartbeat_env(self.heartbeat_s))
         self.state.nodes.append(node)
         self.state.save()
         if wait:
@@ -351,8 +360,9 @@ class LocalCluster:
         return _read_log(self.log_dir / f"{name}.log")[-chars:]
 
     # -------------------------------------------------------------- internals
-    def _spawn(self, name: str, command: list[str], *, flwr_home: Path, cwd: Path) -> int:
-        return spawn(self.workdir, name, command, flwr_home=flwr_home, cwd=cwd)
+    def _spawn(self, name: str, command: list[str], *, flwr_home: Path, cwd: Path,
+               env: Mapping[str, str] | None = None) -> int:
+        return spawn(self.workdir, name, command, flwr_home=flwr_home, cwd=cwd, env=env)
 
     def _read_pid(self, name: str) -> int:
         pid = read_pid(self.pid_dir / f"{name}.pid")
@@ -375,17 +385,21 @@ def port_in_use(host: str, port: int) -> None:
 
 # ---------------------------------------------------------------------------- a lone SuperNode
 def start_supernode(workdir: Path, *, superlink: str, ca_cert: Path | None, key: Path | None,
-                    node_config: Mapping[str, Any], port: int = 9094, name: str = "supernode") -> int:
-    """Start one detached SuperNode (e.g. on a GPU machine) with a pid file in ``workdir/pids``."""
+                    node_config: Mapping[str, Any], port: int = 9094, name: str = "supernode",
+                    heartbeat_s: float | None = None) -> int:
+    """Start one detached SuperNode (e.g. on a GPU machine) with a pid file in ``workdir/pids``;
+    ``heartbeat_s`` (10-1800) sets how often it reports to the SuperLink (Flower: 30 s), so a
+    node that dies is noticed after about twice that."""
+    heartbeat = heartbeat_seconds(None if heartbeat_s is None else str(heartbeat_s))
     check_workdir(workdir)
     workdir = private_dir(Path(workdir).resolve())
     if (old := running_pid(workdir, name)) is not None:
         raise ClusterError(f"{name} already runs (pid {old}): run `down --workdir {workdir}` first")
     (workdir / "pids" / f"{name}.pid").unlink(missing_ok=True)
-    command = [flower_bin("flower-supernode"), "--superlink", superlink,
+    command = [sys.executable, str(SUPERNODE_LAUNCHER), "--superlink", superlink,
                "--node-config", node_config_arg(node_config), "--port", str(port)]
     command += ["--root-certificates", str(Path(ca_cert).resolve())] if ca_cert else ["--insecure"]
     if key:
         command += ["--auth-supernode-private-key", str(Path(key).resolve())]
     node_dir = private_dir(private_dir(workdir / "nodes") / name)
-    return spawn(workdir, name, command, flwr_home=node_dir, cwd=node_dir)
+    return spawn(workdir, name, command, flwr_home=node_dir, cwd=node_dir, env=heartbeat_env(heartbeat))

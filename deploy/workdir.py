@@ -18,7 +18,7 @@ import json
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from deploy.flower import APP_DIR, flower_env
 from deploy.pki import private_dir
@@ -138,8 +138,10 @@ def stop_workdir(workdir: Path, grace_s: float = 10.0) -> list[int]:
     return stopped
 
 
-def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd: Path) -> int:
-    """Start ``command`` detached, logging to ``logs/NAME.log``, its PID in ``pids/NAME.pid``.
+def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd: Path,
+          env: Mapping[str, str] | None = None) -> int:
+    """Start ``command`` detached, logging to ``logs/NAME.log``, its PID in ``pids/NAME.pid``
+    (``env``: variables added to its environment).
 
     The process must outlive the command that starts it (``up``); while this Python process
     stays alive (tests), :func:`deploy.processes.alive` reaps it once it exits.
@@ -147,7 +149,7 @@ def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd:
     workdir = Path(workdir).resolve()
     log_dir, pid_dir = private_dir(workdir / "logs"), private_dir(workdir / "pids")
     with open(log_dir / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(command, env=workdir_env(flwr_home, workdir), cwd=cwd,
+        proc = subprocess.Popen(command, env={**workdir_env(flwr_home, workdir), **(env or {})}, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     (pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")

@@ -132,10 +132,13 @@ def test_a_participant_failing_mid_steal_loses_nothing(tmp_path, fashion):
     assert np.isfinite(np.asarray(ds.targets, np.float32)).all()
 
 
-def test_a_silent_participant_is_failed_after_the_reply_timeout(tmp_path, fashion):
+def test_a_silent_participant_is_failed_after_the_reply_timeout(tmp_path, fashion, caplog):
     n = 600
-    result, nodes, _ = run_steal(tmp_path, fashion, [0.01, 0.01], silent={1}, reply_timeout_s=30.0,
-                                 **{"num-samples": n, "page-size": 50})
+    with caplog.at_level("INFO", logger="coopt_flower.engine.transport"):
+        result, nodes, _ = run_steal(tmp_path, fashion, [0.01, 0.01], silent={1}, reply_timeout_s=30.0,
+                                     **{"num-samples": n, "page-size": 50})
+    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert waits and all(line.startswith("  waiting for p1: no reply for 30 s") for line in waits), waits
     ds = load_optimized_dataset(result.dataset_path)
     assert np.array_equal(ds.sample_ids, select_samples(len(fashion), n, 1))
     assert [f["reason"] for f in result.manifest.failures] == ["no reply within 31 s"]

@@ -68,3 +68,15 @@ def test_exchange_waits_for_every_reply_then_gives_the_silent_ones_a_reason():
                    clock=lambda: transport.now)
     assert list(out) == ["p0", "p1"] and isinstance(out["p0"], EncodeReply)
     assert out["p1"] == "node 1 silent for 6 s"
+
+
+def test_a_silent_participant_is_reported_every_30_s_until_it_is_failed(caplog):
+    transport = Silent()
+    request = EncodeRequest(EncodeConfig(), ids=np.array([0]))
+    with caplog.at_level("INFO", logger="coopt_flower.engine.transport"):
+        out = exchange(transport, {"p0": (0, request, 1), "p1": (1, request, 1)}, server_round=1,
+                       timeout_s=100.0, clock=lambda: transport.now)
+    assert out["p1"] == "node 1 silent for 101 s"
+    lines = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["  waiting for p1"] * 3  # at 30, 60 and 90 s
+    assert "no reply for 30 s (it is failed after reply-timeout-s=100 s" in lines[0]

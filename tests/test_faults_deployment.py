@@ -24,8 +24,9 @@ RUN_CONFIG = {"num-samples": 240, "shared-size": 32, "image-size": 32, "target-d
 def killed_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     workdir = tmp_path_factory.mktemp("cluster")
+    # Heartbeats every 10 s (Flower: 30): the SuperLink reports the killed node offline after ~20 s.
     cluster = LocalCluster(3, [{"prototype": "efficientnet-lite0", "device": "cpu", "partition-id": i}
-                               for i in range(3)], workdir=workdir)
+                               for i in range(3)], workdir=workdir, heartbeat_s=10)
     result = {}
     try:
         cluster.start()
@@ -38,15 +39,16 @@ def killed_run(tmp_path_factory):
         time.sleep(4)  # let a wave or two of pages through first
         victim = cluster.nodes[2].pid
         send_signal([victim, *descendants(victim)], signal.SIGKILL)  # a crash, not a clean stop
+        result["killed at"] = time.time()
         worker.join(600)
     finally:
         cluster.stop()
     assert marked_pids(workdir) == []
-    return result["run"], out / "round-001"
+    return result["run"], out / "round-001", result["killed at"]
 
 
 def test_round_completes_without_the_killed_node_and_loses_nothing(killed_run):
-    run, path = killed_run
+    run, path, _ = killed_run
     assert run.returncode == 0, run.output[-4000:]
     summary = json.loads((path / "report.json").read_text())
     [failure] = summary["failures"]
@@ -111,3 +113,9 @@ def test_the_resumed_run_keeps_round_one_and_removes_the_dead_round(killed_serve
     assert (out / "round-001" / "targets.npy").read_bytes() == result["round 1"]
     assert load_optimized_dataset(out / "round-002").manifest.num_samples == 60
     assert sorted(p.name for p in out.glob(".round-*")) == []
+
+
+def test_the_killed_node_is_reported_offline_by_its_missed_heartbeats(killed_run):
+    run, path, _ = killed_run
+    [failure] = json.loads((path / "report.json").read_text())["failures"]
+    assert failure["reason"].startswith("node offline (heartbeat)"), failure

@@ -30,7 +30,7 @@ from typing import Callable, Hashable
 import numpy as np
 
 from coopt_flower.engine.merging import RoundWriter
-from coopt_flower.engine.transport import Reply, Transport
+from coopt_flower.engine.transport import Reply, SilenceReport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
         name, ids = in_flight.pop(handle)
         queued[name].remove(handle)
         waiting_since[name] = clock()
+        silence.replied(name)
         merged = writer.accept(name, ids, reply)
         if steal:
             _log_progress(writer, merged)
@@ -89,12 +90,15 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
             queued[name].clear()
             writer.release(name, pages)
 
+    silence = SilenceReport(reply_timeout_s)
     fill()
     while in_flight:
         replies = transport.poll([h for h in in_flight if h not in held])
         now = clock()
         for name, handles in queued.items():
             first = handles[0] if handles else None
+            if first is not None and first not in replies and first not in held:
+                silence.check(name, now - waiting_since[name])
             if first is not None and first not in replies and first not in held \
                     and now - waiting_since[name] > reply_timeout_s:
                 replies[first] = transport.no_reply(writer.node_of(name), now - waiting_since[name])

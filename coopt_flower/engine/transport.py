@@ -10,6 +10,7 @@ Flower run gives it, and both rounds run the very same code.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Collection, Hashable, Mapping, Protocol
 
 from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, EncodeRequest
@@ -17,6 +18,32 @@ from coopt_flower.protocol import Description, EncodeConfig, EncodeReply, Encode
 Reply = EncodeReply | str               # a reply, or why there is none
 Described = tuple[int, Description] | str  # (node id, what it runs), or why there is none
 Student = tuple[dict, dict]              # (weights, config) of a refined student
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two "still waiting" lines about one silent participant.
+WAIT_REPORT_S = 30.0
+
+
+class SilenceReport:
+    """Says, every :data:`WAIT_REPORT_S` seconds, which participants have not replied yet, so
+    a node that went quiet is visible long before ``reply-timeout-s`` fails it."""
+
+    def __init__(self, timeout_s: float, every_s: float = WAIT_REPORT_S) -> None:
+        self.timeout_s, self.every_s = timeout_s, every_s
+        self._reported: dict[str, int] = {}
+
+    def check(self, name: str, silent_s: float) -> None:
+        """Log one line when ``name`` has been silent for another ``every_s`` seconds."""
+        step = int(silent_s // self.every_s)
+        if step >= 1 and step > self._reported.get(name, 0):
+            self._reported[name] = step
+            log.info("  waiting for %s: no reply for %.0f s (it is failed after reply-timeout-s=%.0f s; a "
+                     "node that went offline is reported once Flower misses its heartbeats)",
+                     name, silent_s, self.timeout_s)
+
+    def replied(self, name: str) -> None:
+        self._reported.pop(name, None)
 
 
 class Transport(Protocol):
@@ -116,12 +143,15 @@ def exchange(transport: Transport, requests: Mapping[str, tuple[int, EncodeReque
     """
     names = {transport.send(node, request, limit, server_round): name
              for name, (node, request, limit) in requests.items()}
-    started, replies = clock(), {}
+    started, replies, silence = clock(), {}, SilenceReport(timeout_s)
     while len(replies) < len(names):
         pending = [h for h, name in names.items() if name not in replies]
         for handle, reply in transport.poll(pending).items():
             replies[names[handle]] = reply
         waited = clock() - started
+        for handle in pending:
+            if names[handle] not in replies:
+                silence.check(names[handle], waited)
         if waited > timeout_s:
             for handle in pending:
                 replies.setdefault(names[handle], transport.no_reply(requests[names[handle]][0], waited))
