@@ -16,6 +16,7 @@ from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.devices import default_device
 from coopt_flower.errors import did_you_mean
 from coopt_flower.merges import MERGE_CHOICES
+from coopt_flower.partitions import PartitionError, parse_partitioner
 from coopt_flower.protocol import EncodeConfig
 from coopt_flower.refinement import REFINEMENT_POLICIES
 from coopt_flower.scores import REFERENCE_SCORES
@@ -29,7 +30,9 @@ PAGE_ASSIGNMENTS = ("waves", "steal")
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size", "merge", "reference_score")
+                     "student_image_size", "merge", "reference_score", "partitioner")
+#: What a run recorded before a key joined RUN_IDENTITY_KEYS meant (its behaviour then).
+IDENTITY_DEFAULTS = {"partitioner": "iid"}
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -105,6 +108,7 @@ class RunSettings:
     device: str = "auto"
     merge: str = "align-ridge"
     reference_score: str = "uniform"
+    partitioner: str = "iid"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -178,6 +182,10 @@ class RunSettings:
                  f"merge must be one of {', '.join(MERGE_CHOICES)}, got {self.merge!r}")
         _require(self.reference_score in REFERENCE_SCORES,
                  f"reference-score must be one of {', '.join(REFERENCE_SCORES)}, got {self.reference_score!r}")
+        try:
+            self.partitioner = str(parse_partitioner(self.partitioner))
+        except PartitionError as error:
+            raise ConfigError(str(error)) from None
         _require(self.student_image_size >= 0, "student-image-size must be >= 0 (0 = the data's size)")
         _require(self.student_batch_size >= 1, f"student-batch-size must be >= 1, got {self.student_batch_size}")
         _require(os.path.isabs(self.output_dir),

@@ -25,7 +25,6 @@ in the merged dataset and in reports.
 
 from __future__ import annotations
 
-import errno
 import functools
 import gzip
 import logging
@@ -37,6 +36,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from coopt_flower.image_decoding import decode_reason, fit_square, open_rgb, to_rgb
+from coopt_flower.image_files import IMAGE_SUFFIXES, dangling_link_reason, list_image_files
 from coopt_flower.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class DataSourceError(ValueError):
@@ -277,35 +276,6 @@ class FolderSource(DecodedSource):
         return np.array([self._class_index[self.files[i].parent.name] for i in ids], np.int64)
 
 
-def list_image_files(root: Path) -> list[Path]:
-    """Every entry under ``root`` named like an image, sorted: files, and also the entries that
-    will not open (broken symlinks, symlink loops, unreadable files), so decoding lists them
-    among the skipped samples with the reason rather than dropping them unseen. Symlinked
-    folders are not followed; a folder that cannot be listed is named in a warning."""
-    found: list[Path] = []
-
-    def unlisted(error: OSError) -> None:
-        log.warning("%s: folder %s skipped, it cannot be listed (%s)", root, error.filename,
-                    error.strerror or error)
-
-    for folder, _, names in os.walk(root, onerror=unlisted):
-        for name in names:
-            path = Path(folder) / name
-            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_symlink() or path.is_file()):
-                found.append(path)
-    return sorted(found)
-
-
-def dangling_link_reason(path: Path) -> str:
-    """Why a symlink that does not resolve will not open, in words."""
-    try:
-        os.stat(path)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return f"symlink loop ({path.name} -> {os.readlink(path)} never reaches a file)"
-    return f"broken symlink (its target {os.readlink(path)} does not exist)"
-
-
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -472,25 +442,6 @@ def select_samples(num_available: int, num_samples: int, seed: int) -> np.ndarra
         return np.arange(num_available, dtype=np.int64)
     rng = np.random.default_rng([int(seed), 0x5A3D])
     return np.sort(rng.choice(num_available, size=num_samples, replace=False)).astype(np.int64)
-
-
-def partition_iid(ids: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
-    """Split ``ids`` into ``num_partitions`` non-overlapping shards of near-equal size.
-
-    Shards are random (seeded) but each is returned sorted, so a participant reads its images
-    in storage order.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    if num_partitions < 1:
-        raise ValueError(f"need at least one partition, got {num_partitions}")
-    if num_partitions > len(ids):
-        raise ValueError(
-            f"{num_partitions} participants but only {len(ids)} samples: raise num-samples "
-            "or use fewer participants"
-        )
-    rng = np.random.default_rng([int(seed), 0x1D5])
-    shuffled = ids[rng.permutation(len(ids))]
-    return [np.sort(part) for part in np.array_split(shuffled, num_partitions)]
 
 
 def select_shared_subset(ids: np.ndarray, size: int, seed: int) -> np.ndarray:

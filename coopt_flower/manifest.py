@@ -55,6 +55,7 @@ class ParticipantRecord:
     local_data: str = ""
     local_samples: int = 0
     failed: bool = False
+    label_counts: list[int] | None = None  # its shard per class, when the source has labels
 
 
 @dataclass

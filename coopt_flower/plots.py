@@ -25,6 +25,7 @@ LABEL_BOX = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 
 UNIFORM_VALUES_PNG = "uniform_values.png"
 HOLDOUT_RESIDUALS_PNG = "holdout_residuals.png"
 SAMPLES_PNG = "samples_per_participant.png"
+LABELS_PNG = "labels_per_participant.png"
 ROUNDS_PNG = "rounds.png"
 
 
@@ -118,16 +119,48 @@ def samples_plot(m: Manifest) -> bytes:
     return _png(figure)
 
 
+def has_label_counts(m: Manifest) -> bool:
+    """Whether the source's labels were known, so each participant's class histogram is."""
+    return any(p.label_counts for p in m.participants)
+
+
+def labels_plot(m: Manifest) -> bytes:
+    """How many samples of each class each participant holds (labels only simulate who holds
+    what: the partitioner's doing)."""
+    import numpy as np
+
+    plt = _pyplot()
+    rows = [p for p in m.participants if p.label_counts]
+    counts = np.array([p.label_counts for p in rows], dtype=float)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    image = axes.imshow(counts, aspect="auto", cmap="viridis")
+    axes.set_yticks(range(len(rows)), [f"{p.name} ({_short(p.prototype)})" for p in rows])
+    axes.set_xticks(range(counts.shape[1]))
+    axes.set_xlabel("class")
+    partitioner = m.settings.get("partitioner", "iid")
+    axes.set_title(f"Round {m.round}: samples per class held by each participant ({partitioner})")
+    if counts.size <= 200:  # numbers only where they stay legible
+        for (row, col), value in np.ndenumerate(counts):
+            axes.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < counts.max() / 2 else "black")
+    figure.colorbar(image, ax=axes, label="samples")
+    figure.tight_layout()
+    return _png(figure)
+
+
 ROUND_PLOTS: dict[str, tuple[str, Callable[[Manifest], bytes]]] = {
     UNIFORM_VALUES_PNG: ("Uniform value per prototype (reference in red)", uniform_values_plot),
     HOLDOUT_RESIDUALS_PNG: ("Held-out residual per participant", holdout_residuals_plot),
     SAMPLES_PNG: ("Samples per participant", samples_plot),
+    LABELS_PNG: ("Samples per class of each participant", labels_plot),
 }
 
 
 def round_plots(manifest: Manifest) -> dict[str, bytes]:
-    """Every plot of one round: file name -> PNG bytes (see :data:`ROUND_PLOTS`)."""
-    return {name: draw(manifest) for name, (_, draw) in ROUND_PLOTS.items()}
+    """Every plot of one round: file name -> PNG bytes (see :data:`ROUND_PLOTS`); the class
+    histogram only when the source has labels."""
+    return {name: draw(manifest) for name, (_, draw) in ROUND_PLOTS.items()
+            if name != LABELS_PNG or has_label_counts(manifest)}
 
 
 def reference_value(entry: dict[str, Any]) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 
 from coopt_flower.atomic import write_text_atomic
 from coopt_flower.bad_samples import BadSampleError
-from coopt_flower.config import ConfigError, RunSettings
+from coopt_flower.config import IDENTITY_DEFAULTS, ConfigError, RunSettings
 from coopt_flower.data import DataSourceError, ImageSource, ScreenedSource, open_source, scan_images, select_samples
 from coopt_flower.dataset_writer import publish_reserve_bytes
 from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, OutputDirError, describe_os_error, one_line
@@ -87,7 +87,7 @@ def check_output_dir(settings: RunSettings) -> Path:
     identity = settings.identity()
     if run_file.exists():
         try:
-            recorded = json.loads(run_file.read_text(encoding="utf-8")).get("identity", {})
+            recorded = {**IDENTITY_DEFAULTS, **json.loads(run_file.read_text(encoding="utf-8")).get("identity", {})}
         except json.JSONDecodeError:
             recorded = {"unreadable": True}
         if recorded != identity and not settings.overwrite:

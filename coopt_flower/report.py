@@ -66,6 +66,7 @@ def _header(m: Manifest) -> list[str]:
         f"- reference prototype ({_score_phrase(m.reference_score)}): "
         f"**{m.reference}** (`{m.reference_prototype}`)",
         f"- merge: `{m.merge}`",
+        f"- partition of the samples among participants: `{m.settings.get('partitioner', 'iid')}`",
         f"- dataset: `{m.dataset_path}`",
     ]
     if m.merge == Merge.HEADS:

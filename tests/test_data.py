@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from coopt_flower.data import (
-    DataSourceError, FolderSource, open_fashion_mnist, open_source, pages, partition_iid,
+    DataSourceError, FolderSource, open_fashion_mnist, open_source, pages,
     read_idx, select_samples, select_shared_subset,
 )
+from coopt_flower.partitions import partition_iid
 
 
 def write_idx(path, array):

@@ -86,6 +86,23 @@ def test_every_sample_once_and_reference_rows_unaligned(tmp_path, fashion):
     assert json.loads((result.dataset_path / "report.json").read_text())["reference"] == plan.reference
 
 
+@pytest.mark.parametrize("partitioner", ["dirichlet:0.1", "classes:2"])
+def test_a_non_iid_round_records_who_holds_which_classes(tmp_path, fashion, partitioner):
+    s = settings(tmp_path, partitioner=partitioner)
+    result = run_in_process(s, fashion, [LinearParticipant(fashion, i) for i in range(3)])
+    ds = load_optimized_dataset(result.dataset_path)
+    report = json.loads((result.dataset_path / "report.json").read_text())
+    counts = {p["name"]: p["label_counts"] for p in report["participants"]}
+    owners = np.asarray(ds.owners)
+    labels = fashion.labels(ds.sample_ids)
+    for k, name in enumerate(result.manifest.participant_names):  # each owner's rows are its shard
+        assert np.bincount(labels[owners == k], minlength=10).tolist() == counts[name]
+    assert result.manifest.missing_samples == 0 and report["settings"]["partitioner"] == partitioner
+    assert "labels_per_participant.png" in report["plots"]
+    assert f"partition of the samples among participants: `{partitioner}`" in \
+        (result.dataset_path / "report.md").read_text()
+
+
 @pytest.mark.parametrize("fault, step", [("raise", "optimize"), ("nan", "optimize")])
 def test_a_failed_page_is_refused_and_reassigned(tmp_path, fashion, fault, step):
     s = settings(tmp_path)

@@ -10,7 +10,8 @@ from coopt_flower.data import open_source
 from coopt_flower.engine import run_in_process
 from tests.test_engine_round import LinearParticipant, settings
 
-ROUND_PNGS = (plots.UNIFORM_VALUES_PNG, plots.HOLDOUT_RESIDUALS_PNG, plots.SAMPLES_PNG)
+ROUND_PNGS = (plots.UNIFORM_VALUES_PNG, plots.HOLDOUT_RESIDUALS_PNG, plots.SAMPLES_PNG,
+              plots.LABELS_PNG)  # Fashion-MNIST has labels
 SIZE = (int(plots.FIGURE_SIZE[0] * plots.DPI), int(plots.FIGURE_SIZE[1] * plots.DPI))
 
 
@@ -29,6 +30,15 @@ def test_each_round_publishes_its_plots_next_to_the_report_and_links_them(tmp_pa
         assert f"]({name})" in report
     assert json.loads((result.dataset_path / "report.json").read_text())["plots"] == list(ROUND_PNGS)
     assert not list(result.dataset_path.parent.glob(".round-001.tmp-*"))  # written inside, then published
+
+
+def test_without_labels_there_is_no_class_histogram(tmp_path, fashion):
+    result = run_in_process(settings(tmp_path), fashion, [LinearParticipant(fashion, i) for i in range(2)])
+    manifest = result.manifest
+    assert plots.LABELS_PNG in plots.round_plots(manifest)
+    for p in manifest.participants:
+        p.label_counts = None  # what a flat image folder gives
+    assert list(plots.round_plots(manifest)) == list(ROUND_PNGS[:3])
 
 
 def test_a_plot_that_fails_costs_the_pictures_not_the_round(tmp_path, fashion, monkeypatch):

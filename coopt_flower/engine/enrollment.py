@@ -54,6 +54,7 @@ class Participant:
     local_base: int = -1     # global sample id of its first local image
     local_image_bytes: int = 0
     share_local_images: bool = True  # its node's consent to upload its local images
+    label_counts: list[int] | None = None  # its shard's samples per class (labels known only to simulate)
 
     @classmethod
     def from_description(cls, node_id: int, info: Description) -> Participant:

@@ -64,7 +64,7 @@ def participant_record(p: Participant, plan: RoundPlan, writer: RoundWriter, fai
         fit_residual=m.fit_residual, holdout_residual=m.holdout_residual, alpha=m.alpha, rank=m.rank,
         images_per_second=p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
         shared_pixels_sha256=p.shared_sha256, local_data=p.local_data, local_samples=p.local_count,
-        failed=p.name in failed)
+        failed=p.name in failed, label_counts=p.label_counts)
 
 
 def round_manifest(*, settings: RunSettings, source_spec: str, server_round: int, round_dir: Path,

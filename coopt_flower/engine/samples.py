@@ -6,7 +6,8 @@ Images that cannot be decoded are the data's fault, never a node's: S is drawn f
 not known to be bad, and drawn again when reading its pixels finds one that does not decode
 (the :class:`~coopt_flower.bad_samples.BadSampleLedger` lists them). Once the participants are
 known, :meth:`RoundSamples.split` gives each its shard: node-local data to its owner (ids after
-the source's), the platform's samples IID among everyone who can read them.
+the source's), the platform's samples among everyone who can read them as the run's
+``partitioner`` says (IID by default; :mod:`coopt_flower.partitions`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 
 from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.config import RunSettings
-from coopt_flower.data import DataSourceError, ImageSource, decode_images, partition_iid, select_samples, \
+from coopt_flower.data import DataSourceError, ImageSource, decode_images, select_samples, \
     select_shared_subset
 from coopt_flower.engine.enrollment import Participant
+from coopt_flower.partitions import Partitioner, check_labels, label_counts, parse_partitioner, partition
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Shards:
     local: dict[str, np.ndarray]      # node-local samples, only their owner can read them
     holders: set[str]                 # participants that hold the platform's data
     all_ids: np.ndarray
+    label_counts: dict[str, list[int]] | None = None  # per holder, when the source has labels
 
 
 @dataclass
@@ -44,13 +47,22 @@ class RoundSamples:
     shared_ids: np.ndarray
     size: int   # |S|
     seed: int
+    partitioner: Partitioner = Partitioner("iid")
+    labels: np.ndarray | None = None  # of ``ids``, when the source has them (only to partition)
 
     @classmethod
     def draw(cls, settings: RunSettings, source: ImageSource) -> RoundSamples:
-        """The samples (seeded) and S drawn from those not known to be bad."""
+        """The samples (seeded) and S drawn from those not known to be bad.
+
+        Refuses a label-based ``partitioner`` the source's labels cannot serve, before any work.
+        """
         ids = select_samples(len(source), settings.num_samples, settings.seed)
+        partitioner = parse_partitioner(settings.partitioner)
+        labels = source.labels(ids)
+        check_labels(partitioner, labels, getattr(source, "spec", "the source"))
         bad = BadSampleLedger(settings.on_bad_sample, source)
-        samples = cls(ids, bad, np.empty(0, np.int64), settings.shared_size, settings.seed)
+        samples = cls(ids, bad, np.empty(0, np.int64), settings.shared_size, settings.seed, partitioner,
+                      None if labels is None else np.asarray(labels, np.int64))
         samples.shared_ids = samples._draw_shared()
         return samples
 
@@ -75,8 +87,10 @@ class RoundSamples:
         """Every participant's shard, from the survivors of the shared subset.
 
         Sets every local participant's ``local_base`` (the global id of its first image).
+        Under ``classes:<k>`` the samples of classes no participant holds are not in the dataset.
         """
         ids = self.bad.without_known(self.ids)
+        labels = None if self.labels is None else self.labels[np.searchsorted(self.ids, ids)]
         base, local = source_size, {}
         for p in participants:
             if p.local_count:
@@ -89,7 +103,17 @@ class RoundSamples:
             ids = np.empty(0, np.int64)
         holders = [p.name for p in participants if not p.local_count]
         shards = dict.fromkeys((p.name for p in participants), np.empty(0, np.int64))
+        counts = None
         if holders:
-            shards.update(zip(holders, partition_iid(ids, len(holders), self.seed)))
+            parts = partition(ids, len(holders), self.partitioner, self.seed, labels)
+            shards.update(zip(holders, parts))
+            if labels is not None:
+                num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
+                counts = {name: label_counts(labels[np.searchsorted(ids, part)], num_classes)
+                          for name, part in zip(holders, parts)}
+                for p in participants:
+                    p.label_counts = counts.get(p.name)
+            if sum(len(part) for part in parts) < len(ids):  # classes nobody holds
+                ids = ids[np.isin(ids, np.concatenate(parts))]
         all_ids = np.concatenate([ids, *local.values()]) if local else ids
-        return Shards(shards, local, set(holders), all_ids)
+        return Shards(shards, local, set(holders), all_ids, counts)
