@@ -96,14 +96,14 @@ class CachedParticipant:
 
 
 def round_settings(cfg: Config, seed: int, prototypes: list[str], output_dir: Path,
-                   merge: Merge = Merge.ALIGN_RIDGE) -> RunSettings:
+                   merge: Merge = Merge.ALIGN_RIDGE, partitioner: str = "iid") -> RunSettings:
     """The run config of one benchmark round (every shard in one page, as one encode pass)."""
     settings = RunSettings(
         prototypes=list(prototypes), data=cfg.data, num_samples=cfg.num_train,
         shared_size=cfg.shared_size, target_dim=cfg.target_dim, seed=seed,
         output_dir=str(Path(output_dir).resolve()), overwrite=True, image_size=cfg.proto_image_size,
         batch_size=cfg.encode_batch_size, target_dtype=cfg.target_dtype, page_size=cfg.num_train,
-        refinement="static", merge=str(merge))
+        refinement="static", merge=str(merge), partitioner=partitioner)
     settings.validate()
     return settings
 

@@ -186,7 +186,7 @@ def restore_runs(results: dict[str, Any], runs_dir: Path) -> list[str]:
 
 
 @dataclass
-class _Data:
+class BenchmarkData:
     """The images every seed draws from: the training source, each seed's sample, the test set
     and the validation split.
 
@@ -207,8 +207,8 @@ class _Data:
 
 
 @dataclass
-class _Encoded:
-    """Every prototype's features of ``_Data.union`` and of the test set, and its encoding meta."""
+class EncodedData:
+    """Every prototype's features of ``BenchmarkData.union`` and of the test set, and its encoding meta."""
 
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
@@ -259,7 +259,7 @@ def _write_report(cfg: Config, results: dict[str, Any], summary: dict[str, Any],
     plot(cfg, summary, out_dir / PLOT_NAME)
 
 
-def _open_data(cfg: Config) -> _Data:
+def open_data(cfg: Config) -> BenchmarkData:
     """The training source, every seed's sample of it, the validation split and the fixed
     test set."""
     train, test = open_source(cfg.data), open_source(cfg.test_data)
@@ -271,13 +271,13 @@ def _open_data(cfg: Config) -> _Data:
     union = np.unique(np.concatenate([*sample_ids.values(), val_ids]))
     x_val = train.images(val_ids) if len(val_ids) else np.empty((0,), np.uint8)
     y_val = train.labels(val_ids) if len(val_ids) else np.empty(0, np.int64)
-    return _Data(train, sample_ids, union, test, test_ids, test.images(test_ids), test.labels(test_ids),
+    return BenchmarkData(train, sample_ids, union, test, test_ids, test.images(test_ids), test.labels(test_ids),
                  val_ids, x_val, y_val)
 
 
-def _encode_prototypes(cfg: Config, cache_dir: Path, data: _Data) -> _Encoded:
+def encode_prototypes(cfg: Config, cache_dir: Path, data: BenchmarkData) -> EncodedData:
     """One encode of every needed image per prototype (cached in ``cache_dir``)."""
-    encoded = _Encoded({}, {}, {})
+    encoded = EncodedData({}, {}, {})
     for spec in cfg.prototypes:
         encoded.train[spec], encoded.metas[spec] = cached_features(
             cache_dir, spec, cfg.proto_image_size, data.train, data.union,
@@ -288,7 +288,7 @@ def _encode_prototypes(cfg: Config, cache_dir: Path, data: _Data) -> _Encoded:
     return encoded
 
 
-def _new_results(cfg: Config, encoded: _Encoded, *, command: str, config_file: str,
+def _new_results(cfg: Config, encoded: EncodedData, *, command: str, config_file: str,
                  load_start: tuple[float, float, float]) -> dict[str, Any]:
     """The results of a run before any seed: its settings, encoding rates and environment."""
     rates = {spec: encoded.metas[spec]["images_per_second"] for spec in cfg.prototypes}
@@ -318,9 +318,9 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     runs_dir.mkdir(exist_ok=True)
     log(f"config: {json.dumps(asdict(cfg), sort_keys=True)}")
 
-    data = _open_data(cfg)
+    data = open_data(cfg)
     load_start = os.getloadavg()  # before encoding: the load the run started under
-    encoded = _encode_prototypes(cfg, cache_dir, data)
+    encoded = encode_prototypes(cfg, cache_dir, data)
     results = _new_results(cfg, encoded, command=command, config_file=config_file, load_start=load_start)
     log("encoding throughput (img/s): "
         + ", ".join(f"{k} {v:.1f}" for k, v in results["encoding_rates"].items()))
@@ -336,7 +336,7 @@ def run(cfg: Config, *, cache_dir: Path, work_dir: Path, out_dir: Path, resume: 
     return results
 
 
-def _probe_floors(probes: ProbeSet, x_train: np.ndarray, x_test: np.ndarray,
+def probe_floors(probes: ProbeSet, x_train: np.ndarray, x_test: np.ndarray,
                   feats: dict[str, np.ndarray], test_feats: dict[str, np.ndarray],
                   val_feats: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """The floors: raw pixels and each prototype's own features, probed directly (on the
@@ -354,7 +354,7 @@ def _probe_floors(probes: ProbeSet, x_train: np.ndarray, x_test: np.ndarray,
     return floors
 
 
-def _run_seed(invocation: _Invocation, data: _Data, encoded: _Encoded, seed: int, work_dir: Path,
+def _run_seed(invocation: _Invocation, data: BenchmarkData, encoded: EncodedData, seed: int, work_dir: Path,
               skip_rows: Sequence[str]) -> None:
     """One seed: its floors, its optimized datasets, then every student's rows."""
     cfg = invocation.cfg
@@ -369,7 +369,7 @@ def _run_seed(invocation: _Invocation, data: _Data, encoded: _Encoded, seed: int
                       threads=1 if cfg.threads == 1 else None,
                       x_val=data.x_val if len(data.val_ids) else None, y_val=data.y_val if len(data.val_ids) else None)
 
-    floors = _probe_floors(probes, x_train, data.x_test, feats, encoded.test, val_feats)
+    floors = probe_floors(probes, x_train, data.x_test, feats, encoded.test, val_feats)
     singles = pick_singles(cfg, floors)
     if cfg.single_rows == "best":
         log(f"  single-prototype row: only {singles[0]} (its own features probe highest on the "

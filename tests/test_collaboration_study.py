@@ -1,0 +1,45 @@
+"""The collaboration study (simulations.collaboration_study): each participant alone vs merged."""
+
+import json
+
+import pytest
+
+from simulations import collaboration_study as C
+
+
+def test_a_participant_alone_gets_as_many_steps_as_the_merged_rows():
+    assert C.equal_step_epochs(3, 10000, 2500, 64) == 12   # 3 x 157 steps over 40 a pass
+    assert C.equal_step_epochs(3, 10000, 10000, 64) == 3
+    assert C.equal_step_epochs(3, 10000, 30, 64) == 471     # one step a pass
+    assert C.equal_step_epochs(1, 100, 5000, 64) == 1
+
+
+def test_a_bad_partitioner_is_refused_before_any_encoding(capsys):
+    from coopt_flower.partitions import PartitionError
+
+    with pytest.raises(PartitionError, match="alpha must be a number > 0"):
+        C.parse_args(["--tiny", "--partitioners", "iid,dirichlet:0"])
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_every_row_in_the_results_layout(tmp_path):
+    out = tmp_path / "out"
+    C.main(["--tiny", "--partitioners", "dirichlet:0.5", "--out-dir", str(out),
+            "--work-dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")])
+    results = json.loads((out / C.JSON_NAME).read_text())
+    rows = {(r["partitioner"], r["row"]): r for r in results["rows"]}
+    assert {("dirichlet:0.5", "alone:p0"), ("dirichlet:0.5", "alone:p1"), ("dirichlet:0.5", "CoOpt (aligned)"),
+            ("dirichlet:0.5", "CoOpt (no alignment)"), ("dirichlet:0.5", C.ALONE_MEAN),
+            ("dirichlet:0.5", C.ALONE_BEST)} <= set(rows)
+    assert [k for k, r in rows.items() if r["default"]] == [("dirichlet:0.5", "CoOpt (aligned)")]
+    [single] = [r for r in results["rows"] if r["partitioner"] == C.ALL_DATA]
+    assert single["row"] == "single:" + results["seeds"]["0"]["best_single"]
+    for r in results["rows"]:
+        assert {"partitioner", "pool", "row", "acc_mean", "acc_std", "seeds"} <= set(r) and r["seeds"] == [0]
+        assert 0.0 <= r["acc_mean"] <= 1.0
+    alone = [rows[("dirichlet:0.5", f"alone:p{k}")]["acc_mean"] for k in range(2)]
+    assert rows[("dirichlet:0.5", C.ALONE_MEAN)]["acc_mean"] == pytest.approx(sum(alone) / 2)
+    participants = results["seeds"]["0"]["partitions"]["dirichlet:0.5"]["participants"]
+    assert sum(sum(p["label_counts"]) for p in participants) == results["config"]["num_train"]
+    assert len(results["targets"]) == 0  # the targets are on dirichlet:0.1, not run here
+    assert (out / C.MD_NAME).read_text().count("| dirichlet:0.5 |") >= 7 and (out / C.PLOT_NAME).exists()
