@@ -124,16 +124,19 @@ def train_final(dataset, cfg: Config, seed: int, probes: ProbeSet, epochs: int) 
 
 
 class RunStore:
-    """Finished training runs as JSON files, so an interrupted study resumes where it stopped."""
+    """Finished training runs as JSON files, so an interrupted study resumes where it stopped.
+    With ``train=False`` (``--report-only``) a run not finished yet is None: not run."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, train: bool = True) -> None:
+        self.folder, self.train = folder, train
         folder.mkdir(parents=True, exist_ok=True)
 
-    def get(self, name: str, train) -> dict[str, Any]:
+    def get(self, name: str, train) -> dict[str, Any] | None:
         path = self.folder / f"{slug(name)}.json"
         if path.exists():
             return json.loads(path.read_text())
+        if not self.train:
+            return None
         out = train()
         path.write_text(json.dumps(out, indent=2))
         log(f"  {name}: test {out['acc']:.4f}, validation {out['val_acc']:.4f} "
@@ -166,9 +169,13 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
                              seed_dir / slug(name), merge, partitioner)
         return load_optimized_dataset(result.dataset_path), result.manifest
 
+    def keep(key: tuple[str, str], run: dict[str, Any] | None, **extra) -> None:
+        if run is not None:  # None: not run yet (--report-only)
+            out["rows"][key] = dict(run, **extra)
+
     single, _ = built(f"single-{best}", [best], Merge.ALIGN_RIDGE, "iid")
-    out["rows"][(ALL_DATA, SINGLE + best)] = store.get(
-        f"seed{seed}-{cfg.epochs}ep-single-{best}", lambda: train_final(single, cfg, seed, probes, cfg.epochs))
+    keep((ALL_DATA, SINGLE + best), store.get(
+        f"seed{seed}-{cfg.epochs}ep-single-{best}", lambda: train_final(single, cfg, seed, probes, cfg.epochs)))
     for partitioner in partitioners:
         log(f"seed {seed}, partitioner {partitioner}: building the merged datasets")
         aligned, manifest = built(f"{partitioner}-aligned", list(cfg.prototypes), Merge.ALIGN_RIDGE, partitioner)
@@ -179,15 +186,17 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
                               "label_counts": p.label_counts} for p in manifest.participants]}
         key = f"seed{seed}-{cfg.epochs}ep-{partitioner}"
         for row, dataset in ((ALIGNED, aligned), (UNALIGNED, unaligned)):
-            out["rows"][(partitioner, row)] = store.get(
-                f"{key}-{row}", lambda d=dataset: train_final(d, cfg, seed, probes, cfg.epochs))
+            keep((partitioner, row), store.get(
+                f"{key}-{row}", lambda d=dataset: train_final(d, cfg, seed, probes, cfg.epochs)))
         for k, p in enumerate(manifest.participants):
             alone = alone_dataset(unaligned, k)
             epochs = equal_step_epochs(cfg.epochs, len(aligned), len(alone), cfg.batch_size)
-            out["rows"][(partitioner, ALONE + p.name)] = dict(store.get(
+            keep((partitioner, ALONE + p.name), store.get(
                 f"{key}-alone-{p.name}", lambda d=alone, e=epochs: train_final(d, cfg, seed, probes, e)),
                 prototype=p.prototype)
         alone_runs = [v for (part, row), v in out["rows"].items() if part == partitioner and row.startswith(ALONE)]
+        if len(alone_runs) < len(manifest.participants):
+            continue  # the summaries need every participant
         out["rows"][(partitioner, ALONE_MEAN)] = {"acc": float(np.mean([r["acc"] for r in alone_runs])),
                                                    "val_acc": float(np.mean([r["val_acc"] for r in alone_runs]))}
         out["rows"][(partitioner, ALONE_BEST)] = dict(max(alone_runs, key=lambda r: r["val_acc"]))
@@ -223,14 +232,20 @@ def paired_differences(per_seed: dict[int, dict[str, Any]], partitioner: str) ->
                                    "vs best single on all data": []}
     for o in per_seed.values():
         r = o["rows"]
-        if (partitioner, ALIGNED) not in r:
-            continue
+        if not {(partitioner, ALIGNED), (partitioner, UNALIGNED), (partitioner, ALONE_BEST),
+                (ALL_DATA, SINGLE + o["best_single"])} <= set(r):
+            continue  # not every row ran
         merged = r[(partitioner, ALIGNED)]["acc"]
         out["vs best alone"].append(100 * (merged - r[(partitioner, ALONE_BEST)]["acc"]))
         out["vs mean alone"].append(100 * (merged - r[(partitioner, ALONE_MEAN)]["acc"]))
         out["vs no alignment"].append(100 * (merged - r[(partitioner, UNALIGNED)]["acc"]))
         out["vs best single on all data"].append(100 * (merged - r[(ALL_DATA, SINGLE + o["best_single"])]["acc"]))
     return out
+
+
+def not_run(per_seed, partitioners: Sequence[str]) -> list[str]:
+    """Partitioners of a seed whose default merge has not been trained (``--report-only``)."""
+    return [f"seed {s}: {p}" for s, o in per_seed.items() for p in partitioners if (p, ALIGNED) not in o["rows"]]
 
 
 TARGETS = (("dirichlet:0.1", "vs best alone", 3.0), ("dirichlet:0.1", "vs mean alone", 5.0))
@@ -243,6 +258,8 @@ def targets(per_seed, partitioners: Sequence[str]) -> list[dict[str, Any]]:
         if partitioner not in partitioners:
             continue
         diffs = paired_differences(per_seed, partitioner)[what]
+        if not diffs:
+            continue  # not run yet
         out.append({"target": f"{partitioner}: merged {what} >= +{goal:g} points", "per_seed": diffs,
                     "mean": float(np.mean(diffs)), "met": bool(diffs) and min(diffs) >= goal})
     return out
@@ -275,6 +292,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     for partitioner, diffs in results["differences"].items():
         lines.append(f"| {partitioner} | " + " | ".join(", ".join(f"{d:+.2f}" for d in v) for v in diffs.values())
                      + " |")
+    if results["not_run"]:
+        lines += ["", "Not run (yet): " + "; ".join(results["not_run"])]
     lines += ["", "Targets:", ""]
     lines += [f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} (per seed "
               + ", ".join(f"{d:+.2f}" for d in t["per_seed"]) + ")" for t in results["targets"]]
@@ -290,16 +309,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     partitioners = list(results["differences"])
     kinds = [ALIGNED, UNALIGNED, ALONE_BEST, ALONE_MEAN]
     by = {(r["partitioner"], r["row"]): r["acc_mean"] for r in results["rows"]}
-    single = next(r for r in results["rows"] if r["partitioner"] == ALL_DATA)
+    single = next((r for r in results["rows"] if r["partitioner"] == ALL_DATA), None)
     figure, axes = plt.subplots(figsize=(7.0, 4.0))
     width = 0.8 / len(kinds)
     for i, kind in enumerate(kinds):
         values = [100 * by.get((p, kind), np.nan) for p in partitioners]
         axes.bar(np.arange(len(partitioners)) + (i - (len(kinds) - 1) / 2) * width, values, width, label=kind)
-    axes.axhline(100 * single["acc_mean"], color="black", linestyle="--",
-                 label=f"{single['row']} (centralized)")
+    if single is not None:
+        axes.axhline(100 * single["acc_mean"], color="black", linestyle="--",
+                     label=f"{single['row']} (centralized)")
     axes.set_xticks(range(len(partitioners)), partitioners)
-    low = min(v for v in [100 * v for v in by.values()]) - 5
+    low = min(100 * v for v in by.values()) - 5 if by else 0
     axes.set_ylim(bottom=max(0, low))
     axes.set_ylabel("test accuracy of the linear probe (%)")
     axes.set_title("Each participant alone vs the merged dataset")
@@ -323,6 +343,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/coopt-collaboration"))
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/coopt-benchmark-cache"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the runs the work dir holds (the others: not run)")
     args = parser.parse_args(argv)
     cfg = load_config(TINY_CONFIG if args.tiny else args.config)
     changes = {k: getattr(args, k) for k in ("num_train", "epochs", "threads") if getattr(args, k) is not None}
@@ -344,7 +366,7 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     data = open_data(cfg)
     encoded = encode_prototypes(cfg, args.cache_dir, data)
-    store = RunStore(args.work_dir / "runs")
+    store = RunStore(args.work_dir / "runs", train=not args.report_only)
     per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, args.work_dir, store) for seed in cfg.seeds}
     results = {
         "config": {**cfg.as_dict(), "partitioners": partitioners}, "command": reproducing_command(
@@ -354,6 +376,7 @@ def main(argv=None) -> int:
         "rows": collect_rows(per_seed),
         "differences": {p: paired_differences(per_seed, p) for p in partitioners},
         "targets": targets(per_seed, partitioners),
+        "not_run": not_run(per_seed, partitioners),
         "seeds": {str(s): {"best_single": o["best_single"], "partitions": o["partitions"],
                            "floors": {k: {m: v[m] for m in ("full_acc", "full_val_acc")} for k, v in o["floors"].items()}}
                   for s, o in per_seed.items()},
