@@ -42,7 +42,7 @@ from deploy.refusals import refusal_reason
 from deploy.runs import RUN_ID_RE, RunResult, app_config_keys, run_app, run_status
 from deploy.workdir import (
     MARKER_ENV, STATE_FILE, ClusterError, ClusterState, NodeInfo, check_workdir, marked_pids, read_pid,
-    running_pids, stop_workdir,
+    describe_stopped, running_pids, stop_workdir,
 )
 
 # Callers import these from here (the module users run); they live in the modules above.
@@ -166,8 +166,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop every process started for the workdir, by PID."""
-    stopped = stop_workdir(args.workdir)
-    print(f"stopped {len(stopped)} processes" + (f": {stopped}" if stopped else ""))
+    print(describe_stopped(stop_workdir(args.workdir)))
     return 0
 
 

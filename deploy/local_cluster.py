@@ -46,7 +46,6 @@ Python (``from deploy.cluster import LocalCluster`` works too)::
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,7 @@ from deploy.supernode_launcher import HEARTBEAT_ENV, heartbeat_seconds
 from deploy.runs import RunResult, run_app
 from deploy.workdir import (
     ClusterError, ClusterState, NodeInfo, check_workdir, read_pid, running_pid, running_pids, spawn,
-    stop_workdir, workdir_env,
+    StoppedProcess, stop_workdir, workdir_env,
 )
 
 REFUSED_MARKERS = ("Failed to activate SuperNode", "Exit Code: 305")
@@ -332,8 +331,9 @@ class LocalCluster:
                               superlink_log=self.log_tail("superlink", 200000), fingerprint=fingerprint,
                               alive=alive(pid) if pid else False)
 
-    def stop(self, grace_s: float = 10.0) -> list[int]:
-        """Stop every process of this cluster by PID (nodes first); returns the PIDs."""
+    def stop(self, grace_s: float = 10.0) -> list[StoppedProcess]:
+        """Stop every process of this cluster by PID and start time (nodes first), then what
+        they started; returns each stopped process, named (:func:`describe_stopped`)."""
         return stop_workdir(self.workdir, grace_s)
 
     # -------------------------------------------------------------- runs

@@ -55,6 +55,32 @@ def alive(pid: int) -> bool:
         return False
 
 
+def start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch); None when it is gone. A PID and its start
+    time name one process: a recycled PID has another start time."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def program_name(pid: int) -> str:
+    """What a process runs, in one word: ``flwr-clientapp``, not ``python3.11``."""
+    try:
+        process = psutil.Process(pid)
+        args = process.cmdline()
+        name = process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    for arg in args[:3]:
+        base = os.path.basename(arg)
+        if base.startswith(("flwr", "flower")) or (arg.endswith(".py") and base != "-c"):
+            return base
+    if "-m" in args[:3]:
+        return args[args.index("-m") + 1] if args.index("-m") + 1 < len(args) else name
+    return name
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children, grandchildren, ...); [] when it is gone."""
     try:

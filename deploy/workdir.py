@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from deploy.flower import APP_DIR, flower_env
 from deploy.pki import private_dir
-from deploy.processes import alive, pids_with_env, stop_pids, track
+from deploy.processes import alive, descendants, pids_with_env, program_name, start_time, stop_pids, track
 
 MARKER_ENV = "COOPT_DEPLOY_WORKDIR"
 STATE_FILE = "cluster.json"
@@ -94,48 +94,100 @@ def marked_pids(workdir: Path) -> list[int]:
     return pids_with_env(MARKER_ENV, str(Path(workdir).resolve()))
 
 
+# A pid file holds "PID START": START is the process's start time, so a PID the system gave
+# to another process since is not taken for ours (files of older versions hold the PID only).
+START_TOLERANCE_S = 1.0
+
+
+def read_pid_record(pid_file: Path) -> tuple[int | None, float | None]:
+    """(PID, start time) from ``pid_file``; (None, None) when it is missing or unreadable."""
+    try:
+        fields = Path(pid_file).read_text().split()
+        return int(fields[0]), (float(fields[1]) if len(fields) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The PID in ``pid_file``; None when it is missing or unreadable."""
-    try:
-        return int(Path(pid_file).read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return read_pid_record(pid_file)[0]
 
 
-def _is_ours(pid: int | None, workdir: Path) -> bool:
-    """Running and carrying this workdir's marker (so not a recycled PID)."""
-    return pid is not None and alive(pid) and pid in marked_pids(workdir)
+def _is_ours(pid: int | None, workdir: Path, started: float | None = None) -> bool:
+    """Running, carrying this workdir's marker and, when the pid file recorded it, started when
+    the file says (so not a recycled PID)."""
+    if pid is None or not alive(pid) or pid not in marked_pids(workdir):
+        return False
+    now = start_time(pid)
+    return started is None or (now is not None and abs(now - started) <= START_TOLERANCE_S)
+
+
+@dataclass(frozen=True)
+class StoppedProcess:
+    """One process ``down`` stopped: ``name`` is its pid file's (``superlink``, ``supernode-0``)
+    for the processes the cluster started, else what it ran (``flwr-clientapp``), and
+    ``started_by`` says which: ``cluster`` or ``a cluster process`` (Flower's per-run apps)."""
+
+    pid: int
+    name: str
+    started_by: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
 
 
 def running_pids(workdir: Path) -> list[int]:
     """PIDs from ``workdir/pids/*.pid`` that still run and belong to this workdir."""
     workdir = Path(workdir).resolve()
-    pids = [read_pid(pid_file) for pid_file in sorted((workdir / "pids").glob("*.pid"))]
-    return [pid for pid in pids if _is_ours(pid, workdir)]
+    records = [read_pid_record(f) for f in sorted((workdir / "pids").glob("*.pid"))]
+    return [pid for pid, started in records if _is_ours(pid, workdir, started)]
 
 
 def running_pid(workdir: Path, name: str) -> int | None:
     """The PID of process ``name`` of this workdir while it runs, else None."""
-    pid = read_pid(Path(workdir).resolve() / "pids" / f"{name}.pid")
-    return pid if _is_ours(pid, Path(workdir).resolve()) else None
+    pid, started = read_pid_record(Path(workdir).resolve() / "pids" / f"{name}.pid")
+    return pid if _is_ours(pid, Path(workdir).resolve(), started) else None
 
 
-def stop_workdir(workdir: Path, grace_s: float = 10.0) -> list[int]:
-    """Stop everything started for ``workdir``: pid files first, then marked stragglers."""
+def stop_workdir(workdir: Path, grace_s: float = 10.0) -> list[StoppedProcess]:
+    """Stop everything started for ``workdir``, each stopped process named: the processes of
+    its pid files (PID and start time must match), their process trees, then what they started
+    that is still running elsewhere (found by the workdir's marker in their environment)."""
     workdir = Path(workdir).resolve()
     pid_dir = workdir / "pids"
-    stopped: list[int] = []
+    stopped: list[StoppedProcess] = []
+
+    def stop(pids: list[int], grace: float, names: dict[int, str]) -> None:
+        names = {**{p: program_name(p) for pid in pids for p in descendants(pid)}, **names}
+        stopped.extend(StoppedProcess(p, names.get(p, "?"), "cluster" if p in own else "a cluster process")
+                       for p in stop_pids(pids, grace))
+
     # SuperNodes first (they leave the federation), the SuperLink last.
     pid_files = sorted(pid_dir.glob("*.pid"), key=lambda p: p.stem == "superlink") if pid_dir.is_dir() else []
+    own: set[int] = set()
     for pid_file in pid_files:
-        pid = read_pid(pid_file)
-        if _is_ours(pid, workdir):
-            stopped += stop_pids([pid], grace_s)
+        pid, started = read_pid_record(pid_file)
+        if _is_ours(pid, workdir, started):
+            own.add(pid)
+            stop([pid], grace_s, {pid: pid_file.stem})
         pid_file.unlink(missing_ok=True)
     stragglers = marked_pids(workdir)
     if stragglers:
-        stopped += stop_pids(stragglers, grace_s=3.0)
+        stop(stragglers, 3.0, {p: program_name(p) for p in stragglers})
     return stopped
+
+
+def describe_stopped(stopped: list[StoppedProcess]) -> str:
+    """``down``'s line: the cluster's own processes by name, then what they had started."""
+    own = [str(s) for s in stopped if s.started_by == "cluster"]
+    started = [str(s) for s in stopped if s.started_by != "cluster"]
+    if not stopped:
+        return "stopped 0 processes (none of this workdir's processes was running)"
+    line = f"stopped {len(stopped)} processes: " + (", ".join(own) if own else "none from the pid files")
+    if started:
+        line += (f"; and {len(started)} that they had started and that were still running "
+                 f"(Flower's per-run apps): {', '.join(started)}")
+    return line
 
 
 def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd: Path,
@@ -152,6 +204,6 @@ def spawn(workdir: Path, name: str, command: list[str], *, flwr_home: Path, cwd:
         proc = subprocess.Popen(command, env={**workdir_env(flwr_home, workdir), **(env or {})}, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    (pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    (pid_dir / f"{name}.pid").write_text(f"{proc.pid} {start_time(proc.pid) or ''}\n")
     track(proc)
     return proc.pid

@@ -15,7 +15,8 @@ from deploy.flower import stream_output
 from deploy.processes import (
     alive, descendants, group_members, pids_with_cmdline, pids_with_env, send_signal, stop_pids,
 )
-from deploy.workdir import marked_pids, read_pid, running_pids, spawn, stop_workdir
+from deploy.workdir import describe_stopped, marked_pids, read_pid, read_pid_record, running_pids, spawn, \
+    stop_workdir
 
 # A parent that starts two grandchildren-to-be and waits; every process sleeps long enough
 # that only stopping it ends the test early.
@@ -119,9 +120,34 @@ def test_a_workdir_stops_what_it_spawned(tmp_path):
         assert _wait_for(lambda: len(marked_pids(workdir)) == 3)  # the marker is inherited
         assert running_pids(workdir) == [pid]
         children = descendants(pid)
-        assert set(stop_workdir(workdir, grace_s=5)) == {pid, *children}
+        stopped = stop_workdir(workdir, grace_s=5)
+        assert {s.pid for s in stopped} == {pid, *children}
+        assert [(s.name, s.started_by) for s in stopped if s.pid == pid] == [("sleeper", "cluster")]
+        assert {s.started_by for s in stopped if s.pid != pid} == {"a cluster process"}
+        assert describe_stopped(stopped).startswith(f"stopped 3 processes: sleeper (pid {pid}); and 2 that "
+                                                    "they had started")
         assert marked_pids(workdir) == [] and not alive(pid)  # alive() reaps our own child
         assert not list((workdir / "pids").glob("*.pid"))
         assert stop_workdir(workdir) == []
     finally:
         send_signal([pid, *descendants(pid)], 9)
+
+
+def test_a_pid_file_names_its_process_by_pid_and_start_time(tmp_path):
+    """A PID whose start time is not the recorded one is another process: not the cluster's."""
+    workdir = tmp_path / "cluster"
+    pid = spawn(workdir, "sleeper", ["sleep", "60"], flwr_home=tmp_path / "home", cwd=tmp_path)
+    try:
+        pid_file = workdir / "pids" / "sleeper.pid"
+        recorded, started = read_pid_record(pid_file)
+        assert recorded == pid and started == pytest.approx(psutil.Process(pid).create_time())
+        assert running_pids(workdir) == [pid]
+        pid_file.write_text(f"{pid} {started - 3600}\n")  # as if the PID had been given to another
+        assert running_pids(workdir) == []
+        [stopped] = stop_workdir(workdir, grace_s=5)
+        assert (stopped.pid, stopped.name, stopped.started_by) == (pid, "sleep", "a cluster process")
+        pid_file.parent.mkdir(exist_ok=True)
+        pid_file.write_text(f"{pid}\n")  # a pid file of an older version: the PID alone
+        assert read_pid_record(pid_file) == (pid, None)
+    finally:
+        send_signal([pid], 9)
