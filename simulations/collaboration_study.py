@@ -286,6 +286,11 @@ def render_markdown(results: dict[str, Any]) -> str:
             (f" (`{r['prototype']}`)" if r.get("prototype") else "")
         lines.append(f"| {r['partitioner']} | {name} | {100 * r['acc_mean']:.2f} | {100 * r['acc_std']:.2f} | "
                      + ", ".join(f"{100 * v:.2f}" for v in r["per_seed"].values()) + " |")
+    for seed, o in results["seeds"].items():
+        lines += ["", f"Seed {seed}, no student (probe on the raw pixels / a prototype's own features), test "
+                      "accuracy (validation): " + ", ".join(
+                          f"{name} {100 * v['full_acc']:.2f} ({100 * v['full_val_acc']:.2f})"
+                          for name, v in o["floors"].items())]
     lines += ["", "Paired differences of the default merge, points, per seed:", "",
               "| partitioner | " + " | ".join(results["differences"][next(iter(results["differences"]))]) + " |",
               "|---|" + "---:|" * 4]
