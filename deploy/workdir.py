@@ -157,23 +157,24 @@ def stop_workdir(workdir: Path, grace_s: float = 10.0) -> list[StoppedProcess]:
     pid_dir = workdir / "pids"
     stopped: list[StoppedProcess] = []
 
-    def stop(pids: list[int], grace: float, names: dict[int, str]) -> None:
-        names = {**{p: program_name(p) for pid in pids for p in descendants(pid)}, **names}
-        stopped.extend(StoppedProcess(p, names.get(p, "?"), "cluster" if p in own else "a cluster process")
+    def stop(pids: list[int], grace: float) -> None:
+        # Named before they are stopped: a stopped process has no command line to read.
+        names = {p: pid_names.get(p) or program_name(p) for pid in pids for p in [pid, *descendants(pid)]}
+        stopped.extend(StoppedProcess(p, names.get(p, "?"), "cluster" if p in pid_names else "a cluster process")
                        for p in stop_pids(pids, grace))
 
     # SuperNodes first (they leave the federation), the SuperLink last.
     pid_files = sorted(pid_dir.glob("*.pid"), key=lambda p: p.stem == "superlink") if pid_dir.is_dir() else []
-    own: set[int] = set()
+    pid_names: dict[int, str] = {}  # the cluster's own processes, by their pid files' names
     for pid_file in pid_files:
         pid, started = read_pid_record(pid_file)
         if _is_ours(pid, workdir, started):
-            own.add(pid)
-            stop([pid], grace_s, {pid: pid_file.stem})
+            pid_names[pid] = pid_file.stem
+            stop([pid], grace_s)
         pid_file.unlink(missing_ok=True)
     stragglers = marked_pids(workdir)
     if stragglers:
-        stop(stragglers, 3.0, {p: program_name(p) for p in stragglers})
+        stop(stragglers, 3.0)
     return stopped
 
 

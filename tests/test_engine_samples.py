@@ -42,10 +42,10 @@ def test_a_label_skewed_split_counts_each_holders_classes(tmp_path):
     assert sum(len(s) for s in shards.shards.values()) == 200 and np.array_equal(shards.all_ids, samples.ids)
     for p in people:
         assert p.label_counts == np.bincount(source.labels(shards.shards[p.name]), minlength=10).tolist()
-    iid = RoundSamples.draw(settings(tmp_path), source).split([Participant("q", 0), Participant("r", 1)],
-                                                             len(source))
-    assert max(max(c) / sum(c) for c in shards.label_counts.values()) > max(
-        max(c) / sum(c) for c in iid.label_counts.values())
+    iid = [Participant("q", 0), Participant("r", 1)]
+    RoundSamples.draw(settings(tmp_path), source).split(iid, len(source))
+    assert max(max(p.label_counts) / sum(p.label_counts) for p in people) > max(
+        max(p.label_counts) / sum(p.label_counts) for p in iid)
 
 
 def test_classes_nobody_holds_are_not_in_the_dataset(tmp_path):

@@ -97,11 +97,12 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
         now = clock()
         for name, handles in queued.items():
             first = handles[0] if handles else None
-            if first is not None and first not in replies and first not in held:
-                silence.check(name, now - waiting_since[name])
-            if first is not None and first not in replies and first not in held \
-                    and now - waiting_since[name] > reply_timeout_s:
-                replies[first] = transport.no_reply(writer.node_of(name), now - waiting_since[name])
+            if first is None or first in replies or first in held:
+                continue
+            silent_s = now - waiting_since[name]
+            silence.check(name, silent_s)
+            if silent_s > reply_timeout_s:
+                replies[first] = transport.no_reply(writer.node_of(name), silent_s)
         if steal:
             for handle, reply in replies.items():
                 if handle in in_flight:  # else: a page already handed on after its participant failed

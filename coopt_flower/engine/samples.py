@@ -35,7 +35,6 @@ class Shards:
     local: dict[str, np.ndarray]      # node-local samples, only their owner can read them
     holders: set[str]                 # participants that hold the platform's data
     all_ids: np.ndarray
-    label_counts: dict[str, list[int]] | None = None  # per holder, when the source has labels
 
 
 @dataclass
@@ -86,7 +85,8 @@ class RoundSamples:
     def split(self, participants: list[Participant], source_size: int) -> Shards:
         """Every participant's shard, from the survivors of the shared subset.
 
-        Sets every local participant's ``local_base`` (the global id of its first image).
+        Sets every local participant's ``local_base`` (the global id of its first image) and,
+        when the source has labels, every holder's ``label_counts``.
         Under ``classes:<k>`` the samples of classes no participant holds are not in the dataset.
         """
         ids = self.bad.without_known(self.ids)
@@ -103,17 +103,15 @@ class RoundSamples:
             ids = np.empty(0, np.int64)
         holders = [p.name for p in participants if not p.local_count]
         shards = dict.fromkeys((p.name for p in participants), np.empty(0, np.int64))
-        counts = None
         if holders:
             parts = partition(ids, len(holders), self.partitioner, self.seed, labels)
             shards.update(zip(holders, parts))
             if labels is not None:
                 num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
-                counts = {name: label_counts(labels[np.searchsorted(ids, part)], num_classes)
-                          for name, part in zip(holders, parts)}
                 for p in participants:
-                    p.label_counts = counts.get(p.name)
+                    if p.name in holders:
+                        p.label_counts = label_counts(labels[np.searchsorted(ids, shards[p.name])], num_classes)
             if sum(len(part) for part in parts) < len(ids):  # classes nobody holds
                 ids = ids[np.isin(ids, np.concatenate(parts))]
         all_ids = np.concatenate([ids, *local.values()]) if local else ids
-        return Shards(shards, local, set(holders), all_ids, counts)
+        return Shards(shards, local, set(holders), all_ids)
