@@ -25,16 +25,27 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Entry", "Registry", "SEPARATOR"]
+__all__ = ["Entry", "Registry", "SEPARATOR", "closest_match"]
 
 #: Separates a prefix family from its body, as in ``timm:resnet18``.
 SEPARATOR = ":"
 
 T = TypeVar("T")
+
+
+def closest_match(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``name``, or ``""``.
+
+    Libraries with thousands of names (timm, torchvision) cannot list them in a message; the
+    nearest one is what fixes a typo.
+    """
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {found[0]!r}?)" if found else ""
 
 
 @dataclass(frozen=True)

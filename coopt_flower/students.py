@@ -180,7 +180,7 @@ def _vit_tiny_4x4(*, image_size: int, pretrained: bool = False, **kwargs: Any) -
 # ---------------------------------------------------------------------------
 
 
-def _strip_last_linear(model: nn.Module, name: str) -> nn.Module:
+def strip_classifier(model: nn.Module, name: str) -> nn.Module:
     """Replace the last ``nn.Linear`` in module order (the classifier) by Identity.
 
     torchvision names its classifier differently per family (``fc``,
@@ -222,7 +222,7 @@ def _torchvision_student(name: str, *, image_size: int, pretrained: bool, **kwar
         kwargs.setdefault("init_weights", True)
     weights = "DEFAULT" if pretrained else None
     model = torchvision.models.get_model(name, weights=weights, **kwargs)
-    return _strip_last_linear(model, name)
+    return strip_classifier(model, name)
 
 
 @STUDENTS.register("timm", prefix=True, forms=("timm:<model name> (e.g. timm:resnet18)",))

@@ -124,5 +124,6 @@ def test_the_three_project_registries_share_the_idiom():
     assert isinstance(STUDENTS, Registry) and {"small-cnn", "resnet18-small"} <= set(STUDENTS.names())
     assert {"torchvision", "timm"} <= set(STUDENTS.prefixes())
     assert isinstance(PROTOTYPE_FAMILIES, Registry) and PROTOTYPE_FAMILIES.error is UnknownPrototypeError
-    assert PROTOTYPE_FAMILIES.prefixes() == ["efficientnet-lite", "open_clip", "onnx", "random", "student"]
+    assert PROTOTYPE_FAMILIES.prefixes() == ["efficientnet-lite", "open_clip", "onnx", "timm", "torchvision",
+                                            "random", "student"]
     assert {"fashion-mnist", "folder", "hf"} == set(DATA_SOURCES.prefixes())

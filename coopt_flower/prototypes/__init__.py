@@ -18,16 +18,32 @@ Spec grammar
                  | bare-name                 # a name registered as a shortcut
     open_clip   := "open_clip:" MODEL "/" TAG        # pretrained tag, downloads
                  | "open_clip:" MODEL "@" PATH       # local checkpoint file
+                 | "open_clip:hf-hub:" ORG "/" REPO  # config + weights from the HF Hub
+                 | "open_clip:local-dir:" DIR        # the same, from a local directory
+    timm        := "timm:" NAME                      # timm's default weights, downloads
+                 | "timm:" NAME "@" PATH             # local checkpoint file
+                 | "timm:hf-hub:" ORG "/" REPO
+    torchvision := "torchvision:" NAME ["/" WEIGHTS] # DEFAULT or a named weights entry
+                 | "torchvision:" NAME "@" PATH      # local state dict
     efficientnet-lite (bare names)
                 := "efficientnet-lite0" | "efficientnet-lite1" | "efficientnet-lite2"
     onnx        := "onnx:" ONNX_NAME                  # "open-nsfw"
     random      := "random:" ARCH                     # same architecture, random init
-    ARCH        := "efficientnet-lite0|1|2" | "open_clip:" MODEL
+    ARCH        := "efficientnet-lite0|1|2" | "open_clip:" MODEL | "timm:" NAME | "torchvision:" NAME
     student     := "student:" PATH                    # a checkpoint of this project
 
 Examples: ``open_clip:ViT-B-32/laion2b_s34b_b79k``,
 ``open_clip:ViT-B-32@/models/vit_b_32.safetensors``, ``efficientnet-lite0``,
-``onnx:open-nsfw``, ``random:efficientnet-lite0``, ``random:open_clip:ViT-B-32``.
+``onnx:open-nsfw``, ``random:efficientnet-lite0``, ``random:open_clip:ViT-B-32``,
+``open_clip:hf-hub:timm/ViT-B-16-SigLIP``, ``timm:convnext_tiny.fb_in22k``,
+``torchvision:resnet50/IMAGENET1K_V2``, ``random:timm:resnet18``.
+
+* Unknown timm / torchvision names are refused with the closest known name; the weights
+  that download (open_clip tags, ``hf-hub:``, ``timm:NAME``, ``torchvision:NAME``) say, when
+  the machine has no network, which local form to use instead.
+* Another installed package adds a family through the entry-point group
+  ``coopt_flower.prototypes`` (:data:`ENTRY_POINT_GROUP`): its module calls
+  :func:`register_family` when imported.
 
 * ``MODEL`` is an open_clip architecture name as listed by ``open_clip.list_models()``
   (``ViT-B-32``, not ``ViT-B/32``). A custom architecture must be registered in the
@@ -64,20 +80,24 @@ Modules
 ``spec`` (:class:`PrototypeSpec`), ``factory`` (spec parsing, the family registry
 :data:`PROTOTYPE_FAMILIES`, :func:`create_prototype`), ``preprocess``, ``base``
 (:class:`Prototype`, :class:`TorchPrototype`), and one module per family:
-``efficientnet_lite``, ``open_clip``, ``onnx``, ``random_init``, ``student``.
+``efficientnet_lite``, ``open_clip``, ``onnx``, ``timm_family``, ``torchvision_family``,
+``random_init``, ``student``.
 """
 
 from __future__ import annotations
 
 # Family modules register themselves on import; their order is the order of
 # available_prototypes() and of the forms listed in error messages.
-from coopt_flower.prototypes import efficientnet_lite, open_clip, onnx, random_init, student  # noqa: F401
+from coopt_flower.prototypes import (  # noqa: F401
+    efficientnet_lite, open_clip, onnx, timm_family, torchvision_family, random_init, student)
 from coopt_flower.prototypes.base import DEFAULT_MAX_BATCH, PRECISIONS, Prototype, TorchPrototype
 from coopt_flower.prototypes.factory import (
+    ENTRY_POINT_GROUP,
     PROTOTYPE_FAMILIES,
     UnknownPrototypeError,
     available_prototypes,
     create_prototype,
+    load_plugin_families,
     parse_prototype_spec,
     register_family,
 )
@@ -87,8 +107,12 @@ from coopt_flower.prototypes.random_init import RANDOM_INIT_SEED
 from coopt_flower.prototypes.spec import PrototypeSpec
 from coopt_flower.prototypes.student import student_prototype
 
+# Families other packages register through entry points, after the built-in ones.
+load_plugin_families()
+
 __all__ = [
     "DEFAULT_MAX_BATCH",
+    "ENTRY_POINT_GROUP",
     "PRECISIONS",
     "PROTOTYPE_FAMILIES",
     "RANDOM_INIT_SEED",
@@ -100,6 +124,7 @@ __all__ = [
     "UnknownPrototypeError",
     "available_prototypes",
     "create_prototype",
+    "load_plugin_families",
     "parse_prototype_spec",
     "preprocess_batch",
     "register_family",

@@ -17,14 +17,21 @@ if TYPE_CHECKING:  # builders return prototypes; the base classes never import t
     from coopt_flower.prototypes.base import Prototype
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PROTOTYPE_FAMILIES",
     "Family",
     "UnknownPrototypeError",
     "available_prototypes",
     "create_prototype",
+    "load_plugin_families",
     "parse_prototype_spec",
     "register_family",
 ]
+
+#: The entry-point group through which another installed package adds prototype families:
+#: ``[project.entry-points."coopt_flower.prototypes"] my-family = "my_package.prototypes"``
+#: names a module (or a callable) whose import (or call) runs :func:`register_family`.
+ENTRY_POINT_GROUP = "coopt_flower.prototypes"
 
 
 class UnknownPrototypeError(ValueError):
@@ -96,6 +103,35 @@ def register_family(
         return build
 
     return decorator
+
+
+def load_plugin_families() -> list[str]:
+    """Import every :data:`ENTRY_POINT_GROUP` entry point of the installed packages.
+
+    Called once when :mod:`coopt_flower.prototypes` is imported. A plugin that fails to load
+    is reported with a warning that names it and its error, and the built-in families keep
+    working (a spec of its family then fails as unknown).
+
+    Returns
+    -------
+    list of str
+        The names of the entry points that loaded.
+    """
+    import warnings
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = point.load()
+            if callable(target):
+                target()
+        except Exception as err:  # noqa: BLE001 - a third-party package must not break the registry
+            warnings.warn(f"prototype plugin {point.name!r} ({point.value}) failed to load: "
+                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        loaded.append(point.name)
+    return loaded
 
 
 def available_prototypes() -> list[str]:

@@ -44,6 +44,14 @@ class Preprocess:
     interpolation: str = "bilinear"
     bgr: bool = False
 
+    @classmethod
+    def from_unit_stats(cls, mean, std, *, crop_fraction: float, interpolation: str) -> "Preprocess":
+        """A center-crop pipeline from mean / std in 0..1 units (how timm, torchvision and
+        open_clip state them); interpolations torch cannot antialias fall back to bicubic."""
+        return cls(mean=tuple(255.0 * float(m) for m in mean), std=tuple(255.0 * float(v) for v in std),
+                   resize_mode="crop", crop_fraction=min(1.0, float(crop_fraction)),
+                   interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bicubic")
+
 
 def _center_crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int]:
     """Top, left and side of the centered square crop used before resizing."""

@@ -24,7 +24,8 @@ __all__ = ["RANDOM_INIT_SEED"]
 RANDOM_INIT_SEED = 0
 
 # Listed by hand: only these families declare a random-init variant (parse_arch).
-_RANDOM_FORMS = ("random:efficientnet-lite0|1|2", "random:open_clip:MODEL")
+_RANDOM_FORMS = ("random:efficientnet-lite0|1|2", "random:open_clip:MODEL", "random:timm:NAME",
+                 "random:torchvision:NAME")
 
 
 @contextlib.contextmanager

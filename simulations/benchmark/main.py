@@ -30,7 +30,7 @@ from simulations.study_args import add_key_overrides, reproducing_command
 # Options that override one key of the config file (flag name = key with dashes).
 OVERRIDES = ("num_train", "num_test", "epochs", "proto_image_size", "target_dim", "shared_size",
              "image_size", "batch_size", "arch", "arch2", "probe_epochs", "full_probe_steps",
-             "threads", "byol_long_epochs", "device", "single_rows", "extra_merges", "byol_recipe")
+             "threads", "byol_long_epochs", "device", "single_rows", "extra_merges", "byol_recipe", "lr")
 
 
 # Config keys that do not change a stored training run (see ``run``); runs that differ only
