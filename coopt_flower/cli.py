@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "with a dataset card (README.md), as a dataset that loads without coopt-flower.")
     p.add_argument("round_dir", type=Path, help="round directory (e.g. OUTPUT/round-001)")
     p.add_argument("--format", choices=["hf", "webdataset"], required=True,
-                   help="hf: datasets.load_from_disk; webdataset: tar shards")
+                   help="hf: datasets.load_dataset(DIR) (Parquet) and load_from_disk(DIR/arrow); webdataset: tar shards")
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--image-format", choices=["png", "jpeg", "raw"], default="png",
                    help="png (lossless, default), jpeg (smaller, lossy) or raw uint8 arrays")

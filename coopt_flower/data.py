@@ -134,6 +134,10 @@ class ArraySource:
     spec: str
     pixels: np.ndarray
     targets: np.ndarray | None = None
+    #: The data's licence (a Hugging Face licence id, e.g. ``mit``) and citation, when known:
+    #: an export's dataset card carries them.
+    license: str | None = None
+    citation: str | None = None
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
@@ -165,7 +169,25 @@ def open_fashion_mnist(split: str = "train", root: str | None = None) -> ArraySo
             "COOPT_FASHION_MNIST_DIR to a folder holding the gzipped IDX files"
         )
     spec = "fashion-mnist" if split == "train" else f"fashion-mnist:{split}"
-    return ArraySource(spec, read_idx(image_file), read_idx(label_file))
+    return ArraySource(spec, read_idx(image_file), read_idx(label_file), license=FASHION_MNIST_LICENSE,
+                       citation=FASHION_MNIST_CITATION)
+
+
+#: Fashion-MNIST's licence (Zalando Research publish it under the MIT licence; Debian's package
+#: copyright file says Expat, the same text) and the citation its authors ask for.
+FASHION_MNIST_LICENSE = "mit"
+FASHION_MNIST_CITATION = """@article{xiao2017fashion,
+  title   = {Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  author  = {Xiao, Han and Rasul, Kashif and Vollgraf, Roland},
+  journal = {arXiv preprint arXiv:1708.07747},
+  year    = {2017}
+}"""
+
+
+def source_metadata(source: ImageSource) -> dict[str, str | None]:
+    """``{"license", "citation"}`` a source declares (``None`` where it says nothing: a folder
+    of the user's own images, an HF dataset whose card names no licence)."""
+    return {key: (getattr(source, key, None) or None) for key in ("license", "citation")}
 
 
 class DecodedSource:
@@ -357,6 +379,9 @@ class HFSource(DecodedSource):
 
     def __init__(self, dataset, spec: str, image_size: int | None = None) -> None:
         self.dataset, self.spec = dataset, spec
+        info = getattr(dataset, "info", None)  # the dataset card's metadata, as datasets reads it
+        self.license = getattr(info, "license", None) or None
+        self.citation = getattr(info, "citation", None) or None
         columns = dataset.column_names
         self.image_key = next((k for k in ("img", "image", "pixel_values") if k in columns), None)
         if self.image_key is None:

@@ -5,18 +5,23 @@ the images stay in the source. An export carries the images too, so the dataset 
 people who have neither the source nor coopt-flower:
 
 ``hf``
-    A Hugging Face ``datasets`` folder (``datasets.load_from_disk(DIR)``), columns ``image``
+    A Hugging Face ``datasets`` folder in both of its layouts: ``datasets.load_dataset(DIR)``
+    reads the Parquet shards under ``data/`` that the card's ``configs`` header names (the
+    Hub's own layout), and ``datasets.load_from_disk(DIR/arrow)`` the memory-mapped Arrow copy
+    that random access (``coopt train``) reads. (datasets refuses ``load_dataset`` on a folder
+    whose top level is a ``save_to_disk`` layout, hence the subfolder; the copy doubles the
+    size.) Columns ``image``
     (``datasets.Image`` for PNG/JPEG, ``Array3D`` uint8 for raw pixels), ``target`` (the
     aligned target, in the round's dtype), ``sample_id``, ``owner`` and ``prototype``.
 ``webdataset``
-    Tar shards ``data-000000.tar, ...`` for the ``webdataset`` package, one sample per key
-    (``KEY.png`` / ``KEY.jpg`` / ``KEY.pixels.npy``, ``KEY.target.npy``, ``KEY.json`` with
-    ``sample_id``, ``owner`` and ``prototype``). Written with the standard library's
-    :mod:`tarfile`, deterministically (fixed mtime, owner and mode).
+    Tar shards ``data-000000.tar, ...`` written with webdataset's ``TarWriter``, one sample
+    per key (``KEY.png`` / ``KEY.jpg`` / ``KEY.pixels.npy``, ``KEY.target.npy``, ``KEY.json``
+    with ``sample_id``, ``owner`` and ``prototype``), deterministically (fixed mtime, owner
+    and mode).
 
 Both hold, besides the data, ``README.md`` (the dataset card: source, prototypes, uniform
-values, reference, residuals, seed, checksums, how it was made, a licence for the user to
-fill in, see :mod:`coopt_flower.export_card`), ``coopt_manifest.json`` (the round's manifest)
+values, reference, residuals, seed, checksums, how it was made, the source's licence and
+citation where its metadata names them, see :mod:`coopt_flower.export_card`), ``coopt_manifest.json`` (the round's manifest)
 and ``coopt_export.json`` (format, image encoding, sha256 of every exported file).
 
 Rows keep the round's order (sorted sample ids), so row ``i`` of an export is item ``i`` of
@@ -32,9 +37,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,9 @@ CARD_FILE = "README.md"
 EXPORT_INFO_FILE = "coopt_export.json"
 MANIFEST_COPY_FILE = "coopt_manifest.json"
 SHARD_PATTERN = "data-{:06d}.tar"
+# hf: the Parquet layout datasets.load_dataset(DIR) reads, at most this many rows per file, and
+# the subfolder of the save_to_disk copy.
+PARQUET_DIR, PARQUET_ROWS, ARROW_DIR = "data", 50_000, "arrow"
 # webdataset: the part of a member name after the key, per image format.
 IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "raw": "pixels.npy"}
 TARGET_EXTENSION = "target.npy"
@@ -165,14 +173,6 @@ def _first_image_shape(round_dir: Path, source: str | None) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------- webdataset
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -186,26 +186,31 @@ def sample_key(sample_id: int) -> str:
 
 def write_webdataset(samples: Iterator[dict[str, Any]], directory: Path, image_format: str,
                      samples_per_shard: int) -> list[str]:
-    """Write samples into tar shards in ``directory``; returns the shard file names."""
+    """Write samples into tar shards in ``directory`` with webdataset's ``TarWriter``; returns
+    the shard file names. Members are encoded here (``encoder=False``), so the bytes do not
+    depend on webdataset's default encoders, and stamped with a fixed time, owner and mode."""
+    import webdataset
+
     shards: list[str] = []
-    tar = None
+    writer = None
     extension = IMAGE_EXTENSIONS[image_format]
     try:
         for count, sample in enumerate(samples):
             if count % samples_per_shard == 0:
-                if tar is not None:
-                    tar.close()
+                if writer is not None:
+                    writer.close()
                 shards.append(SHARD_PATTERN.format(len(shards)))
-                tar = tarfile.open(directory / shards[-1], "w", format=tarfile.GNU_FORMAT)
-            key = sample_key(sample["sample_id"])
+                writer = webdataset.TarWriter(str(directory / shards[-1]), encoder=False, user="", group="",
+                                              mode=0o644, mtime=0.0)
             image = sample["image"]
-            _tar_member(tar, f"{key}.{extension}", _npy_bytes(image) if image_format == "raw" else image)
-            _tar_member(tar, f"{key}.{TARGET_EXTENSION}", _npy_bytes(sample["target"]))
             meta = {k: sample[k] for k in ("sample_id", "owner", "prototype")}
-            _tar_member(tar, f"{key}.{META_EXTENSION}", json.dumps(meta, sort_keys=True).encode())
+            writer.write({"__key__": sample_key(sample["sample_id"]),
+                          extension: _npy_bytes(image) if image_format == "raw" else image,
+                          TARGET_EXTENSION: _npy_bytes(sample["target"]),
+                          META_EXTENSION: json.dumps(meta, sort_keys=True).encode()})
     finally:
-        if tar is not None:
-            tar.close()
+        if writer is not None:
+            writer.close()
     return shards
 
 
@@ -236,7 +241,8 @@ def _hf_rows(round_dir: str, image_format: str, jpeg_quality: int, source: str |
 
 def write_hf(round_dir: Path, directory: Path, cache_dir: Path, options: ExportOptions,
              manifest: Manifest) -> None:
-    """Stream the round into Arrow (in ``cache_dir``) and save it to ``directory``."""
+    """Stream the round into Arrow (in ``cache_dir``), save it to ``directory/arrow`` and write
+    its Parquet shards to ``directory/data``."""
     import datasets
 
     shape = _first_image_shape(round_dir, options.source)
@@ -250,7 +256,18 @@ def write_hf(round_dir: Path, directory: Path, cache_dir: Path, options: ExportO
     dataset.info.description = (f"CoOpt optimized dataset: {len(dataset)} images of "
                                 f"{manifest.source!r} with aligned targets (see README.md)")
     dataset.info.homepage = "https://arxiv.org/abs/2505.14117"
-    dataset.save_to_disk(str(directory))
+    dataset.save_to_disk(str(directory / ARROW_DIR))
+    (directory / PARQUET_DIR).mkdir()
+    for name, part in parquet_parts(dataset):
+        part.to_parquet(str(directory / PARQUET_DIR / name))
+
+
+def parquet_parts(dataset) -> Iterator[tuple[str, Any]]:
+    """``(file name, rows)`` of the Parquet layout: contiguous parts of at most
+    :data:`PARQUET_ROWS` rows, named as the Hub names a split's shards."""
+    n = max(1, math.ceil(len(dataset) / PARQUET_ROWS))
+    for index in range(n):
+        yield f"train-{index:05d}-of-{n:05d}.parquet", dataset.shard(n, index, contiguous=True)
 
 
 # ---------------------------------------------------------------------------- export
@@ -303,6 +320,7 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
         not empty, or an image cannot be read. Nothing is left at ``out`` then.
     """
     from coopt_flower import __version__
+    from coopt_flower.data import open_source, source_metadata
     from coopt_flower.export_card import render_card
 
     options = options or ExportOptions()
@@ -310,6 +328,11 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
     round_dir, out = Path(round_dir), Path(out)
     check_output_dir(out, round_dir, options.overwrite)
     manifest = verify_round(round_dir)
+    try:  # the licence and citation the source's own metadata names, for the card
+        source = source_metadata(open_source(options.source or manifest.source))
+    except Exception as err:  # noqa: BLE001 - a source that cannot open fails below, naming the sample
+        log.warning("could not read the licence of %s: %s", options.source or manifest.source, err)
+        source = {"license": None, "citation": None}
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = f"{os.getpid()}-{time.time_ns()}"
@@ -334,6 +357,8 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
             "target_dtype": manifest.target_dtype,
             "round": {"name": round_dir.resolve().name, "manifest_sha256": sha256_file(round_dir / "manifest.json")},
             "coopt_flower_version": __version__,
+            "source_license": source["license"],
+            "source_citation": source["citation"],
             "files": file_checksums(staging),
         }
         shutil.copyfile(round_dir / MANIFEST_FILE, staging / MANIFEST_COPY_FILE)  # the round's, as written
@@ -369,10 +394,10 @@ def push_to_hub(export_dir: str | os.PathLike, repo_id: str, *, private: bool = 
                 token: str | None = None) -> str:
     """Upload an export to the Hugging Face Hub as a dataset repository; returns its URL.
 
-    ``hf`` exports are pushed with ``Dataset.push_to_hub`` (Parquet, the Hub's native
-    format, so ``datasets.load_dataset(repo_id)`` works), then the card replaces the
-    generated README; ``webdataset`` exports upload their folder as it is (the Hub reads tar
-    shards as WebDataset). Needs the network and a token (``huggingface-cli login``).
+    The folder is uploaded as it is, but for an ``hf`` export's Arrow copy: its Parquet
+    shards and the card's ``configs`` header are the Hub's own layout (so
+    ``datasets.load_dataset(repo_id)`` works), and the Hub reads a ``webdataset`` export's tar
+    shards as WebDataset. Needs the network and a token (``huggingface-cli login``).
     """
     import huggingface_hub
 
@@ -380,13 +405,6 @@ def push_to_hub(export_dir: str | os.PathLike, repo_id: str, *, private: bool = 
     info = json.loads((export_dir / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
     api = huggingface_hub.HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    if info["format"] == "hf":
-        import datasets
-
-        datasets.load_from_disk(str(export_dir)).push_to_hub(repo_id, private=private, token=token)
-        for name in (CARD_FILE, MANIFEST_COPY_FILE, EXPORT_INFO_FILE):
-            api.upload_file(path_or_fileobj=str(export_dir / name), path_in_repo=name,
-                            repo_id=repo_id, repo_type="dataset")
-    else:
-        api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset")
+    api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset",
+                      ignore_patterns=[f"{ARROW_DIR}/*"] if info["format"] == "hf" else None)
     return f"https://huggingface.co/datasets/{repo_id}"

@@ -50,7 +50,9 @@ def loading_section(info: dict[str, Any]) -> list[str]:
     """How to load this export, with and without coopt-flower."""
     if info["format"] == "hf":
         snippet = ["```python", "import datasets", "",
-                   'ds = datasets.load_from_disk("THIS_FOLDER").with_format("numpy")',
+                   'ds = datasets.load_dataset("THIS_FOLDER", split="train").with_format("numpy")',
+                   '# or, memory-mapped without a conversion: the same rows',
+                   'ds = datasets.load_from_disk("THIS_FOLDER/arrow").with_format("numpy")',
                    'image, target = ds[0]["image"], ds[0]["target"]  # uint8 (H, W, 3), '
                    f'({info["target_dim"]},) stored as {info["target_dtype"]}', "```"]
     else:
@@ -78,14 +80,17 @@ def render_card(manifest: Manifest, info: dict[str, Any]) -> str:
     image = {"png": "PNG (lossless: the exact pixels the prototypes encoded)",
              "jpeg": f"JPEG, quality {info.get('jpeg_quality')} (lossy)",
              "raw": "raw uint8 arrays (H, W, 3)"}[info["image_format"]]
+    licence = info.get("source_license")
     lines = [
         "---",
-        "# Set the licence before sharing: see the Licence section below.",
-        "license: unknown",
+        *([f"license: {licence}"] if licence else
+          ["# Set the licence before sharing: see the Licence section below.", "license: unknown"]),
         f"pretty_name: CoOpt optimized dataset of {source}",
         "tags: [coopt, knowledge-distillation, representation-learning, optimized-dataset]",
         "task_categories: [image-feature-extraction]",
         f"size_categories: [{_size_category(n)}]",
+        *(["configs:", "- config_name: default", "  data_files:", "  - split: train",
+           "    path: data/train-*.parquet"] if info["format"] == "hf" else []),
         "---",
         "",
         f"# CoOpt optimized dataset: `{source}`, {n} samples",
@@ -145,17 +150,17 @@ def render_card(manifest: Manifest, info: dict[str, Any]) -> str:
     lines += [f"- `{name}`: `{meta['sha256']}`" for name, meta in sorted(manifest.files.items())]
     lines += ["", "This export (also in `coopt_export.json`):", ""]
     lines += [f"- `{name}`: `{digest}`" for name, digest in sorted(info["files"].items())]
-    lines += [
-        "",
-        "## Licence",
-        "",
-        "**To be filled in by the publisher** (and set `license:` in the header above): the "
-        f"images keep the licence of `{source}`; the targets are derived from them and from the "
-        "prototypes' public weights, whose licences are listed by their publishers.",
-        "",
-        "## Reference",
-        "",
-        f"CoOpt, collaborative data optimization: [arXiv:2505.14117]({PAPER}).",
-        "",
-    ]
+    lines += ["", "## Licence", ""]
+    if licence:
+        lines.append(f"The images are `{source}`'s, under its licence, `{licence}` (from the source's own "
+                     "metadata); the targets are derived from them and from the prototypes' public "
+                     "weights, whose licences are listed by their publishers.")
+    else:
+        lines.append("**To be filled in by the publisher** (and set `license:` in the header above): the "
+                     f"images keep the licence of `{source}`, whose metadata names none; the targets are "
+                     "derived from them and from the prototypes' public weights, whose licences are "
+                     "listed by their publishers.")
+    lines += ["", "## Reference", "", f"CoOpt, collaborative data optimization: [arXiv:2505.14117]({PAPER}).", ""]
+    if info.get("source_citation"):
+        lines += [f"The images, `{source}`:", "", "```bibtex", info["source_citation"].strip(), "```", ""]
     return "\n".join(lines)

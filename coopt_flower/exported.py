@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from coopt_flower.dataset_format import MANIFEST_FILE, DatasetIntegrityError, load_optimized_dataset, sha256_file
-from coopt_flower.export import EXPORT_INFO_FILE, TARGET_EXTENSION
+from coopt_flower.export import ARROW_DIR, EXPORT_INFO_FILE, TARGET_EXTENSION
 
 
 def dataset_kind(path: str | os.PathLike) -> str:
@@ -115,13 +115,15 @@ class _LazyTargets:
 
 
 class HFExportDataset(_TorchItems):
-    """An ``hf`` export (``datasets.load_from_disk``) as ``(image, target)`` items."""
+    """An ``hf`` export as ``(image, target)`` items, read from its memory-mapped Arrow copy
+    (``arrow/``; the top level for exports written before the Parquet layout)."""
 
     def __init__(self, path: str | os.PathLike, transform: Callable | None = None) -> None:
         import datasets
 
         self.path = Path(path)
-        self.table = datasets.load_from_disk(str(self.path)).with_format("numpy")
+        arrow = self.path / ARROW_DIR if (self.path / ARROW_DIR).is_dir() else self.path
+        self.table = datasets.load_from_disk(str(arrow)).with_format("numpy")
         self.sample_ids = self.table["sample_id"]
         self.transform = transform
         dim = self.table.features["target"].length

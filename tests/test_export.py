@@ -48,7 +48,7 @@ def test_hf_export_loads_with_datasets_alone_pixel_for_pixel(tmp_path, round_dir
     import datasets
 
     out = export_dataset(round_dir, tmp_path / "hf", ExportOptions(format="hf", image_format="png"))
-    hf = datasets.load_from_disk(str(out)).with_format("numpy")
+    hf = datasets.load_from_disk(str(out / "arrow")).with_format("numpy")
     images, targets, ids, owners = reference
     assert len(hf) == len(ids)
     np.testing.assert_array_equal(np.stack(hf["image"]), images)
@@ -56,6 +56,34 @@ def test_hf_export_loads_with_datasets_alone_pixel_for_pixel(tmp_path, round_dir
     np.testing.assert_array_equal(hf["sample_id"], ids)
     np.testing.assert_array_equal(hf["owner"], owners)
     assert list(hf["prototype"]) == [PROTOTYPES[o] for o in owners]
+
+
+def test_hf_export_also_loads_with_load_dataset_from_another_directory(tmp_path, round_dir, reference, monkeypatch):
+    import datasets
+
+    out = export_dataset(round_dir, tmp_path / "hf", ExportOptions(format="hf", image_format="png"))
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # nothing of the source tree or of the round is needed
+    hf = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache")).with_format("numpy")
+    images, targets, ids, owners = reference
+    np.testing.assert_array_equal(np.stack(hf["image"]), images)
+    np.testing.assert_array_equal(np.asarray(hf["target"], dtype=np.float32), targets)
+    np.testing.assert_array_equal(hf["sample_id"], ids)
+    assert list(hf["prototype"]) == [PROTOTYPES[o] for o in owners]
+
+
+def test_a_source_without_licence_leaves_it_for_the_publisher(tmp_path, round_dir, monkeypatch):
+    from coopt_flower import data
+
+    monkeypatch.setattr(data, "FASHION_MNIST_LICENSE", None)
+    data.open_source.cache_clear()
+    try:
+        card = (export_dataset(round_dir, tmp_path / "hf") / "README.md").read_text()
+    finally:
+        data.open_source.cache_clear()
+    assert "license: unknown" in card and "To be filled in by the publisher" in card
 
 
 def test_webdataset_export_loads_with_webdataset_pixel_for_pixel(tmp_path, round_dir, reference):
@@ -109,7 +137,9 @@ def test_the_card_lists_every_prototype_and_the_provenance(tmp_path, round_dir):
         assert f"{p['uniform_value']:.4f}" in row and f"{p['holdout_residual']:.3f}" in row
     assert f"**{manifest['reference']}** (`{manifest['reference_prototype']}`)" in card
     assert "seed 3" in card and "`fashion-mnist`" in card and "2505.14117" in card
-    assert card.startswith("---\n") and "license: unknown" in card and "## Licence" in card
+    # The licence and citation come from the source's metadata (Fashion-MNIST: MIT, Xiao et al.).
+    assert card.startswith("---\nlicense: mit\n") and "## Licence" in card and "under its licence, `mit`" in card
+    assert "@article{xiao2017fashion" in card
     for name, meta in manifest["files"].items():
         assert f"`{name}`: `{meta['sha256']}`" in card
     info = json.loads((out / "coopt_export.json").read_text())
@@ -177,7 +207,6 @@ def test_webdataset_export_memory_is_flat_in_the_dataset_size(tmp_path):
 @pytest.mark.parametrize("fmt", ["hf", "webdataset"])
 def test_push_to_hub_uploads_the_export(tmp_path, round_dir, monkeypatch, fmt):
     """The hub calls, monkeypatched (no network here)."""
-    import datasets
     import huggingface_hub
 
     calls = []
@@ -189,26 +218,16 @@ def test_push_to_hub_uploads_the_export(tmp_path, round_dir, monkeypatch, fmt):
         def create_repo(self, repo_id, **kwargs):
             calls.append(("create_repo", repo_id, kwargs["repo_type"]))
 
-        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type):
-            calls.append(("upload_file", path_in_repo, repo_id))
-
-        def upload_folder(self, folder_path, repo_id, repo_type):
-            calls.append(("upload_folder", folder_path, repo_id))
-
-    def fake_push(self, repo_id, **kwargs):
-        calls.append(("push_to_hub", repo_id, len(self)))
+        def upload_folder(self, folder_path, repo_id, repo_type, ignore_patterns=None):
+            calls.append(("upload_folder", folder_path, repo_id, ignore_patterns))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
     out = export_dataset(round_dir, tmp_path / fmt, ExportOptions(format=fmt))
     url = push_to_hub(out, "someone/coopt-fmnist", token="t")
     assert url == "https://huggingface.co/datasets/someone/coopt-fmnist"
     assert calls[:2] == [("api", "t"), ("create_repo", "someone/coopt-fmnist", "dataset")]
-    if fmt == "hf":
-        assert ("push_to_hub", "someone/coopt-fmnist", 120) in calls
-        assert ("upload_file", "README.md", "someone/coopt-fmnist") in calls
-    else:
-        assert calls[2:] == [("upload_folder", str(out), "someone/coopt-fmnist")]
+    # hf: the Parquet shards and the card are the Hub's layout; the Arrow copy stays home.
+    assert calls[2:] == [("upload_folder", str(out), "someone/coopt-fmnist", ["arrow/*"] if fmt == "hf" else None)]
 
 
 def test_the_training_cli_trains_on_an_export(tmp_path, round_dir, capsys):
