@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from coopt_flower import __version__
+from coopt_flower.help_format import DefaultsHelpFormatter
 
 PROG = "coopt"
 
@@ -116,6 +117,7 @@ DELEGATED = {
 def build_parser() -> argparse.ArgumentParser:
     """The ``coopt`` parser; every subparser sets ``func``."""
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog=PROG, description="CoOpt collaborative data optimization with Flower: run, train, "
         "probe, export, report, deploy. The Flower app itself: `flwr run .` in the repository.")
     parser.add_argument("--version", action="version", version=f"coopt-flower {__version__}")
@@ -127,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, add_help=False)
         p.set_defaults(func=func, delegated=True)
 
-    p = sub.add_parser("probe", help="linear-probe a trained student on labeled data",
+    p = sub.add_parser("probe", formatter_class=DefaultsHelpFormatter,
+                       help="linear-probe a trained student on labeled data",
                        description="Linear probe of a student checkpoint (last.pt): frozen features, "
                        "one linear layer; prints accuracy mean/std over seeds as JSON.")
     p.add_argument("checkpoint", type=Path, help="student checkpoint (last.pt from `coopt train`)")
@@ -140,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("export", help="export a round as a self-contained HF / WebDataset dataset",
+    p = sub.add_parser("export", formatter_class=DefaultsHelpFormatter,
+                       help="export a round as a self-contained HF / WebDataset dataset",
                        description="Write a round's images, aligned targets, sample ids and owners, "
                        "with a dataset card (README.md), as a dataset that loads without coopt-flower.")
     p.add_argument("round_dir", type=Path, help="round directory (e.g. OUTPUT/round-001)")
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--image-format", choices=["png", "jpeg", "raw"], default="png",
                    help="png (lossless, default), jpeg (smaller, lossy) or raw uint8 arrays")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--jpeg-quality", type=int, default=95, help="jpeg: quality, 1-100")
     p.add_argument("--samples-per-shard", type=int, default=10_000, help="webdataset: samples per tar")
     p.add_argument("--source", default=None,
                    help="image source spec, if not the one recorded in the round's manifest")
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="verify a dataset's checksums and print its report",
+    p = sub.add_parser("report", formatter_class=DefaultsHelpFormatter,
+                       help="verify a dataset's checksums and print its report",
                        description="Verify every checksum of a round directory (or an export), then "
                        "print its report.md (or the export's dataset card).")
     p.add_argument("dataset", type=Path, help="round directory or export")

@@ -22,6 +22,7 @@ from coopt_flower.config import IDENTITY_DEFAULTS, ConfigError, RunSettings
 from coopt_flower.data import DataSourceError, ImageSource, ScreenedSource, open_source, scan_images, select_samples
 from coopt_flower.dataset_writer import publish_reserve_bytes
 from coopt_flower.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OUTPUT, OutputDirError, describe_os_error, one_line
+from coopt_flower.help_format import DefaultsHelpFormatter
 from coopt_flower.prototypes import available_prototypes, parse_prototype_spec
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from coopt_flower.config import APP_PYPROJECT, check_run_config, parse_overrides
 
-    parser = argparse.ArgumentParser(prog="coopt check", description="Check a run config before `flwr run`: "
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter, prog="coopt check", description="Check a run config before `flwr run`: "
                                      "keys, values, prototypes, data and the output directory.")
     parser.add_argument("overrides", nargs="*", help="key=value, as for flwr run --run-config")
     parser.add_argument("--pyproject", default=str(APP_PYPROJECT), help="the app's pyproject.toml")

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from coopt_flower.checkpoints import CHECKPOINT_NAME, LOSS_CURVE_NAME, load_checkpoint, load_student
 from coopt_flower.devices import default_device
 from coopt_flower.heads import is_heads_dataset, train_on_heads
+from coopt_flower.help_format import DefaultsHelpFormatter
 from coopt_flower.manifest import Manifest
 from coopt_flower.images import as_nchw_images
 from coopt_flower.inputs import loader_order_batches, on_device, preload_dataset
@@ -213,6 +214,7 @@ PROG = "python -m coopt_flower.student_training"
 
 def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog=prog,
         description="Train a student on a CoOpt optimized dataset.",
     )
@@ -221,20 +223,20 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Nam
     p.add_argument("--out", required=True, help="output directory (checkpoint, loss curve)")
     p.add_argument("--arch", default="small-cnn",
                    help="student: small-cnn, resnet18-small, torchvision:<name>, timm:<name>")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the dataset")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size of the student (default: the dataset's image size)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=default_device())
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--seed", type=int, default=0, help="initialization and shuffling seed")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda[:i] (this machine's best)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--source", default=None,
                    help="image source spec, if not the one recorded in the dataset's manifest")
     p.add_argument("--no-verify", action="store_true", help="skip the dataset checksum check")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress line")
     return p.parse_args(argv)
 
 

@@ -29,6 +29,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from coopt_flower.help_format import DefaultsHelpFormatter
+
 from deploy.flower import (
     APP_DIR, BIN_DIR, CONNECTION, flower_bin, free_port, node_config_arg, parse_node_config, parse_run_config,
     port_open, toml_value, write_connection,
@@ -177,11 +179,12 @@ def _workdir_option(parser: argparse.ArgumentParser, default: Path = DEFAULT_WOR
 
 def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentParser:
     """The ``python -m deploy.cluster`` (``coopt deploy``) parser; each subparser's ``func`` runs it."""
-    parser = argparse.ArgumentParser(prog=prog,
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter, prog=prog,
                                      description="Flower deployment of coopt-flower (TLS + SuperNode auth).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("certs", help="write a CA and the SuperLink's server certificate")
+    p = sub.add_parser("certs", formatter_class=DefaultsHelpFormatter,
+                       help="write a CA and the SuperLink's server certificate")
     p.add_argument("--dir", type=Path, default=DEFAULT_WORKDIR / "certs")
     p.add_argument("--host", action="append", default=[],
                    help="name or IP the SuperLink is reached at (repeatable; 127.0.0.1 and localhost are always added)")
@@ -189,12 +192,14 @@ def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentPar
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_certs)
 
-    p = sub.add_parser("keygen", help="write a SuperNode key pair (PATH and PATH.pub)")
+    p = sub.add_parser("keygen", formatter_class=DefaultsHelpFormatter,
+                       help="write a SuperNode key pair (PATH and PATH.pub)")
     p.add_argument("path", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("up", help="start a SuperLink (and N SuperNodes) on this machine, detached")
+    p = sub.add_parser("up", formatter_class=DefaultsHelpFormatter,
+                       help="start a SuperLink (and N SuperNodes) on this machine, detached")
     _workdir_option(p)
     p.add_argument("--nodes", type=int, default=None,
                    help="SuperNodes to start here (default: one per --node-config, else 2)")
@@ -209,12 +214,14 @@ def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentPar
     p.add_argument("--heartbeat-s", type=float, default=None, help=HEARTBEAT_HELP)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")
+    p = sub.add_parser("register", formatter_class=DefaultsHelpFormatter,
+                       help="register a SuperNode public key with the SuperLink")
     p.add_argument("public_key", type=Path)
     _workdir_option(p)
     p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("supernode", help="start one detached SuperNode (e.g. on a GPU machine)")
+    p = sub.add_parser("supernode", formatter_class=DefaultsHelpFormatter,
+                       help="start one detached SuperNode (e.g. on a GPU machine)")
     _workdir_option(p, DEFAULT_NODE_WORKDIR)
     p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
     p.add_argument("--ca", type=Path, help="the platform's ca.crt (omit only with --insecure)")
@@ -226,18 +233,21 @@ def build_parser(prog: str = "python -m deploy.cluster") -> argparse.ArgumentPar
     p.add_argument("--heartbeat-s", type=float, default=None, help=HEARTBEAT_HELP)
     p.set_defaults(func=cmd_supernode)
 
-    p = sub.add_parser("run", help="`flwr run . --stream` against the cluster")
+    p = sub.add_parser("run", formatter_class=DefaultsHelpFormatter,
+                       help="`flwr run . --stream` against the cluster")
     _workdir_option(p)
     p.add_argument("-c", "--run-config", action="append", default=[],
                    help="\"key=value ...\" (TOML values) or a .toml file; repeatable")
     p.add_argument("--timeout", type=float, default=24 * 3600)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="processes and nodes of the cluster")
+    p = sub.add_parser("status", formatter_class=DefaultsHelpFormatter,
+                       help="processes and nodes of the cluster")
     _workdir_option(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("down", help="stop every process started for the workdir, by PID")
+    p = sub.add_parser("down", formatter_class=DefaultsHelpFormatter,
+                       help="stop every process started for the workdir, by PID")
     _workdir_option(p)
     p.set_defaults(func=cmd_down)
     return parser

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from coopt_flower.config import check_run_config
 from coopt_flower.errors import one_line
+from coopt_flower.help_format import DefaultsHelpFormatter
 from coopt_flower.preflight import exit_code, preflight
 from deploy.flower import (
     APP_DIR, flower_bin, flower_env, free_port, parse_run_config, stream_output, write_run_config,
@@ -160,6 +161,7 @@ def run_succeeded(run: LocalRun) -> bool:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``coopt run``: parse ``argv``, run the simulation; 0 only for a completed run."""
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog=prog, description="Run `flwr run` on the embedded app as a local simulation "
         "(private FLWR_HOME, own ports; its SuperLink is stopped afterwards).")
     parser.add_argument("--num-supernodes", type=int, default=4,

@@ -184,3 +184,19 @@ def test_flower_simulation_with_a_4x_slower_node_stays_within_25_percent_of_the_
     assert sum(per) == 960 and per[0] > 2 * per[1]  # the fast node did most of the work
     assert sum(page["samples"] for page in run["pages"]) == 960  # no page encoded twice
     assert run["report"]["page_assignment"] == "steal"
+
+
+def test_page_progress_says_rate_and_time_left_at_most_every_interval():
+    from coopt_flower.engine.pages import PageProgress
+
+    now = [0.0]
+    progress = PageProgress(1000, every_s=10.0, clock=lambda: now[0])
+    now[0] = 5.0
+    first = progress.arrived(100, pending=900)
+    assert first == "[optimize] 100/1000 samples encoded (10 %), 20 samples/s, ETA 45 s, 900 pending"
+    now[0] = 6.0
+    assert progress.arrived(100, pending=800) is None  # within the interval: no line
+    now[0] = 100.0
+    assert "4 samples/s, ETA 2 min 30 s" in progress.arrived(200, pending=600)  # 400 in 100 s: 600 left at 4/s
+    now[0] = 101.0
+    assert progress.arrived(600, pending=0).endswith("samples/s, done, 0 pending")  # the last page: always

@@ -73,3 +73,16 @@ def test_the_summary_across_rounds_has_its_plot(tmp_path, probed):
 def test_png_size_refuses_what_is_not_a_png():
     with pytest.raises(ValueError, match="not a PNG"):
         plots.png_size(b"GIF89a" + bytes(30))
+
+
+def test_one_round_without_a_student_draws_no_plot_across_rounds(tmp_path):
+    participants = [{"name": "p0", "prototype": "a", "uniform_value": -3.2}]
+    state = {"refinement": "static", "rounds": {
+        "1": {"reference": "p0", "reference_prototype": "a", "participants": participants,
+              "student_in": None, "student": None}}}
+    progress.write_summary(tmp_path, state)
+    assert not (tmp_path / plots.ROUNDS_PNG).exists()
+    assert "![" not in (tmp_path / progress.SUMMARY_MD).read_text()
+    state["rounds"]["1"]["student"] = {"probe_accuracy": 0.7, "train_seconds": 1.0}  # a probed student: drawn
+    progress.write_summary(tmp_path, state)
+    assert (tmp_path / plots.ROUNDS_PNG).exists()

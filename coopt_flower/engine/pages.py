@@ -60,6 +60,7 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
     waiting_since: dict[str, float] = {}
     held: dict[Hashable, Reply] = {}                         # waves: replies until the wave is in
     waves = 0
+    progress = PageProgress(len(writer.all_ids) - writer.merged)
 
     def fill() -> None:
         if not steal and in_flight:  # the barrier: a wave starts when the last one is merged
@@ -94,6 +95,9 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
     fill()
     while in_flight:
         replies = transport.poll([h for h in in_flight if h not in held])
+        for handle in replies:
+            if handle in in_flight:
+                progress.arrived(len(in_flight[handle][1]), writer.pending_samples())
         now = clock()
         for name, handles in queued.items():
             first = handles[0] if handles else None
@@ -116,6 +120,37 @@ def encode_pages(writer: RoundWriter, transport: Transport, *, steal: bool, serv
                 log.info("[optimize] wave %d: %d/%d samples merged, %d pending", waves, writer.merged,
                          len(writer.all_ids), writer.pending_samples())
         fill()
+
+
+class PageProgress:
+    """One log line per arriving page, at most every ``every_s`` seconds (and for the last):
+    samples in, the rate since the first request, and the time left at that rate."""
+
+    def __init__(self, total: int, every_s: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total, self.every_s, self.clock = max(int(total), 1), every_s, clock
+        self.started, self.received, self.last_line = clock(), 0, None
+
+    def arrived(self, samples: int, pending: int) -> str | None:
+        """Count a page of ``samples``; returns (and logs) the line when one is due."""
+        self.received += int(samples)
+        now = self.clock()
+        done = self.received >= self.total
+        if not done and self.last_line is not None and now - self.last_line < self.every_s:
+            return None
+        self.last_line = now
+        rate = self.received / max(now - self.started, 1e-9)
+        left = max(self.total - self.received, 0) / rate if rate > 0 else float("inf")
+        line = (f"[optimize] {self.received}/{self.total} samples encoded ({100 * self.received / self.total:.0f} %), "
+                f"{rate:.0f} samples/s, {'done' if done else 'ETA ' + _duration(left)}, {pending} pending")
+        log.info("%s", line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def _log_progress(writer: RoundWriter, merged: int) -> None:

@@ -119,11 +119,21 @@ def render_summary(progress: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def worth_plotting(progress: dict[str, Any]) -> bool:
+    """Whether the plot across rounds shows anything: two rounds or more, or a probed student."""
+    rounds = progress.get("rounds", {})
+    probed = any((entry.get("student") or {}).get("probe_accuracy") is not None for entry in rounds.values())
+    return len(rounds) >= 2 or probed
+
+
 def write_summary(output_dir: str | Path, progress: dict[str, Any]) -> None:
     """``summary.md`` and, next to it, the plot across rounds it links."""
     from coopt_flower.plots import ROUNDS_PNG, rounds_plot
 
     text = render_summary(progress)
+    if not worth_plotting(progress):  # one round and no student: the plot would be one dot
+        write_text_atomic(Path(output_dir) / SUMMARY_MD, text)
+        return
     try:
         picture = rounds_plot(progress)
     except Exception as error:  # pictures are a convenience; the summary must not depend on them

@@ -148,11 +148,21 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
         manifest = round_manifest(settings=s, source_spec=source.spec, server_round=server_round,
                                   round_dir=round_dir, plan=plan, student=student, shared_ids=samples.shared_ids,
                                   writer=writer, bad=samples.bad, failures=failures, timings=timer.seconds)
-        report = publish(writer, manifest, plan, failures)
+        publish(writer, manifest, plan, failures)
     log.info("CoOpt round %d done: %s", server_round, round_dir)
-    for line in report.splitlines():
-        log.info("  %s", line)
+    log_summary(manifest, failures, round_dir / REPORT_MD)
     return RoundResult(round_dir, round_dir / REPORT_MD, manifest, plan, list(failures.failures))
+
+
+def log_summary(manifest: Manifest, failures: FailureLog, report_path: Path) -> None:
+    """The round in three lines (the whole report is in ``report_path``, not echoed)."""
+    m = manifest
+    log.info("  %d samples from %d participants, reference %s (%s), %d failed", m.num_samples,
+             len([p for p in m.participants if not p.failed]), m.reference, m.reference_prototype,
+             len(failures.failures))
+    if "total" in m.timings:
+        log.info("  %.1f s in all", m.timings["total"])
+    log.info("  report: %s", report_path)
 
 
 def log_plan(plan: RoundPlan, participants: list[Participant], student: Student | None) -> None:
