@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from coopt_flower.byol import BYOL_RECIPES
 from coopt_flower.data import open_source, select_samples
 from simulations.benchmark.combine import COMBINABLE_KEYS, combine_results, results_config
 from simulations.benchmark.config import (BYOL, BYOL_CONVERGED, BYOL_LONG, DEFAULT_CONFIG, JSON_NAME, MD_NAME, PLOT_NAME, RANDOM, SINGLE,
@@ -141,7 +142,12 @@ def run_keys(cfg: Config, arch: str = "") -> tuple[str, str]:
     rows_key = json.dumps(values, sort_keys=True)
     byol = {"byol_recipe": cfg.byol_recipe_for(arch or cfg.arch), "byol_views": cfg.byol_views_for(arch or cfg.arch)}
     byol = {k: v for k, v in byol.items() if v != "shared"}  # runs stored before the keys read as before
-    return rows_key, json.dumps({**values, **byol}, sort_keys=True) if byol else rows_key
+    # A recipe that sets its own learning rate / weight decay does not read the config's (the
+    # rows' lr, chosen on validation for CoOpt, must not retrain BYOL).
+    own = BYOL_RECIPES[byol.get("byol_recipe", "shared")]
+    byol_values = {k: v for k, v in values.items()
+                   if not (k == "lr" and "lr_per_256" in own) and not (k == "weight_decay" and k in own)}
+    return rows_key, json.dumps({**byol_values, **byol}, sort_keys=True) if byol else rows_key
 
 
 BYOL_ROWS = (BYOL, BYOL_LONG, BYOL_CONVERGED)
