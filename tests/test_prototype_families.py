@@ -20,16 +20,10 @@ import torch
 
 from coopt_flower import prototypes as P
 from coopt_flower.prototypes import UnknownPrototypeError, create_prototype, parse_prototype_spec
+# The tiny open_clip architecture and the one-thread fixture of the prototype tests (autouse here too).
+from tests.test_prototypes import TINY_CLIP_CONFIG as TINY, _one_thread  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _images(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
@@ -124,9 +118,6 @@ def test_preprocessing_comes_from_the_weights_config():
     assert vit.preprocess.mean == pytest.approx((127.5,) * 3) and vit.preprocess.interpolation == "bicubic"
 
 
-TINY = {"embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
 
 
 def _open_clip_dir(root: Path) -> Path:
