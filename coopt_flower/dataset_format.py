@@ -35,6 +35,7 @@ MANIFEST_FILE = "manifest.json"
 TARGETS_FILE = "targets.npy"
 SAMPLE_IDS_FILE = "sample_ids.npy"
 OWNERS_FILE = "owners.npy"
+SHARED_EMBEDDINGS_FILE = "shared_embeddings.npy"
 DATA_FILES = (TARGETS_FILE, SAMPLE_IDS_FILE, OWNERS_FILE)
 TARGET_DTYPES = ("float16", "float32")
 
@@ -193,9 +194,20 @@ class OptimizedDataset:
     @property
     def merge(self) -> Merge:
         """How the targets were merged (manifest ``merge``): ``align-*`` (one space, the
-        reference's), ``heads`` (row ``i`` lives in the space of participant ``owners[i]``) or
-        ``none`` (the no-alignment ablation). Datasets written before the key: ``align-ridge``."""
+        reference's), ``heads`` / ``multi-teacher`` (row ``i`` lives in the space of participant
+        ``owners[i]``) or ``none`` (the no-alignment ablation). Datasets written before the key: ``align-ridge``."""
         return self.manifest.merge
+
+    def shared_embeddings(self) -> np.ndarray | None:
+        """float32 ``(K, |S|, n)``: participant ``k``'s unaligned, projected embeddings of the
+        shared subset (the manifest's ``shared_ids``, in that order), or None when the dataset
+        was written without them. Checked against the manifest (participants, S, n) first."""
+        if SHARED_EMBEDDINGS_FILE not in self.manifest.files:
+            return None
+        m = self.manifest
+        path = dataset_file(self.path, SHARED_EMBEDDINGS_FILE)
+        check_array(path, (len(m.participants), len(m.shared_ids), m.target_dim), "float32")
+        return np.load(path, allow_pickle=False)
 
     def image(self, sample_id: int) -> np.ndarray:
         """uint8 ``(H, W, 3)`` of one sample: from the source, or from node-local data

@@ -1,4 +1,5 @@
-"""Training under ``merge = "heads"``: one shared backbone, one target head per participant.
+"""Training under ``merge = "heads"`` (and ``"multi-teacher"``): one shared backbone, one
+target head per participant.
 
 A round run with ``merge = "heads"`` does not align anyone: every participant's targets are
 written in its own projected space, with its owner index (``owners.npy``), and the manifest
@@ -16,6 +17,9 @@ The checkpoint holds every head (``heads.<k>.``) and names the *exposed* head, t
 :func:`coopt_flower.checkpoints.load_student` returns as ``head``: the reference
 participant's (the manifest's ``exposed_head``). A student fed back as a prototype in a later
 round therefore encodes in the reference's space, as an aligned student would.
+
+``merge = "multi-teacher"`` datasets are laid out the same way; their student trains every
+head on every sample (:mod:`coopt_flower.multi_teacher`, :class:`~coopt_flower.losses.MultiTeacherLoss`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from coopt_flower.inputs import loader_order_batches, on_device, preload_dataset
-from coopt_flower.losses import HeadsLoss
+from coopt_flower.losses import HeadsLoss, MultiTeacherLoss
 from coopt_flower.manifest import Manifest
 from coopt_flower.merges import Merge
+from coopt_flower.multi_teacher import TeacherTargets, fit_pair_maps
 from coopt_flower.students import StudentWithHeads
 from coopt_flower.target_statistics import TargetStats, target_stats
 from coopt_flower.training_loop import (
@@ -67,14 +72,14 @@ class HeadLayout:
         Index of the head a student exposes (the reference participant's).
     """
 
-    def __init__(self, names: list[str], exposed: int = 0) -> None:
+    def __init__(self, names: list[str], exposed: int = 0, merge: Merge = HEADS) -> None:
         if not names or not 0 <= exposed < len(names):
             raise ValueError(f"need at least one head and a valid exposed head, got {names} / {exposed}")
-        self.names, self.exposed = list(names), int(exposed)
+        self.names, self.exposed, self.merge = list(names), int(exposed), Merge(merge)
 
     def as_settings(self) -> dict[str, Any]:
         """The run record's entries (checkpoint ``config``)."""
-        return {"merge": HEADS.value, "num_heads": len(self.names), "head_names": self.names,
+        return {"merge": self.merge.value, "num_heads": len(self.names), "head_names": self.names,
                 "exposed_head": self.names[self.exposed], "exposed_head_index": self.exposed}
 
 
@@ -88,7 +93,7 @@ def head_layout(dataset: Any, owners: np.ndarray) -> HeadLayout:
         if exposed not in names:
             raise ValueError(f"the manifest's exposed head {exposed!r} is none of its participants "
                              f"{names}: the dataset is not a heads dataset this code wrote")
-        return HeadLayout(names, names.index(exposed))
+        return HeadLayout(names, names.index(exposed), manifest.merge)
     return HeadLayout([f"head{k}" for k in range(int(owners.max()) + 1 if len(owners) else 1)])
 
 
@@ -125,7 +130,7 @@ def owner_target_stats(targets: Any, owners: np.ndarray, num_owners: int, *,
 
 
 class _WithOwners(Dataset):
-    """``(image, target, owner)`` items of a dataset read item by item (no preloading)."""
+    """``(image, target, owner, row)`` items of a dataset read item by item (no preloading)."""
 
     def __init__(self, dataset: Any, owners: np.ndarray) -> None:
         self.dataset, self.owners = dataset, owners
@@ -135,7 +140,7 @@ class _WithOwners(Dataset):
 
     def __getitem__(self, index: int):
         image, target = self.dataset[index][:2]
-        return image, target, int(self.owners[index])
+        return image, target, int(self.owners[index]), int(index)
 
 
 def _owners_of(dataset: Any) -> np.ndarray:
@@ -148,6 +153,22 @@ def _owners_of(dataset: Any) -> np.ndarray:
         raise ValueError("a merge=heads dataset needs an owner per sample (owners.npy); train a "
                          "round directory, not an export, or re-run the round")
     return np.asarray(owners, dtype=np.int64)
+
+
+def teacher_targets(dataset: Any, *, seed: int = 0) -> TeacherTargets:
+    """The ``multi-teacher`` targets of a round directory's dataset: pair maps fitted on its
+    shared-subset embeddings, and the S position of every row."""
+    shared = dataset.shared_embeddings() if hasattr(dataset, "shared_embeddings") else None
+    if shared is None:
+        raise ValueError("a merge=multi-teacher dataset needs every participant's shared-subset "
+                         "embeddings (shared_embeddings.npy): train a round directory, not an export")
+    shared_ids = np.asarray(dataset.manifest.shared_ids, dtype=np.int64)
+    rows = np.full(len(dataset), -1, np.int64)
+    at = np.searchsorted(dataset.sample_ids, shared_ids)
+    present = at < len(dataset.sample_ids)
+    present[present] &= dataset.sample_ids[at[present]] == shared_ids[present]
+    rows[at[present]] = np.flatnonzero(present)
+    return TeacherTargets(fit_pair_maps(shared, seed=seed), shared, rows)
 
 
 def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
@@ -178,7 +199,14 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
     targets_all = dataset.tensors[1] if isinstance(dataset, TensorDataset) else dataset.targets
     mean, std, counts = owner_target_stats(targets_all, owners_np, len(layout.names))
     target_dim = int(mean.shape[1])
-    criterion = HeadsLoss(mean, std).to(device)
+    multi = layout.merge == Merge.MULTI_TEACHER
+    if multi:
+        if len(layout.names) != int(mean.shape[0]):
+            raise ValueError("a multi-teacher dataset's heads must be its manifest's participants")
+        teachers = teacher_targets(dataset, seed=config.seed).to(device)
+        criterion: nn.Module = MultiTeacherLoss(mean, std).to(device)
+    else:
+        criterion = HeadsLoss(mean, std).to(device)
     batch_size = config.batch_size
     arrays = preload_dataset(dataset, config.device, progress=config.progress) if config.preload else None
 
@@ -192,6 +220,9 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
         def loss(model: nn.Module, idx: torch.Tensor, views) -> torch.Tensor:
             idx = idx.to(images.device)
             own = owners[idx].to(device)
+            if multi:
+                goals, weights = teachers(targets[idx], own, idx)
+                return criterion(model.all_heads(views(images[idx])), goals, weights)
             predictions = model(views(images[idx]), torch.cat([own] * VIEWS))
             return criterion(predictions, targets[idx].to(device, torch.float32), own)
     else:
@@ -203,13 +234,16 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
                               num_workers=config.num_workers, pin_memory=device.type == "cuda")
 
         def loss(model: nn.Module, batch: Any, views) -> torch.Tensor:
-            images_b, targets_b, owners_b = batch
+            images_b, targets_b, owners_b, rows_b = batch
             own = owners_b.to(device)
+            if multi:
+                goals, weights = teachers(targets_b, own, rows_b)
+                return criterion(model.all_heads(views(images_b)), goals, weights)
             predictions = model(views(images_b), torch.cat([own] * VIEWS))
             return criterion(predictions, targets_b.to(device, torch.float32), own)
 
     recipe = Recipe(
-        method="coopt-heads",
+        method="coopt-multi-teacher" if multi else "coopt-heads",
         wrap=lambda backbone: StudentWithHeads(backbone, target_dim, len(layout.names), layout.exposed),
         batches=batches, steps_per_epoch=num_batches(len(dataset), batch_size), loss=loss,
         image_size=config.image_size or int(dataset[0][0].shape[-1]), num_samples=len(dataset),

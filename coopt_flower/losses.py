@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
 from torch import nn
 
-__all__ = ["BYOLLoss", "CoOptLoss", "HeadsLoss"]
+__all__ = ["BYOLLoss", "CoOptLoss", "HeadsLoss", "MultiTeacherLoss"]
 
 
 class CoOptLoss(nn.Module):
@@ -144,6 +144,44 @@ class HeadsLoss(nn.Module):
                              f"{len(owners)} owners do not make whole views of one batch")
         z = self.zscore(targets, owners)
         return (1.0 - F.cosine_similarity(predictions, torch.cat([z] * views), dim=1)).mean()
+
+
+class MultiTeacherLoss(HeadsLoss):
+    """Weighted mean of ``1 - cos(head_k, z_k(target_k))`` over views, samples and heads.
+
+    The ``merge = "multi-teacher"`` loss (:mod:`coopt_flower.multi_teacher`): every head is
+    trained on every sample, towards its owner's exact target or one predicted from it,
+    weighted by how well the map predicts (1 for exact targets). ``mean``/``std`` are per
+    head, as in :class:`HeadsLoss`.
+
+    Examples
+    --------
+    >>> loss_fn = MultiTeacherLoss(torch.zeros(2, 3), torch.ones(2, 3))
+    >>> targets = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    >>> float(loss_fn(targets, targets, torch.ones(1, 2)))
+    0.0
+    """
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+                weights: torch.Tensor) -> torch.Tensor:
+        """
+        Parameters
+        ----------
+        predictions : Tensor
+            ``(V * B, K, n)``: every head's output for each view, view after view.
+        targets : Tensor
+            ``(B, K, n)`` raw targets of every head.
+        weights : Tensor
+            ``(B, K)`` non-negative weight of each target.
+        """
+        views, rest = divmod(len(predictions), len(targets))
+        if rest or views < 1 or predictions.shape[1:] != targets.shape[1:] or weights.shape != targets.shape[:2]:
+            raise ValueError(f"predictions {tuple(predictions.shape)}, targets {tuple(targets.shape)} and "
+                             f"weights {tuple(weights.shape)} do not make whole views of one batch")
+        z = (targets.detach().to(self.mean.device, torch.float32) - self.mean) / self.std
+        cos = F.cosine_similarity(predictions, torch.cat([z] * views), dim=2)
+        w = torch.cat([weights.to(cos.device, cos.dtype)] * views)
+        return ((1.0 - cos) * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class BYOLLoss(nn.Module):

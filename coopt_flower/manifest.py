@@ -170,5 +170,6 @@ class Manifest:
 
     @property
     def is_heads(self) -> bool:
-        """Whether row ``i``'s target lives in the space of participant ``owners[i]``."""
-        return self.merge == Merge.HEADS
+        """Whether row ``i``'s target lives in the space of participant ``owners[i]`` (``heads``
+        or ``multi-teacher``: a student with one head per participant)."""
+        return Merge(self.merge).per_owner_spaces

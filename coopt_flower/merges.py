@@ -14,7 +14,10 @@ class Merge(StrEnum):
 
     ``align-*`` map every participant into the reference's space with a map fitted on the
     shared subset S; ``heads`` writes every participant's targets in its own space and the
-    student learns one head per participant; ``none`` merges the targets as they are (the
+    student learns one head per participant; ``multi-teacher`` writes the same per-owner
+    spaces, and the student learns every head on every sample: its owner's exact target and
+    the others predicted from it by ridge maps between every pair of participants, fitted on
+    S (:mod:`coopt_flower.multi_teacher`); ``none`` merges the targets as they are (the
     "no alignment" ablation: the paper's "target distribution inconsistency", measured).
     """
 
@@ -22,12 +25,19 @@ class Merge(StrEnum):
     ALIGN_PROCRUSTES = "align-procrustes"
     ALIGN_CCA = "align-cca"
     HEADS = "heads"
+    MULTI_TEACHER = "multi-teacher"
     NONE = "none"
 
     @property
     def fits_maps(self) -> bool:
         """Whether the merge fits a map into the reference's space (an ``align-*`` value)."""
         return self in ALIGN_METHODS
+
+    @property
+    def per_owner_spaces(self) -> bool:
+        """Whether row ``i``'s target stays in the space of its owner (``heads``,
+        ``multi-teacher``): the student has one head per participant."""
+        return self in (Merge.HEADS, Merge.MULTI_TEACHER)
 
 
 #: The merges that fit an affine map on S (:func:`coopt_flower.alignment.fit_alignment`).

@@ -72,6 +72,11 @@ def _header(m: Manifest) -> list[str]:
     if m.merge == Merge.HEADS:
         lines.append(f"- merge `heads`: targets stay in each participant's own space (no alignment, "
                      f"residuals 0); a student exposes {m.exposed_head}'s head")
+    elif m.merge == Merge.MULTI_TEACHER:
+        lines.append(f"- merge `multi-teacher`: targets stay in each participant's own space; the "
+                     f"student learns every participant's head on every sample (the others' targets "
+                     f"predicted by maps between every pair, fitted on S); a student exposes "
+                     f"{m.exposed_head}'s head")
     if m.page_assignment == "steal":
         stolen = ", ".join(f"{p.name} {p.pages_stolen}" for p in m.participants)
         lines.append(f"- pages: work stealing (`page-assignment=steal`), so who encoded a sample "

@@ -398,3 +398,9 @@ class StudentWithHeads(nn.Module):
             rows = owners == k
             out[rows] = self.heads[k](features[rows]).to(out.dtype)
         return out
+
+    def all_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, num_heads, target_dim)``: every head's output (``merge = "multi-teacher"``
+        trains every head on every sample)."""
+        features = self.backbone(x)
+        return torch.stack([head(features) for head in self.heads], dim=1)

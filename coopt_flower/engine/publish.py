@@ -16,6 +16,7 @@ import numpy as np
 
 from coopt_flower.bad_samples import BadSampleLedger
 from coopt_flower.config import RunSettings
+from coopt_flower.dataset_format import SHARED_EMBEDDINGS_FILE
 from coopt_flower.engine.enrollment import Participant
 from coopt_flower.engine.failures import FAILURES_LOG, FailureLog
 from coopt_flower.engine.merging import RoundWriter
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-SHARED_EMBEDDINGS = "shared_embeddings.npy"
+SHARED_EMBEDDINGS = SHARED_EMBEDDINGS_FILE
 
 
 def exposed_head(plan: AlignmentPlan, names: list[str]) -> str:
@@ -83,7 +84,7 @@ def round_manifest(*, settings: RunSettings, source_spec: str, server_round: int
         round=server_round, source=source_spec, num_samples=num_samples, target_dim=s.target_dim,
         target_dtype=s.target_dtype, shared_size=int(len(shared_ids)), seed=s.seed,
         reference=alignment.reference, reference_prototype=reference_prototype(alignment, participants, student),
-        merge=merge, exposed_head=exposed_head(alignment, names) if merge == Merge.HEADS else None,
+        merge=merge, exposed_head=exposed_head(alignment, names) if merge.per_owner_spaces else None,
         reference_score=alignment.reference_score, scores=alignment.scores, refinement=s.refinement,
         page_assignment=s.page_assignment,
         student=None if student is None else StudentRecord(
