@@ -12,6 +12,9 @@ trains one student per row, all with the benchmark's recipe and probed the same 
   as the merged rows (a small shard gets more epochs: the baseline is not starved);
 - ``CoOpt (aligned)``: the product's default merge (``align-ridge``), flagged ``default``;
 - ``CoOpt (no alignment)``: every participant's targets merged as they are (``merge=none``);
+- ``CoOpt (heads)``, ``CoOpt (multi-teacher)`` (``--merges``): the merges that keep every
+  participant's own space, one student head per participant; ``multi-teacher`` trains every
+  head on every sample (:mod:`coopt_flower.multi_teacher`);
 - ``single:<spec>``: the centralized oracle no participant can run in a federation, the best
   prototype (picked by its own features' probe on the validation split) encoding every
   training image; it does not depend on the partition (``partitioner``: ``all data``).
@@ -62,6 +65,8 @@ ALONE = "alone:"
 ALONE_MEAN, ALONE_BEST = "alone: mean over participants", "alone: best participant (by validation)"
 ALL_DATA = "all data"  # the partitioner field of the centralized rows
 POOL = "default"       # the pool of the benchmark's config (today's four ImageNet prototypes)
+#: The rows of the merges besides the default and the unaligned one (``--merges``).
+MERGE_ROWS = {Merge.HEADS: "CoOpt (heads)", Merge.MULTI_TEACHER: "CoOpt (multi-teacher)"}
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -75,7 +80,8 @@ def build_round(cfg: Config, seed: int, specs: list[str], feats: dict[str, np.nd
     if not np.array_equal(drawn.ids, sample_ids):
         raise ValueError("the round selected other samples than the study encoded")
     participants = [CachedParticipant(spec, feats[spec], sample_ids, drawn.shared_ids,
-                                      metas[spec]["images_per_second"], cfg.proto_image_size, k)
+                                      metas[spec]["images_per_second"],
+                                      metas[spec].get("encoded_size", cfg.proto_size(spec)), k)
                     for k, spec in enumerate(specs)]
     return run_in_process(settings, source, participants)
 
@@ -148,7 +154,7 @@ class RunStore:
 
 
 def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded, work_dir: Path,
-             store: RunStore) -> dict[str, Any]:
+             store: RunStore, merges: Sequence[Merge] = ()) -> dict[str, Any]:
     """Every row of one seed: the centralized oracle once, then each partitioner's rows."""
     ids = data.sample_ids[seed]
     rows = np.searchsorted(data.union, ids)
@@ -185,7 +191,9 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
             "participants": [{"name": p.name, "prototype": p.prototype, "num_samples": p.num_samples,
                               "label_counts": p.label_counts} for p in manifest.participants]}
         key = f"seed{seed}-{cfg.epochs}ep-{partitioner}"
-        for row, dataset in ((ALIGNED, aligned), (UNALIGNED, unaligned)):
+        others = [(MERGE_ROWS[m], built(f"{partitioner}-{m.value}", list(cfg.prototypes), m, partitioner)[0])
+                  for m in merges]
+        for row, dataset in ((ALIGNED, aligned), (UNALIGNED, unaligned), *others):
             keep((partitioner, row), store.get(
                 f"{key}-{row}", lambda d=dataset: train_final(d, cfg, seed, probes, cfg.epochs)))
         for k, p in enumerate(manifest.participants):
@@ -206,7 +214,7 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
 # ----------------------------------------------------------------------------- results
 
 
-def collect_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+def collect_rows(per_seed: dict[int, dict[str, Any]], pool: str = POOL) -> list[dict[str, Any]]:
     """One row per (partitioner, row) over the seeds: mean, sample std, every seed's value."""
     keys: list[tuple[str, str]] = []
     for seed_out in per_seed.values():
@@ -215,7 +223,7 @@ def collect_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     for partitioner, row in keys:
         seeds = [s for s, o in per_seed.items() if (partitioner, row) in o["rows"]]
         accs = [per_seed[s]["rows"][(partitioner, row)]["acc"] for s in seeds]
-        rows.append({"partitioner": partitioner, "pool": POOL, "row": row,
+        rows.append({"partitioner": partitioner, "pool": pool, "row": row,
                      "acc_mean": float(np.mean(accs)),
                      "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
                      "seeds": seeds, "per_seed": dict(zip(map(str, seeds), accs)),
@@ -240,6 +248,22 @@ def paired_differences(per_seed: dict[int, dict[str, Any]], partitioner: str) ->
         out["vs mean alone"].append(100 * (merged - r[(partitioner, ALONE_MEAN)]["acc"]))
         out["vs no alignment"].append(100 * (merged - r[(partitioner, UNALIGNED)]["acc"]))
         out["vs best single on all data"].append(100 * (merged - r[(ALL_DATA, SINGLE + o["best_single"])]["acc"]))
+    return out
+
+
+def merge_differences(per_seed: dict[int, dict[str, Any]], partitioner: str) -> dict[str, dict[str, list[float]]]:
+    """Per seed, points: every other merge's row - the default merge, and - the best
+    participant alone."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for row in MERGE_ROWS.values():
+        diffs: dict[str, list[float]] = {"vs default merge": [], "vs best alone": []}
+        for o in per_seed.values():
+            r = o["rows"]
+            if {(partitioner, row), (partitioner, ALIGNED), (partitioner, ALONE_BEST)} <= set(r):
+                diffs["vs default merge"].append(100 * (r[(partitioner, row)]["acc"] - r[(partitioner, ALIGNED)]["acc"]))
+                diffs["vs best alone"].append(100 * (r[(partitioner, row)]["acc"] - r[(partitioner, ALONE_BEST)]["acc"]))
+        if diffs["vs default merge"]:
+            out[row] = diffs
     return out
 
 
@@ -272,7 +296,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"`{results['command']}`",
         "",
-        f"{cfg['num_train']} training images, {len(cfg['prototypes'])} participants (pool `{POOL}`: "
+        f"{cfg['num_train']} training images, {len(cfg['prototypes'])} participants (pool `{cfg.get('pool', POOL)}`: "
         f"{', '.join(cfg['prototypes'])}), student {cfg['arch']}, {cfg['epochs']} epochs (alone: the "
         f"same number of optimizer steps), seeds {', '.join(map(str, cfg['seeds']))}; test accuracy "
         f"of the full linear probe on {cfg['num_test']} test images. Load average at the start: "
@@ -297,6 +321,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     for partitioner, diffs in results["differences"].items():
         lines.append(f"| {partitioner} | " + " | ".join(", ".join(f"{d:+.2f}" for d in v) for v in diffs.values())
                      + " |")
+    others = [(p, row, d) for p, by_row in results.get("merge_differences", {}).items() for row, d in by_row.items()]
+    if others:
+        lines += ["", "Paired differences of the other merges, points, per seed:", "",
+                  "| partitioner | merge | vs default merge | vs best alone |", "|---|---|---:|---:|"]
+        lines += [f"| {p} | {row} | " + " | ".join(", ".join(f"{v:+.2f}" for v in d[k])
+                                                   for k in ("vs default merge", "vs best alone")) + " |"
+                  for p, row, d in others]
     if results["not_run"]:
         lines += ["", "Not run (yet): " + "; ".join(results["not_run"])]
     lines += ["", "Targets:", ""]
@@ -343,6 +374,11 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--tiny", action="store_true", help="the smoke configuration (numbers mean nothing)")
     parser.add_argument("--partitioners", default="iid,dirichlet:0.1,dirichlet:1.0")
     parser.add_argument("--seeds", default=None, help="comma list (default: the config's)")
+    parser.add_argument("--merges", default="heads,multi-teacher",
+                        help="comma list of further merge rows besides the default (align-ridge) and "
+                             "none: " + ", ".join(m.value for m in MERGE_ROWS) + "; '' for none")
+    parser.add_argument("--prototypes", default=None, help="comma list: another pool than the config's")
+    parser.add_argument("--pool", default=POOL, help="the pool's name in the results (with --prototypes)")
     for key in ("num_train", "epochs", "threads"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
@@ -355,6 +391,14 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     changes = {k: getattr(args, k) for k in ("num_train", "epochs", "threads") if getattr(args, k) is not None}
     if args.seeds:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.prototypes:
+        changes["prototypes"] = tuple(s.strip() for s in args.prototypes.split(",") if s.strip())
+    elif args.pool != POOL:
+        parser.error("--pool names another pool than the config's: give its --prototypes too")
+    args.merges = [Merge(m.strip()) for m in args.merges.split(",") if m.strip()]
+    unknown = [m.value for m in args.merges if m not in MERGE_ROWS]
+    if unknown:
+        parser.error(f"--merges: {', '.join(unknown)} has no row here; choose among {', '.join(MERGE_ROWS)}")
     cfg = replace(cfg, **changes, arch2="")
     for spec in args.partitioners.split(","):
         parse_partitioner(spec)  # a bad value is refused before any encoding
@@ -371,15 +415,20 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     data = open_data(cfg)
     encoded = encode_prototypes(cfg, args.cache_dir, data)
-    store = RunStore(args.work_dir / "runs", train=not args.report_only)
-    per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, args.work_dir, store) for seed in cfg.seeds}
+    # Another pool trains other rows under the same names: it gets a work dir of its own.
+    work_dir = args.work_dir if args.pool == POOL else args.work_dir / slug(args.pool)
+    store = RunStore(work_dir / "runs", train=not args.report_only)
+    per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, work_dir, store, args.merges)
+                for seed in cfg.seeds}
     results = {
-        "config": {**cfg.as_dict(), "partitioners": partitioners}, "command": reproducing_command(
+        "config": {**cfg.as_dict(), "partitioners": partitioners, "pool": args.pool,
+                   "merges": [m.value for m in args.merges]}, "command": reproducing_command(
             "simulations.collaboration_study", argv),
         "environment": {"loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
                         "torch": torch.__version__, "wall_seconds": time.perf_counter() - started},
-        "rows": collect_rows(per_seed),
+        "rows": collect_rows(per_seed, args.pool),
         "differences": {p: paired_differences(per_seed, p) for p in partitioners},
+        "merge_differences": {p: merge_differences(per_seed, p) for p in partitioners},
         "targets": targets(per_seed, partitioners),
         "not_run": not_run(per_seed, partitioners),
         "seeds": {str(s): {"best_single": o["best_single"], "partitions": o["partitions"],

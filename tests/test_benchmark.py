@@ -582,3 +582,30 @@ def test_the_rows_learning_rate_retrains_byol_only_where_its_recipe_reads_it():
     # sgd-cosine sets its own weight decay too; the shared AdamW reads the config's.
     assert B.run_keys(B.Config(byol_recipe="sgd-cosine", weight_decay=0.1))[1] == B.run_keys(B.Config(byol_recipe="sgd-cosine"))[1]
     assert B.run_keys(B.Config(byol_recipe="shared", weight_decay=0.1))[1] != B.run_keys(B.Config(byol_recipe="shared"))[1]
+
+
+def test_a_prototype_can_encode_at_its_own_size_and_runs_stored_before_the_key_are_reused():
+    from simulations.benchmark.main import run_keys
+
+    cfg = B.Config(proto_image_sizes="student:/x/last.pt=0; random:efficientnet-lite0=64")
+    assert cfg.proto_size("student:/x/last.pt") == 0 and cfg.proto_size("random:efficientnet-lite0") == 64
+    assert cfg.proto_size("efficientnet-lite0") == cfg.proto_image_size == 96
+    with pytest.raises(ValueError, match="SPEC=SIZE"):
+        B.Config(proto_image_sizes="efficientnet-lite0")
+    with pytest.raises(ValueError, match="SPEC=SIZE"):
+        B.Config(proto_image_sizes="efficientnet-lite0=big")
+    assert '"proto_image_sizes"' not in run_keys(B.Config())[0]
+    assert '"proto_image_sizes"' in run_keys(cfg)[0]
+
+
+def test_private_images_avoid_every_reported_sample_and_the_validation_split():
+    from coopt_flower.data import select_samples
+    from simulations.benchmark.validation import RESERVED_SEEDS, private_ids, validation_ids
+
+    private = private_ids(60000, 10000, 2000, 0, 3000)
+    assert len(private) == 3000 and np.array_equal(private, private_ids(60000, 10000, 2000, 0, 3000))
+    assert not np.intersect1d(private, validation_ids(60000, 10000, 2000, 0)).size
+    for seed in RESERVED_SEEDS:
+        assert not np.intersect1d(private, select_samples(60000, 10000, seed)).size
+    with pytest.raises(ValueError, match="num_private=50000"):
+        private_ids(60000, 10000, 2000, 0, 50000)

@@ -30,7 +30,9 @@ def test_tiny_study_writes_every_row_in_the_results_layout(tmp_path):
     rows = {(r["partitioner"], r["row"]): r for r in results["rows"]}
     assert {("dirichlet:0.5", "alone:p0"), ("dirichlet:0.5", "alone:p1"), ("dirichlet:0.5", "CoOpt (aligned)"),
             ("dirichlet:0.5", "CoOpt (no alignment)"), ("dirichlet:0.5", C.ALONE_MEAN),
-            ("dirichlet:0.5", C.ALONE_BEST)} <= set(rows)
+            ("dirichlet:0.5", C.ALONE_BEST), ("dirichlet:0.5", "CoOpt (heads)"),
+            ("dirichlet:0.5", "CoOpt (multi-teacher)")} <= set(rows)
+    assert set(results["merge_differences"]["dirichlet:0.5"]) == {"CoOpt (heads)", "CoOpt (multi-teacher)"}
     assert [k for k, r in rows.items() if r["default"]] == [("dirichlet:0.5", "CoOpt (aligned)")]
     [single] = [r for r in results["rows"] if r["partitioner"] == C.ALL_DATA]
     assert single["row"] == "single:" + results["seeds"]["0"]["best_single"]
@@ -42,4 +44,14 @@ def test_tiny_study_writes_every_row_in_the_results_layout(tmp_path):
     participants = results["seeds"]["0"]["partitions"]["dirichlet:0.5"]["participants"]
     assert sum(sum(p["label_counts"]) for p in participants) == results["config"]["num_train"]
     assert len(results["targets"]) == 0  # the targets are on dirichlet:0.1, not run here
-    assert (out / C.MD_NAME).read_text().count("| dirichlet:0.5 |") >= 7 and (out / C.PLOT_NAME).exists()
+    assert (out / C.MD_NAME).read_text().count("| dirichlet:0.5 |") >= 11 and (out / C.PLOT_NAME).exists()
+
+
+def test_another_pool_needs_its_prototypes_and_merges_name_rows_this_study_has():
+    with pytest.raises(SystemExit):
+        C.parse_args(["--tiny", "--pool", "heterogeneous"])
+    with pytest.raises(SystemExit):
+        C.parse_args(["--tiny", "--merges", "align-cca"])
+    cfg, args = C.parse_args(["--tiny", "--pool", "mine", "--prototypes", "efficientnet-lite0,random:efficientnet-lite0",
+                              "--merges", ""])
+    assert cfg.prototypes == ("efficientnet-lite0", "random:efficientnet-lite0") and args.merges == []

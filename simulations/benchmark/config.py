@@ -52,6 +52,9 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
     prototypes: tuple[str, ...] = DEFAULT_PROTOTYPES
     proto_image_size: int = 96
+    # Prototypes that encode at another size than proto_image_size: "SPEC=SIZE;SPEC=SIZE"
+    # (SIZE 0: the prototype's native size, e.g. a student checkpoint's training size).
+    proto_image_sizes: str = ""
     target_dim: int = 512
     shared_size: int = 256
     target_dtype: str = "float16"
@@ -122,6 +125,20 @@ class Config:
         if not isinstance(self.extra_merges, bool):
             raise ValueError(f"extra_merges must be true or false, got {self.extra_merges!r}")
         self.archs()  # a student named twice is refused here, not after hours of training
+        self._proto_sizes()  # a malformed size is refused here
+
+    def proto_size(self, spec: str) -> int:
+        """The image size ``spec`` encodes at (``proto_image_sizes``, else ``proto_image_size``)."""
+        return self._proto_sizes().get(spec, self.proto_image_size)
+
+    def _proto_sizes(self) -> dict[str, int]:
+        sizes = {}
+        for entry in filter(None, (e.strip() for e in (self.proto_image_sizes or "").split(";"))):
+            spec, sep, size = entry.rpartition("=")
+            if not sep or not spec.strip() or not size.strip().isdigit():
+                raise ValueError(f"proto_image_sizes entries are SPEC=SIZE (SIZE >= 0), got {entry!r}")
+            sizes[spec.strip()] = int(size)
+        return sizes
 
     def check_runnable(self) -> None:
         """Refuse, before any work, a run that would have to make a choice on the test set

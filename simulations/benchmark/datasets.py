@@ -129,7 +129,8 @@ def build_datasets(cfg: Config, seed: int, source, sample_ids: np.ndarray, feats
         if not np.array_equal(round_ids, sample_ids):
             raise ValueError("the round selected other samples than the benchmark encoded")
         participants = [CachedParticipant(spec, feats[spec], sample_ids, shared_ids,
-                                          metas[spec]["images_per_second"], cfg.proto_image_size, k)
+                                          metas[spec]["images_per_second"],
+                                      metas[spec].get("encoded_size", cfg.proto_size(spec)), k)
                         for k, spec in enumerate(specs)]
         return run_in_process(settings, source, participants)
 

@@ -74,6 +74,7 @@ def cached_features(cache_dir: Path, spec: str, image_size: int, source, ids: np
         meta["encode_seconds"] += float(stats.seconds)
         meta["encode_cpu_seconds"] = meta.get("encode_cpu_seconds", 0.0) + time.process_time() - cpu
         meta["dim"] = int(prototype.output_dim)
+        meta["encoded_size"] = int(getattr(prototype, "image_size", 0) or image_size)
         meta["torch_threads"] = sorted(set(meta["torch_threads"]) | {torch.get_num_threads()})
         log(f"  {spec}: {stats.images_per_second:.1f} img/s ({stats.seconds:.1f} s)")
         old = np.load(feats_path) if have.size else np.empty((0, new.shape[1]), np.float32)

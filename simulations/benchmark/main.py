@@ -139,6 +139,8 @@ def run_keys(cfg: Config, arch: str = "") -> tuple[str, str]:
     same for BYOL's views (``byol_views``).
     """
     values = {k: v for k, v in asdict(cfg).items() if k not in RUN_KEY_IGNORES + BYOL_ONLY_KEYS}
+    if not values.get("proto_image_sizes"):  # runs stored before the key read as before
+        values.pop("proto_image_sizes", None)
     rows_key = json.dumps(values, sort_keys=True)
     byol = {"byol_recipe": cfg.byol_recipe_for(arch or cfg.arch), "byol_views": cfg.byol_views_for(arch or cfg.arch)}
     byol = {k: v for k, v in byol.items() if v != "shared"}  # runs stored before the keys read as before
@@ -286,10 +288,10 @@ def encode_prototypes(cfg: Config, cache_dir: Path, data: BenchmarkData) -> Enco
     encoded = EncodedData({}, {}, {})
     for spec in cfg.prototypes:
         encoded.train[spec], encoded.metas[spec] = cached_features(
-            cache_dir, spec, cfg.proto_image_size, data.train, data.union,
+            cache_dir, spec, cfg.proto_size(spec), data.train, data.union,
             batch_size=cfg.encode_batch_size, split="train", device=cfg.device)
         encoded.test[spec], _ = cached_features(
-            cache_dir, spec, cfg.proto_image_size, data.test, data.test_ids,
+            cache_dir, spec, cfg.proto_size(spec), data.test, data.test_ids,
             batch_size=cfg.encode_batch_size, split="test", device=cfg.device)
     return encoded
 

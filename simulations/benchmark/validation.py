@@ -40,3 +40,18 @@ def check_disjoint(val_ids: np.ndarray, sample_ids: np.ndarray, seed: int) -> No
         raise ValueError(f"seed {seed}'s training sample holds {len(shared)} validation images: "
                          f"validation is drawn outside seeds {RESERVED_SEEDS[0]}-{RESERVED_SEEDS[-1]}; "
                          "use one of them or num_val=0")
+
+
+def private_ids(train_size: int, num_train: int, num_val: int, val_seed: int, num_private: int,
+                private_seed: int = 0) -> np.ndarray:
+    """Sorted ids of a participant's *private* labeled images: outside every reportable seed's
+    training sample and outside the validation split (and the test images are another split),
+    so an in-house prototype trained on them has seen no image any reported number uses."""
+    taken = np.unique(np.concatenate([select_samples(train_size, num_train, s) for s in RESERVED_SEEDS]
+                                     + [validation_ids(train_size, num_train, num_val, val_seed)]))
+    free = np.setdiff1d(np.arange(train_size, dtype=np.int64), taken)
+    if len(free) < num_private:
+        raise ValueError(f"num_private={num_private}: only {len(free)} training images are outside every "
+                         "reportable seed's sample and the validation split")
+    rng = np.random.default_rng([int(private_seed), 0x9E7])
+    return np.sort(rng.choice(free, size=num_private, replace=False)).astype(np.int64)
