@@ -149,3 +149,16 @@ def test_a_multi_teacher_dataset_trains_every_head_through_the_cli(multi_round, 
     assert cfg["exposed_head"] == multi_round.plan.alignment.reference
     backbone, head, _ = load_student(out)
     torch.testing.assert_close(head.weight, ckpt["model"][f"heads.{cfg['exposed_head_index']}.weight"])
+
+
+def test_reading_item_by_item_trains_the_same_student_as_preloading(multi_round):
+    from coopt_flower.student_training import train_on_optimized
+    from coopt_flower.training_loop import TrainConfig
+
+    data = load_optimized_dataset(multi_round.dataset_path)
+    runs = []
+    for preload in (True, False):
+        config = TrainConfig(arch="small-cnn", arch_kwargs={"widths": (4, 8)}, image_size=16, epochs=1,
+                             batch_size=64, seed=0, progress=False, preload=preload)
+        runs.append(train_on_optimized(data, config))
+    assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-4)
