@@ -61,12 +61,22 @@ from simulations.study_args import reproducing_command
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "collaboration"
 JSON_NAME, MD_NAME, PLOT_NAME = "collaboration.json", "collaboration.md", "collaboration.png"
+
+
 ALONE = "alone:"
 ALONE_MEAN, ALONE_BEST = "alone: mean over participants", "alone: best participant (by validation)"
 ALL_DATA = "all data"  # the partitioner field of the centralized rows
 POOL = "default"       # the pool of the benchmark's config (today's four ImageNet prototypes)
 #: The rows of the merges besides the default and the unaligned one (``--merges``).
 MERGE_ROWS = {Merge.HEADS: "CoOpt (heads)", Merge.MULTI_TEACHER: "CoOpt (multi-teacher)"}
+
+
+def result_names(pool: str) -> tuple[str, str, str]:
+    """The results files of a pool: ``collaboration.*`` for the default pool, ``collaboration-<pool>.*``
+    for another (side by side in the same directory; every row names its pool)."""
+    if pool == POOL:
+        return JSON_NAME, MD_NAME, PLOT_NAME
+    return tuple(name.replace("collaboration", f"collaboration-{slug(pool)}") for name in (JSON_NAME, MD_NAME, PLOT_NAME))
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -393,8 +403,10 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.prototypes:
         changes["prototypes"] = tuple(s.strip() for s in args.prototypes.split(",") if s.strip())
-    elif args.pool != POOL:
-        parser.error("--pool names another pool than the config's: give its --prototypes too")
+    elif args.pool != POOL and args.config == DEFAULT_CONFIG:
+        parser.error("--pool names another pool than the default config's: give its --prototypes or --config too")
+    elif args.pool == POOL and args.config != DEFAULT_CONFIG and cfg.prototypes != load_config(DEFAULT_CONFIG).prototypes:
+        parser.error(f"{args.config} names another pool than the default: name it with --pool")
     args.merges = [Merge(m.strip()) for m in args.merges.split(",") if m.strip()]
     unknown = [m.value for m in args.merges if m not in MERGE_ROWS]
     if unknown:
@@ -436,10 +448,11 @@ def main(argv=None) -> int:
                   for s, o in per_seed.items()},
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / JSON_NAME).write_text(json.dumps(results, indent=2))
-    (args.out_dir / MD_NAME).write_text(render_markdown(results))
-    plot(results, args.out_dir / PLOT_NAME)
-    log(f"done in {(time.perf_counter() - started) / 60:.1f} min: {args.out_dir / MD_NAME}")
+    names = result_names(args.pool)
+    (args.out_dir / names[0]).write_text(json.dumps(results, indent=2))
+    (args.out_dir / names[1]).write_text(render_markdown(results))
+    plot(results, args.out_dir / names[2])
+    log(f"done in {(time.perf_counter() - started) / 60:.1f} min: {args.out_dir / names[1]}")
     for t in results["targets"]:
         log(f"  {'MET   ' if t['met'] else 'MISSED'} {t['target']}: mean {t['mean']:+.2f}")
     return 0

@@ -55,3 +55,5 @@ def test_another_pool_needs_its_prototypes_and_merges_name_rows_this_study_has()
     cfg, args = C.parse_args(["--tiny", "--pool", "mine", "--prototypes", "efficientnet-lite0,random:efficientnet-lite0",
                               "--merges", ""])
     assert cfg.prototypes == ("efficientnet-lite0", "random:efficientnet-lite0") and args.merges == []
+    assert C.result_names("default") == (C.JSON_NAME, C.MD_NAME, C.PLOT_NAME)
+    assert C.result_names("mine")[0] == "collaboration-mine.json"
