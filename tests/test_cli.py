@@ -167,6 +167,8 @@ def test_the_wheel_carries_the_metadata_a_package_index_checks(tmp_path):
     import email
     import zipfile
 
+    from packaging.specifiers import SpecifierSet
+
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(tmp_path), str(REPO)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
@@ -176,7 +178,7 @@ def test_the_wheel_carries_the_metadata_a_package_index_checks(tmp_path):
         metadata = email.message_from_bytes(archive.read(next(n for n in names if n.endswith("/METADATA"))))
     assert metadata["License-Expression"] == "Apache-2.0"
     assert any(n.endswith("licenses/LICENSE") for n in names)
-    assert metadata["Requires-Python"] == ">=3.11"
+    assert SpecifierSet(metadata["Requires-Python"]) == SpecifierSet(">=3.11,<3.15")
     assert metadata["Description-Content-Type"] == "text/markdown" and metadata.get_payload().startswith("# coopt-flower")
     assert "Programming Language :: Python :: 3.11" in metadata.get_all("Classifier")
     assert {"baselines", "study", "webdataset", "dev"} <= set(metadata.get_all("Provides-Extra"))
