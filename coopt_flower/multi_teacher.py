@@ -33,10 +33,7 @@ from torch import nn
 from coopt_flower.alignment import fit_alignment
 from coopt_flower.merges import Merge
 
-__all__ = ["MULTI_TEACHER", "PairMaps", "TeacherTargets", "fit_pair_maps"]
-
-#: The ``merge`` value (run config and manifest) this module serves.
-MULTI_TEACHER = Merge.MULTI_TEACHER
+__all__ = ["PairMaps", "TeacherTargets", "fit_pair_maps"]
 
 
 @dataclass

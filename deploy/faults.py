@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from deploy.processes import alive, program_name, send_signal, start_time
+from deploy.processes import program_name, same_process, send_signal, start_time
 from deploy.workdir import marked_pids
 
 #: The processes Flower starts for one run; a finished run must leave none of them.
@@ -46,8 +46,7 @@ class Started(NamedTuple):
 
     def running(self) -> bool:
         """Whether this very process (not a later one with its PID) still runs."""
-        now = start_time(self.pid)
-        return alive(self.pid) and now is not None and (self.started is None or abs(now - self.started) < 1)
+        return same_process(self.pid, self.started)
 
     def __str__(self) -> str:
         return f"{self.name} (pid {self.pid})"

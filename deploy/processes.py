@@ -64,6 +64,20 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+#: How far a process's start time may differ from a recorded one and still be that process
+#: (``psutil`` reports it rounded; a recycled PID starts seconds or more later).
+START_TOLERANCE_S = 1.0
+
+
+def same_process(pid: int | None, started: float | None) -> bool:
+    """Whether ``pid`` runs and is the process that started at ``started`` (epoch seconds; None:
+    not recorded, any process with the PID counts), not a later one that got its PID."""
+    if pid is None or not alive(pid):
+        return False
+    now = start_time(pid)
+    return started is None or (now is not None and abs(now - started) <= START_TOLERANCE_S)
+
+
 def program_name(pid: int) -> str:
     """What a process runs, in one word: ``flwr-clientapp``, not ``python3.11``."""
     try:

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from deploy.flower import APP_DIR, flower_env
 from deploy.pki import private_dir
-from deploy.processes import alive, descendants, pids_with_env, program_name, start_time, stop_pids, track
+from deploy.processes import descendants, pids_with_env, program_name, same_process, start_time, stop_pids, track
 
 MARKER_ENV = "COOPT_DEPLOY_WORKDIR"
 STATE_FILE = "cluster.json"
@@ -95,8 +95,8 @@ def marked_pids(workdir: Path) -> list[int]:
 
 
 # A pid file holds "PID START": START is the process's start time, so a PID the system gave
-# to another process since is not taken for ours (files of older versions hold the PID only).
-START_TOLERANCE_S = 1.0
+# to another process since is not taken for ours (files of older versions hold the PID only;
+# deploy.processes.same_process compares them).
 
 
 def read_pid_record(pid_file: Path) -> tuple[int | None, float | None]:
@@ -116,10 +116,7 @@ def read_pid(pid_file: Path) -> int | None:
 def _is_ours(pid: int | None, workdir: Path, started: float | None = None) -> bool:
     """Running, carrying this workdir's marker and, when the pid file recorded it, started when
     the file says (so not a recycled PID)."""
-    if pid is None or not alive(pid) or pid not in marked_pids(workdir):
-        return False
-    now = start_time(pid)
-    return started is None or (now is not None and abs(now - started) <= START_TOLERANCE_S)
+    return same_process(pid, started) and pid in marked_pids(workdir)
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def samples_lost(round_dir: Path, num_samples: int, seed: int) -> int:
     from coopt_flower.dataset_format import load_optimized_dataset
 
     ds = load_optimized_dataset(round_dir, verify=True)
-    expected = set(select_samples(60000, num_samples, seed).tolist())
+    expected = set(select_samples(len(ds.source), num_samples, seed).tolist())
     held = set(np.asarray(ds.sample_ids).tolist())
     unowned = int((np.asarray(ds.owners) < 0).sum())
     return len(expected - held) + len(ds.manifest.missing_sample_ids) + unowned

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-SHARED_EMBEDDINGS = SHARED_EMBEDDINGS_FILE
 
 
 def exposed_head(plan: AlignmentPlan, names: list[str]) -> str:
@@ -113,6 +112,6 @@ def publish(writer: RoundWriter, manifest: Manifest, plan: RoundPlan, failures: 
         extra_files[FAILURES_LOG] = "\n".join(failures.details)
     dataset.commit(
         manifest.manifest_json(), extra_files=extra_files,
-        extra_arrays={SHARED_EMBEDDINGS: np.stack([plan.shared[p.name] for p in writer.participants])},
+        extra_arrays={SHARED_EMBEDDINGS_FILE: np.stack([plan.shared[p.name] for p in writer.participants])},
         allow_missing=writer.settings.on_failure == "drop")
     return report
