@@ -60,6 +60,9 @@ class ProbeResult:
     test_correct : np.ndarray
         Whether the last epoch's classifier got each test sample right (bool): the per-sample
         outcome intervals over test images are bootstrapped from.
+    other_correct : dict of np.ndarray
+        The same for each further evaluation set (e.g. per-class accuracy on a validation split
+        from the very classifier whose test outcomes are reported).
     """
 
     accuracy: float
@@ -69,6 +72,7 @@ class ProbeResult:
     seed: int = 0
     other_accuracy: dict[str, float] = field(default_factory=dict)
     test_correct: Optional[np.ndarray] = None  # per test sample: the last epoch's prediction right?
+    other_correct: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -306,12 +310,13 @@ def _linear_probe(
     with torch.no_grad():
         train_acc = float((clf(xtr).argmax(1) == ytr).float().mean())
         test_correct = (clf(xte).argmax(1) == yte).cpu().numpy()
+        other_correct = {name: (clf(xo).argmax(1) == yo).cpu().numpy() for name, (xo, yo) in others.items()}
     k = max(1, min(last_k, epochs))
     return ProbeResult(
         accuracy=float(np.mean(test_accs[-k:])), test_accuracies=test_accs,
         train_accuracy=train_acc, epochs=epochs, seed=int(seed),
         other_accuracy={name: float(np.mean(accs[-k:])) for name, accs in other_accs.items()},
-        test_correct=test_correct,
+        test_correct=test_correct, other_correct=other_correct,
     )
 
 

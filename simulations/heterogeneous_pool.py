@@ -91,15 +91,15 @@ def per_class(correct: np.ndarray, labels: np.ndarray, num_classes: int) -> list
 
 def probe_prototype(f_train, y_train, f_val, y_val, f_test, y_test, *, steps: int, seed: int,
                     threads: int | None) -> dict[str, Any]:
-    """Own-feature linear probes: one classifier read on the test set, one on validation
-    (the per-class choices are made on the latter)."""
-    kw = dict(epochs=None, min_steps=steps, seed=seed, num_threads=threads)
-    test = linear_probe(f_train, y_train, f_test, y_test, **kw)
-    val = linear_probe(f_train, y_train, f_val, y_val, **kw)
+    """Own-feature linear probe, one classifier read on the test set and on validation (the
+    per-class choices are made on the latter)."""
+    probe = linear_probe(f_train, y_train, f_test, y_test, epochs=None, min_steps=steps, seed=seed,
+                         num_threads=threads, also_evaluate={"val": (f_val, y_val)})
+    test, val = probe.test_correct, probe.other_correct["val"]
     k = len(CLASSES)
-    return {"test_acc": float(test.test_correct.mean()), "val_acc": float(val.test_correct.mean()),
-            "test_per_class": per_class(test.test_correct, np.asarray(y_test), k),
-            "val_per_class": per_class(val.test_correct, np.asarray(y_val), k)}
+    return {"test_acc": float(test.mean()), "val_acc": float(val.mean()),
+            "test_per_class": per_class(test, np.asarray(y_test), k),
+            "val_per_class": per_class(val, np.asarray(y_val), k)}
 
 
 def oracle(probes: dict[str, dict[str, Any]]) -> dict[str, Any]:
