@@ -4,7 +4,8 @@
 The messages (``query.describe`` and ``query.encode``) are defined in
 :mod:`coopt_flower.protocol`; :mod:`server_app.records` turns them into Flower records and back. Every reply is stateless apart from the round's student, which
 a shared-subset request may carry: the node keeps it in its context state for the round's
-pages (``encoder = "student"``).
+pages (``encoder = "student"``), and under ``refinement = distill`` the head its participant
+refined on that request (``encoder = "refined"``; the weights never leave the node).
 
 Which prototypes a node runs: ``prototype`` in its node config (``flower-supernode
 --node-config "prototype='efficientnet-lite0'"``: one participant), else its partition's
@@ -33,7 +34,7 @@ from coopt_flower.config import split_specs
 from coopt_flower.hosting import OWN_PROTOTYPE, hosted_slots, spec_for_slot
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.protocol import EncodeConfig, EncodeRequest
-from server_app.records import from_record_dict, to_record_dict
+from server_app.records import array_record, config_record, from_record_dict, to_record_dict
 
 app = ClientApp()
 
@@ -107,8 +108,24 @@ def encode(msg: Message, context: Context) -> Message:
         state.config_records[protocol.STUDENT_CONFIG] = msg.content[protocol.STUDENT_CONFIG]
     student = None
     if request.config.encoder == "student" and protocol.STUDENT in state.array_records:
-        weights = state.array_records[protocol.STUDENT]
-        student = (lambda: {k: v.numpy() for k, v in weights.items()},
-                   json.loads(str(state.config_records[protocol.STUDENT_CONFIG]["config-json"])))
-    reply = participant_for(request, context).encode(request, student)
+        student = _kept(state, protocol.STUDENT, protocol.STUDENT_CONFIG)
+    # Under distill the refined head stays on this node: kept per participant for its pages,
+    # which another process of the node may answer.
+    refined_record = f"refined-{request.config.slot}"
+    refined = None
+    if request.config.encoder == "refined" and refined_record in state.array_records:
+        refined = _kept(state, refined_record, refined_record)
+    participant = participant_for(request, context)
+    reply = participant.encode(request, student, refined)
+    if reply.refined_digest and participant.refined_payload is not None:
+        weights, config = participant.refined_payload
+        state.array_records[refined_record] = array_record(weights)
+        state.config_records[refined_record] = config_record({"config-json": json.dumps(config)})
     return _reply(reply.content(), msg)
+
+
+def _kept(state, arrays: str, config: str):
+    """``(weights as a callable, config)`` of what the node kept in its context state."""
+    weights = state.array_records[arrays]
+    return (lambda: {k: v.numpy() for k, v in weights.items()},
+            json.loads(str(state.config_records[config]["config-json"])))

@@ -6,6 +6,7 @@ can be changed with ``flwr run . --run-config "key=value ..."``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -30,9 +31,11 @@ PAGE_ASSIGNMENTS = ("waves", "steal")
 # with other values for these is a different run.
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
-                     "student_image_size", "merge", "reference_score", "partitioner")
+                     "student_image_size", "merge", "reference_score", "partitioner",
+                     "refine_epochs", "refine_samples", "refine_hidden", "refine_lr", "refine_layers")
 #: What a run recorded before a key joined RUN_IDENTITY_KEYS meant (its behaviour then).
-IDENTITY_DEFAULTS = {"partitioner": "iid"}
+IDENTITY_DEFAULTS = {"partitioner": "iid", "refine_epochs": 30, "refine_samples": 2048, "refine_hidden": 1024,
+                     "refine_lr": 1e-3, "refine_layers": "head"}
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -109,6 +112,11 @@ class RunSettings:
     merge: str = "align-ridge"
     reference_score: str = "uniform"
     partitioner: str = "iid"
+    refine_epochs: int = 30
+    refine_samples: int = 2048
+    refine_hidden: int = 1024
+    refine_lr: float = 1e-3
+    refine_layers: str = "head"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -123,7 +131,8 @@ class RunSettings:
         for attr in ("num_samples", "shared_size", "target_dim", "seed", "image_size",
                      "batch_size", "page_size", "num_participants", "min_participants", "pages_in_flight",
                      "num_server_rounds", "train_epochs", "student_image_size", "student_batch_size",
-                     "probe_train_samples", "probe_test_samples"):
+                     "probe_train_samples", "probe_test_samples", "refine_epochs", "refine_samples",
+                     "refine_hidden"):
             if attr in values:
                 value = values[attr]
                 try:
@@ -178,6 +187,11 @@ class RunSettings:
         _require(self.num_server_rounds == 1 or self.refinement == "static" or self.train_epochs > 0,
                  f"refinement={self.refinement} over {self.num_server_rounds} rounds needs a student: "
                  "set train-epochs > 0 (or refinement=static)")
+        if self.refinement == "distill":
+            try:
+                self.refine_budget().check()
+            except (TypeError, ValueError) as error:
+                raise ConfigError(str(error)) from None
         _require(self.merge in MERGE_CHOICES,
                  f"merge must be one of {', '.join(MERGE_CHOICES)}, got {self.merge!r}")
         _require(self.reference_score in REFERENCE_SCORES,
@@ -207,11 +221,29 @@ class RunSettings:
                               "device=auto or device=cpu")
         return self.device
 
-    def encode_config(self, encoder: str = "own", slot: int = -1) -> EncodeConfig:
+    def encode_config(self, encoder: str = "own", slot: int = -1, refined: str = "") -> EncodeConfig:
         """How participants encode for this run (record ``config`` of every request);
-        ``encoder`` and ``slot`` name who encodes with what."""
+        ``encoder`` and ``slot`` name who encodes with what (``refined``: which refined head)."""
         return EncodeConfig(target_dim=self.target_dim, projection_seed=self.seed, batch_size=self.batch_size,
-                            image_size=self.image_size, data=self.data, encoder=encoder, slot=slot)
+                            image_size=self.image_size, data=self.data, encoder=encoder, slot=slot,
+                            refined=refined)
+
+    def refine_budget(self):
+        """The :class:`~coopt_flower.distill.RefineBudget` of ``refinement = distill``."""
+        from coopt_flower.distill import RefineBudget
+
+        try:
+            lr = float(self.refine_lr)
+        except (TypeError, ValueError):
+            raise ConfigError(f"refine-lr must be a number, got {self.refine_lr!r}") from None
+        return RefineBudget(epochs=self.refine_epochs, samples=self.refine_samples, hidden=self.refine_hidden,
+                            lr=lr, layers=self.refine_layers)
+
+    def refine_config(self, server_round: int) -> EncodeConfig:
+        """The shared-subset config that asks participants to refine first (distill)."""
+        return dataclasses.replace(self.encode_config(), refine_epochs=self.refine_epochs,
+                                   refine_hidden=self.refine_hidden, refine_lr=float(self.refine_lr),
+                                   refine_layers=self.refine_layers, refine_seed=self.seed + server_round)
 
     @property
     def expected_participants(self) -> int:

@@ -56,6 +56,17 @@ class ParticipantRecord:
     local_samples: int = 0
     failed: bool = False
     label_counts: list[int] | None = None  # its shard per class, when the source has labels
+    refined_digest: str = ""   # distill: the version of its prototype this round (refined head's digest)
+    refine_seconds: float = 0.0
+
+
+def _participant_json(record: ParticipantRecord) -> dict[str, Any]:
+    """A participant as the manifest writes it: distill's keys only where it refined, so the
+    manifests of the other policies are what they were."""
+    values = dataclasses.asdict(record)
+    if not record.refined_digest:
+        del values["refined_digest"], values["refine_seconds"]
+    return values
 
 
 @dataclass
@@ -148,7 +159,8 @@ class Manifest:
             if dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
             elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-                value = [dataclasses.asdict(v) for v in value]
+                value = [_participant_json(v) if isinstance(v, ParticipantRecord) else dataclasses.asdict(v)
+                         for v in value]
             out[f.name] = value.value if isinstance(value, Merge) else value
         return out
 

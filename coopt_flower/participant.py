@@ -61,6 +61,33 @@ def load_student(student: tuple[Any, dict[str, Any]] | None, device: str):
     return _STUDENTS[key]
 
 
+#: Refined prototypes this process holds, by head digest (most recent last; a few rounds' worth).
+_REFINED: dict[str, Any] = {}
+_REFINED_KEPT = 8
+
+
+def load_refined(digest: str, refined: tuple[Any, dict[str, Any]] | None, base):
+    """The refined prototype of ``digest``: built in this process, or rebuilt on ``base`` from
+    ``refined`` = ``(weights, config)`` (a callable may stand for the weights, as for
+    :func:`load_student`) that the node kept from its shared-subset request."""
+    from coopt_flower.distill import RefinedPrototype
+
+    if digest in _REFINED:
+        return _REFINED[digest]
+    if refined is None or str(refined[1].get("digest")) != digest:
+        raise RuntimeError(f"asked to encode with refined prototype {digest}, which this node does not "
+                           "hold (it refines on the round's shared subset)")
+    state, config = refined
+    return remember_refined(RefinedPrototype(base, state() if callable(state) else state, config))
+
+
+def remember_refined(prototype):
+    _REFINED[prototype.digest] = prototype
+    while len(_REFINED) > _REFINED_KEPT:
+        _REFINED.pop(next(iter(_REFINED)))
+    return prototype
+
+
 @dataclass
 class NodeSettings:
     """What a participant's own machine decides (a SuperNode's node config).
@@ -118,6 +145,8 @@ class PrototypeParticipant:
 
     def __init__(self, node: NodeSettings) -> None:
         self.node = node
+        #: ``(weights, config)`` of the head this participant refined last (its node keeps it).
+        self.refined_payload: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
 
     def _local_source(self):
         return open_source(self.node.local_data)
@@ -138,18 +167,50 @@ class PrototypeParticipant:
             local_image_bytes=_image_bytes(local) if local is not None else 0,
             share_local_images=node.share_local_images, torch=torch.__version__, python=platform.python_version())
 
+    def refine(self, request: EncodeRequest, student):
+        """Refine this participant's prototype towards the round's student on S and its shard
+        sample (``refine-ids``; :func:`coopt_flower.distill.refine_prototype`)."""
+        from coopt_flower.distill import refine_prototype
+
+        node, config = self.node, request.config
+        if student is None:
+            raise RuntimeError("asked to refine towards the round's student, but no student came with "
+                               "the shared subset")
+        base = load_prototype(node.prototype, config.image_size, node.device, node.precision)
+        images = [request.pixels]
+        if request.refine_ids is not None and len(request.refine_ids):
+            # Images of the shard sample that do not decode are left out (pages report them).
+            images.insert(0, decode_images(open_source(node.data or config.data), request.refine_ids)[0])
+        refinement = refine_prototype(base, load_student(student, node.device), images,
+                                      config.refine_budget(), seed=config.refine_seed,
+                                      batch_size=node.batch_size or config.batch_size)
+        self.refined_payload = (refinement.state, refinement.config)
+        remember_refined(refinement.prototype)
+        return refinement
+
     def encode(self, request: EncodeRequest,
-               student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> EncodeReply:
+               student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+               refined: tuple[Any, dict[str, Any]] | None = None) -> EncodeReply:
         """Projected targets of the shared subset (pixels) or of a page of ids.
 
         ``student`` is the round's student, received with the shared subset; it is used for
         ``encoder = "student"`` pages and, on the shared subset, to return the student's own
-        embeddings of S as well.
+        embeddings of S as well. Under ``refinement = distill`` the shared subset is encoded
+        after refining (:meth:`refine`); ``refined`` is that head as the node kept it, for
+        ``encoder = "refined"`` pages answered by another process.
         """
         node, config = self.node, request.config
         student = request.student or student
+        refinement = None
         if config.encoder == "student":
             prototype = load_student(student, node.device)
+        elif config.encoder == "refined":
+            prototype = load_refined(config.refined, refined or self.refined_payload,
+                                     load_prototype(node.prototype, config.image_size, node.device,
+                                                    node.precision))
+        elif request.pixels is not None and config.refine_epochs:
+            refinement = self.refine(request, student)
+            prototype = refinement.prototype
         else:
             prototype = load_prototype(node.prototype, config.image_size, node.device, node.precision)
         kwargs = dict(target_dim=config.target_dim, projection_seed=config.projection_seed,
@@ -185,4 +246,6 @@ class PrototypeParticipant:
                            num_images=stats.num_images, prototype=node.prototype,
                            encoder=prototype.spec, pixels_sha256=digest,
                            student_digest=student_digest, extra=extra,
-                           bad_samples=[b.as_dict() for b in bad])
+                           bad_samples=[b.as_dict() for b in bad],
+                           refined_digest=refinement.prototype.digest if refinement else "",
+                           refine_seconds=refinement.seconds if refinement else 0.0)

@@ -22,6 +22,11 @@ Message types
     shard, read from its own copy of the data; node-local indices when ``scope = "local"``).
     A shared-subset request may carry the platform's refined student: records ``student``
     (weights) and ``student-config`` (``config-json``).
+    Under ``refinement = distill`` it also carries ``inputs`` ``refine-ids`` (a sample of the
+    participant's shard) and the ``refine-*`` keys of ``config``: the participant first refines
+    its prototype towards the student (:mod:`coopt_flower.distill`) on those images and S, then
+    encodes S with it and names the refined head in ``info`` ``refined-digest`` (metrics
+    ``refine-seconds``); its pages then say ``encoder = "refined"`` and ``refined = <digest>``.
     Reply (:class:`EncodeReply`): record ``outputs`` with ``targets`` (float32 ``(m, n)``),
     ``ids`` (int64, echoed; ``-1`` s for pixels), optionally ``student-targets`` (the
     student's embeddings of the shared subset) and ``pixels`` (uploaded node-local images);
@@ -56,7 +61,7 @@ METRIC_RECORDS = (METRICS,)
 
 BAD_SAMPLES = "bad-samples"  # info key of a page reply: images that could not be decoded
 
-ENCODERS = ("own", "student")
+ENCODERS = ("own", "student", "refined")
 SCOPES = ("platform", "local")
 
 
@@ -98,6 +103,15 @@ class EncodeConfig(_Record):
     scope: str = "platform"       # "local": ids index the node's own local data
     upload_images: bool = False   # with scope "local": return the pixels too
     slot: int = -1                # the participant that answers (-1: the node's only one)
+    # refinement = distill (coopt_flower.distill): on the shared subset, refine the own
+    # prototype towards the student for refine-epochs first (0 = do not refine) ...
+    refine_epochs: int = 0
+    refine_hidden: int = 0
+    refine_lr: float = 0.0
+    refine_layers: str = ""
+    refine_seed: int = 0
+    # ... and on pages with encoder "refined", encode with the head of this digest.
+    refined: str = ""
 
     def to_config(self) -> dict[str, Any]:
         config = super().to_config()
@@ -105,7 +119,19 @@ class EncodeConfig(_Record):
             del config["scope"], config["upload-images"]
         if self.slot < 0:  # a node that hosts one participant needs no name
             del config["slot"]
+        if not self.refine_epochs:  # keys of distill only travel when it is asked for
+            for key in ("refine-epochs", "refine-hidden", "refine-lr", "refine-layers", "refine-seed"):
+                del config[key]
+        if not self.refined:
+            del config["refined"]
         return config
+
+    def refine_budget(self):
+        """The :class:`~coopt_flower.distill.RefineBudget` this request asks for."""
+        from coopt_flower.distill import RefineBudget
+
+        return RefineBudget(epochs=self.refine_epochs, hidden=self.refine_hidden, lr=self.refine_lr,
+                            layers=self.refine_layers)
 
 
 @dataclass
@@ -155,10 +181,13 @@ class EncodeRequest:
     pixels: np.ndarray | None = None
     ids: np.ndarray | None = None
     student: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # (weights, config)
+    refine_ids: np.ndarray | None = None  # distill: the shard sample to refine on, with S's pixels
 
     def content(self) -> dict[str, dict]:
         inputs = {"pixels": np.ascontiguousarray(self.pixels)} if self.pixels is not None \
             else {"ids": np.asarray(self.ids).astype(np.int64)}
+        if self.refine_ids is not None:
+            inputs["refine-ids"] = np.asarray(self.refine_ids).astype(np.int64)
         records: dict[str, dict] = {CONFIG: self.config.to_config(), INPUTS: inputs}
         if self.student is not None:
             weights, config = self.student
@@ -175,7 +204,8 @@ class EncodeRequest:
         return cls(EncodeConfig.from_config(content[CONFIG]),
                    pixels=inputs["pixels"] if "pixels" in inputs else None,
                    ids=inputs["ids"].astype(np.int64) if "ids" in inputs else None,
-                   student=student)
+                   student=student,
+                   refine_ids=inputs["refine-ids"].astype(np.int64) if "refine-ids" in inputs else None)
 
 
 @dataclass
@@ -190,6 +220,8 @@ class EncodeReply:
     encoder: str = ""
     pixels_sha256: str = ""
     student_digest: str = ""  # fingerprint of the student weights the node received
+    refined_digest: str = ""  # distill: the refined head it encoded with (its prototype version)
+    refine_seconds: float = 0.0
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # student-targets, pixels
     bad_samples: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "reason"}
 
@@ -201,10 +233,12 @@ class EncodeReply:
             info["student-digest"] = self.student_digest
         if self.bad_samples:
             info[BAD_SAMPLES] = json.dumps(self.bad_samples)
+        metrics = {"encode-seconds": float(self.encode_seconds), "num-images": int(self.num_images)}
+        if self.refined_digest:
+            info["refined-digest"] = self.refined_digest
+            metrics["refine-seconds"] = float(self.refine_seconds)
         return {OUTPUTS: {**self.extra, "targets": self.targets, "ids": self.ids},
-                METRICS: {"encode-seconds": float(self.encode_seconds),
-                          "num-images": int(self.num_images)},
-                INFO: info}
+                METRICS: metrics, INFO: info}
 
     @classmethod
     def from_content(cls, content: Mapping[str, Mapping]) -> EncodeReply:
@@ -218,6 +252,8 @@ class EncodeReply:
                        prototype=str(info.get("prototype", "")), encoder=str(info.get("encoder", "")),
                        pixels_sha256=str(info.get("pixels-sha256", "")),
                        student_digest=str(info.get("student-digest", "")),
+                       refined_digest=str(info.get("refined-digest", "")),
+                       refine_seconds=float(metrics.get("refine-seconds", 0.0)),
                        extra={k: v for k, v in outputs.items() if k not in ("targets", "ids")},
                        bad_samples=json.loads(str(info[BAD_SAMPLES])) if BAD_SAMPLES in info else [])
         except (KeyError, TypeError, ValueError) as error:

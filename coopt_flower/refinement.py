@@ -10,6 +10,10 @@ Refinement policies (run config ``refinement``):
 ``switch``
     Participants whose own prototype scores worse (higher uniform value) than the student
     encode their shard with the student instead; the reference is the most uniform of all.
+``distill``
+    Knowledge flows back: every participant refines its own prototype towards the student on
+    a sample of its shard and S, on its own node (:mod:`coopt_flower.distill`), and encodes
+    the round with the refined prototype. The student is no reference candidate.
 
 Who encodes with the student is decided in the round's plan
 (:func:`coopt_flower.engine.plan.choose_encoders`); the student itself (trained on a round's
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-REFINEMENT_POLICIES = ("static", "join", "switch")
+REFINEMENT_POLICIES = ("static", "join", "switch", "distill")
 
 
 # How far two nodes' embeddings of S by the same student may differ, as the relative Frobenius

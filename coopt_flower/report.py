@@ -81,9 +81,16 @@ def _header(m: Manifest) -> list[str]:
         stolen = ", ".join(f"{p.name} {p.pages_stolen}" for p in m.participants)
         lines.append(f"- pages: work stealing (`page-assignment=steal`), so who encoded a sample "
                      f"depends on timing; pages taken from others' queues: {stolen}")
-    if m.student is not None:
+    refined = [p for p in m.participants if p.refined_digest]
+    if m.student is not None and refined:
+        heads = ", ".join(f"{p.name} `{p.refined_digest}` ({p.refine_seconds:.1f} s)" for p in refined)
+        lines.append(f"- policy `distill`: every participant refined its own prototype towards the previous "
+                     f"round's student `{m.student.digest}` ({m.student.arch}) and encoded with it; refined "
+                     f"heads (the participants' prototype versions): {heads}")
+    elif m.student is not None:
+        value = "-" if m.student.uniform_value is None else f"{m.student.uniform_value:.4f}"
         lines.append(f"- refined student `{m.student.digest}` ({m.student.arch}), uniform value "
-                     f"{m.student.uniform_value:.4f}, policy `{m.refinement}`")
+                     f"{value}, policy `{m.refinement}`")
     return lines + [""]
 
 

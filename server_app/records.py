@@ -34,6 +34,15 @@ def to_record_dict(content: Mapping[str, Mapping[str, Any]]) -> RecordDict:
     return RecordDict(records)
 
 
+def array_record(values: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Numpy arrays as one ``ArrayRecord`` (what a node keeps in its context state)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in values.items()})
+
+
+def config_record(values: Mapping[str, Any]) -> ConfigRecord:
+    return ConfigRecord(dict(values))
+
+
 def from_record_dict(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """A Flower ``RecordDict`` as plain content: arrays as numpy, configs and metrics as dicts."""
     return {name: {k: v.numpy() if hasattr(v, "numpy") else v for k, v in record.items()}

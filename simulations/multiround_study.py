@@ -1,8 +1,11 @@
 """Multi-round study: does the optimized data keep improving as prototypes are refined?
 
-Runs ``flwr run .`` (local simulation) for two prototype pools, each with a refining policy and
-the static control, for R rounds, then tabulates and plots the probe accuracy of the student
-trained on every round's dataset. The study's settings come from a YAML file (``--config``,
+Runs R rounds for each prototype pool and policy (a refining policy and the ``static`` control),
+then tabulates and plots the probe accuracy of the student trained on every round's dataset.
+With ``driver: flower`` (the default) every run is ``flwr run .`` (local simulation); with
+``driver: in-process`` the very same multi-round loop runs in this process
+(:func:`coopt_flower.engine.run_rounds_in_process`: one participant per spec, no Flower), so
+several seeds fit in one sitting. The study's settings come from a YAML file (``--config``,
 default ``simulations/configs/multiround.yaml``, the one behind the committed results); options
 override single keys.
 
@@ -24,10 +27,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "multiround.yaml"
 # The study's keys (also its command-line options, with dashes) and their types.
 KEYS = {"rounds": int, "num_samples": int, "shared_size": int, "image_size": int, "target_dim": int,
         "train_epochs": int, "probe_train": int, "probe_test": int, "seed": int, "pools": dict,
-        "policies": list, "student_image_size": int}
+        "policies": list, "student_image_size": int, "driver": str, "seeds": list, "run_config": dict}
 # Keys a config may leave out, with the value the app takes then (the committed small study
-# predates them).
-OPTIONAL = {"student_image_size": 0}
+# predates them). ``seeds`` (a list) runs every pool and policy once per seed instead of ``seed``;
+# ``run_config`` holds further run-config keys for every run (e.g. partitioner, refine-epochs),
+# ``pools`` may map a pool to ``{prototypes: [...], run_config: {...}}`` for keys of its own.
+OPTIONAL = {"student_image_size": 0, "driver": "flower", "seeds": [], "run_config": {}}
+DRIVERS = ("flower", "in-process")
 
 
 def load_config(path: str | Path) -> dict:
@@ -40,17 +46,25 @@ def load_config(path: str | Path) -> dict:
     missing = sorted(set(KEYS) - set(values))
     if missing:
         raise ValueError(f"{path}: missing study keys {', '.join(missing)}")
+    if values["driver"] not in DRIVERS:
+        raise ValueError(f"{path}: driver must be one of {', '.join(DRIVERS)}, got {values['driver']!r}")
     return {key: KEYS[key](value) for key, value in values.items()}
 
 
-def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
-    from simulations.local_run import run_local_simulation
+def pool_specs(args, pool: str) -> tuple[list[str], dict]:
+    """A pool's prototype specs and its own run-config keys."""
+    entry = args.pools[pool]
+    if isinstance(entry, dict):
+        return list(entry["prototypes"]), dict(entry.get("run_config", {}))
+    return list(entry), {}
 
-    specs = ",".join(args.pools[pool])
-    out = workdir / f"{pool}-{policy}"
-    config = {
-        "prototypes": specs, "num-samples": args.num_samples, "shared-size": args.shared_size,
-        "image-size": args.image_size, "target-dim": args.target_dim, "seed": args.seed,
+
+def run_config(pool: str, policy: str, args, out: Path, seed: int) -> dict:
+    """The run config of one pool / policy / seed."""
+    specs, own = pool_specs(args, pool)
+    return {
+        "prototypes": ",".join(specs), "num-samples": args.num_samples, "shared-size": args.shared_size,
+        "image-size": args.image_size, "target-dim": args.target_dim, "seed": seed,
         "student-image-size": args.student_image_size,
         "num-server-rounds": args.rounds, "train-epochs": args.train_epochs,
         "refinement": policy, "probe-train-samples": args.probe_train,
@@ -58,13 +72,40 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
         # --resume: the app continues a run from the last round its checkpoint finished
         # (same run config); otherwise every run starts afresh.
         "overwrite": not getattr(args, "resume", False),
+        **args.run_config, **own,
     }
+
+
+def run_in_process(pool: str, policy: str, args, out: Path, seed: int) -> dict:
+    """One run through the engine's multi-round loop in this process (no Flower)."""
+    from coopt_flower.config import RunSettings
+    from coopt_flower.data import open_source
+    from coopt_flower.engine import run_rounds_in_process
+    from coopt_flower.participant import NodeSettings, PrototypeParticipant
+
+    settings = RunSettings.from_run_config(run_config(pool, policy, args, out, seed))
+    participants = [PrototypeParticipant(NodeSettings(spec, device=settings.resolved_device(), partition_id=i))
+                    for i, spec in enumerate(settings.prototypes)]
+    start = time.perf_counter()
+    run_rounds_in_process(settings, open_source(settings.data), participants)
+    return read_run(out, pool, policy, seconds=time.perf_counter() - start, seed=seed)
+
+
+def run_one(pool: str, policy: str, args, workdir: Path, seed: int | None = None) -> dict:
+    from simulations.local_run import run_local_simulation
+
+    seed = args.seed if seed is None else seed
+    out = workdir / (f"{pool}-{policy}" if not args.seeds else f"{pool}-{policy}-seed{seed}")
+    if args.driver == "in-process":
+        return run_in_process(pool, policy, args, out, seed)
+    config = run_config(pool, policy, args, out, seed)
+    specs = config["prototypes"]
     start = time.perf_counter()
     result = run_local_simulation(config, num_supernodes=len(specs.split(",")), echo=False,
                                   flwr_home=workdir / f"home-{pool}-{policy}")
-    if result.returncode != 0 or not (out / "checkpoint.json").exists():
+    if result.returncode != 0 or not any((out / name).exists() for name in PROGRESS_FILES):
         raise RuntimeError(f"{pool}/{policy} failed:\n{result.output[-3000:]}")
-    run = read_run(out, pool, policy, seconds=time.perf_counter() - start)
+    run = read_run(out, pool, policy, seconds=time.perf_counter() - start, seed=seed)
     if run["rounds_finished"] < args.rounds:
         # The run ended without an error code but short of its rounds (e.g. Flower stopped it):
         # say so, and how to continue, instead of tabulating a cut run as the study's result.
@@ -74,25 +115,42 @@ def run_one(pool: str, policy: str, args, workdir: Path) -> dict:
     return run
 
 
-def read_run(out: Path, pool: str, policy: str, *, seconds: float | None = None) -> dict:
-    """One run's per-round results from its checkpoint (the rounds that finished, in order).
+PROGRESS_FILES = ("progress.json", "checkpoint.json")  # the run's progress file (its older name)
 
-    Also reads a run that was stopped before its last round: every round the checkpoint holds
-    with a probed student counts; ``rounds_finished`` says how many.
+
+def read_run(out: Path, pool: str, policy: str, *, seconds: float | None = None, seed: int | None = None) -> dict:
+    """One run's per-round results from its progress file (the rounds that finished, in order).
+
+    Also reads a run that was stopped before its last round: every round the progress file
+    holds with a probed student counts; ``rounds_finished`` says how many. Per round, the
+    seconds spent refining (the slowest participant: they refine in parallel, each on its
+    node), encoding (the round's steps at the platform, refinement included) and training
+    the student.
     """
-    summary = json.loads((out / "checkpoint.json").read_text())
+    from coopt_flower.engine.progress import load_progress
+
+    summary = load_progress(out)
     rounds = []
     for r in range(1, len(summary["rounds"]) + 1):
         one = summary["rounds"].get(str(r))
         if one is None or (one.get("student") or {}).get("probe_accuracy") is None:
             break
         rounds.append(one)
+    timing = []
+    for one in rounds:
+        path = Path(one.get("dataset", "")) / "manifest.json"
+        manifest = json.loads(path.read_text()) if one.get("dataset") and path.exists() else {}
+        refine = [p.get("refine_seconds", 0.0) for p in one["participants"]]
+        timing.append({"refine_s": max(refine, default=0.0),
+                       "round_s": manifest.get("timings", {}).get("total"),
+                       "train_s": one["student"].get("train_seconds")})
     return {
-        "pool": pool, "policy": policy, "seconds": seconds, "rounds_finished": len(rounds),
+        "pool": pool, "policy": policy, "seed": seed, "seconds": seconds, "rounds_finished": len(rounds),
+        "round_seconds": timing,
         "probe_accuracy": [r["student"]["probe_accuracy"] for r in rounds],
         "reference": [r["reference_prototype"] for r in rounds],
         "student_uniform_value": [(r["student_in"] or {}).get("uniform_value") for r in rounds],
-        "switched": [sum(p.get("encoder") == "student" for p in r["participants"]) for r in rounds],
+        "switched": [sum(p.get("encoder") in ("student", "refined") for p in r["participants"]) for r in rounds],
         "best_own_uniform_value": [min(p["uniform_value"] for p in r["participants"]) for r in rounds],
     }
 
@@ -110,8 +168,8 @@ def render(results: list[dict], args) -> str:
         f"{args.train_epochs} epochs on the round's dataset and linear-probed "
         f"({args.probe_train} labeled train / {args.probe_test} test images).",
         "",
-        "| pool | policy | probe accuracy per round | reference per round | participants on the student | minutes |",
-        "|---|---|---|---|---|---:|",
+        "| pool | policy | seed | probe accuracy per round | reference per round | participants on the student (switch) or refined (distill) | minutes |",
+        "|---|---|---:|---|---|---|---:|",
     ]
     stopped = [r for r in results if r.get("rounds_finished", args.rounds) < args.rounds]
     if stopped:
@@ -123,9 +181,62 @@ def render(results: list[dict], args) -> str:
         accs = " / ".join(f"{a:.3f}" for a in r["probe_accuracy"])
         refs = " / ".join(ref.split(":")[0] if ref.startswith("student") else ref for ref in r["reference"])
         minutes = "-" if r.get("seconds") is None else f"{r['seconds'] / 60:.1f}"
-        lines.append(f"| {r['pool']} | {r['policy']} | {accs} | {refs} | "
+        refs = " / ".join(ref.split("+distill")[0] + ("+distill" if "+distill" in ref else "")
+                          for ref in refs.split(" / "))
+        seed = "-" if r.get("seed") is None else r["seed"]
+        lines.append(f"| {r['pool']} | {r['policy']} | {seed} | {accs} | {refs} | "
                      f"{' / '.join(map(str, r['switched']))} | {minutes} |")
+    lines += paired_lines(results) + timing_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def paired(results: list[dict], control: str = "static") -> list[dict]:
+    """Per pool, policy and seed: the policy's probe accuracy minus the control's, round by round
+    (the control of the same pool and seed)."""
+    controls = {(r["pool"], r.get("seed")): r for r in results if r["policy"] == control}
+    out = []
+    for r in results:
+        c = controls.get((r["pool"], r.get("seed")))
+        if r["policy"] == control or c is None:
+            continue
+        n = min(len(r["probe_accuracy"]), len(c["probe_accuracy"]))
+        out.append({"pool": r["pool"], "policy": r["policy"], "seed": r.get("seed"),
+                    "gain": [r["probe_accuracy"][i] - c["probe_accuracy"][i] for i in range(n)],
+                    "vs_own_round3": (r["probe_accuracy"][n - 1] - r["probe_accuracy"][2]) if n >= 3 else None})
+    return out
+
+
+def paired_lines(results: list[dict]) -> list[str]:
+    rows = paired(results)
+    if not rows:
+        return []
+    lines = ["", "Paired with `static` (same pool and seed): points of probe accuracy per round, and the "
+             "last round minus the policy's own round 3.", "",
+             "| pool | policy | seed | policy - static per round | last - round 3 |", "|---|---|---:|---|---:|"]
+    for row in rows:
+        gain = " / ".join(f"{100 * g:+.2f}" for g in row["gain"])
+        last = "-" if row["vs_own_round3"] is None else f"{100 * row['vs_own_round3']:+.2f}"
+        lines.append(f"| {row['pool']} | {row['policy']} | {'-' if row['seed'] is None else row['seed']} | "
+                     f"{gain} | {last} |")
+    return lines
+
+
+def timing_lines(results: list[dict]) -> list[str]:
+    timed = [r for r in results if r.get("round_seconds") and any(t["refine_s"] for t in r["round_seconds"])]
+    if not timed:
+        return []
+    lines = ["", "Seconds per round (refine: the slowest participant's refinement, which the round's "
+             "encoding includes; round: the platform's whole round; train: the round's student).", "",
+             "| pool | policy | seed | refine / round / train per round | refine / (round - refine) |",
+             "|---|---|---:|---|---:|"]
+    for r in timed:
+        per = " ; ".join(f"{t['refine_s']:.0f} / {t['round_s'] or 0:.0f} / {t['train_s'] or 0:.0f}"
+                         for t in r["round_seconds"])
+        refined = [t for t in r["round_seconds"] if t["refine_s"] and t["round_s"]]
+        ratio = sum(t["refine_s"] for t in refined) / max(sum(t["round_s"] - t["refine_s"] for t in refined), 1e-9)
+        lines.append(f"| {r['pool']} | {r['policy']} | {'-' if r.get('seed') is None else r['seed']} | "
+                     f"{per} | {ratio:.2f} |")
+    return lines
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -138,7 +249,8 @@ def plot(results: list[dict], path: Path) -> None:
     for r in results:
         rounds = range(1, len(r["probe_accuracy"]) + 1)
         ax.plot(rounds, r["probe_accuracy"], marker="o",
-                linestyle="-" if r["policy"] != "static" else "--", label=f"{r['pool']} / {r['policy']}")
+                linestyle="-" if r["policy"] != "static" else "--",
+                label=f"{r['pool']} / {r['policy']}" + ("" if r.get("seed") is None else f" / seed {r['seed']}"))
     ax.set_xlabel("round")
     ax.set_ylabel("student linear-probe accuracy")
     ax.set_title("CoOpt multi-round: refined vs static prototypes")
@@ -179,14 +291,17 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for pool in args.pools:
-        for policy in args.policies:
-            if args.from_checkpoints:
-                results.append(read_run(workdir / f"{pool}-{policy}", pool, policy))
-                continue
-            print(f"[study] {pool} / {policy} ...", flush=True)
-            results.append(run_one(pool, policy, args, workdir))
-            print(f"[study] {pool} / {policy}: {results[-1]['probe_accuracy']}", flush=True)
+    for seed in (args.seeds or [None]):
+        for pool in args.pools:
+            for policy in args.policies:
+                if args.from_checkpoints:
+                    name = f"{pool}-{policy}" if seed is None else f"{pool}-{policy}-seed{seed}"
+                    results.append(read_run(workdir / name, pool, policy, seed=seed))
+                    continue
+                print(f"[study] {pool} / {policy}" + ("" if seed is None else f" / seed {seed}") + " ...",
+                      flush=True)
+                results.append(run_one(pool, policy, args, workdir, seed))
+                print(f"[study] {pool} / {policy}: {results[-1]['probe_accuracy']}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "multiround.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))

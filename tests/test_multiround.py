@@ -78,3 +78,22 @@ def test_killed_mid_round_and_resumed_gives_the_same_dataset(uninterrupted, tmp_
     assert np.array_equal(a.sample_ids, b.sample_ids) and len(np.unique(b.sample_ids)) == 160
     assert np.array_equal(np.asarray(a.owners), np.asarray(b.owners))
     assert np.array_equal(np.asarray(a.targets), np.asarray(b.targets))
+
+
+def test_distill_refines_on_every_node_of_a_flower_simulation(tmp_path):
+    """refinement = distill through Flower: each node refines its prototype on the shared-subset
+    request, keeps the head in its context state and encodes its pages with it (the ClientApp
+    may answer them from another process)."""
+    out = tmp_path / "out"
+    result = run(out, tmp_path / "home", refinement="distill",
+                 **{"refine-epochs": 3, "refine-samples": 40, "refine-hidden": 32})
+    assert result.returncode == 0 and (out / "round-002").is_dir(), result.output[-4000:]
+    first = json.loads((out / "round-001" / "manifest.json").read_text())
+    second = json.loads((out / "round-002" / "manifest.json").read_text())
+    assert all(p["encoder"] == "own" for p in first["participants"])
+    assert all(p["encoder"] == "refined" and len(p["refined_digest"]) == 16 and p["refine_seconds"] > 0
+               for p in second["participants"])
+    assert second["student"]["digest"] and "+distill:" in second["reference_prototype"]
+    dataset = load_optimized_dataset(out / "round-002")
+    assert len(np.unique(dataset.sample_ids)) == 160 and np.isfinite(np.asarray(dataset.targets)).all()
+    assert "policy `distill`" in (out / "round-002" / "report.md").read_text()

@@ -47,7 +47,7 @@ def test_a_stopped_study_is_tabulated_from_its_checkpoints(tmp_path):
           "--workdir", str(tmp_path / "work"), "--out", str(out), "--from-checkpoints"])
     md = (out / "multiround.md").read_text()
     assert "default/switch finished 2 of 3 rounds; default/static finished 1 of 3 rounds" in md
-    assert "| default | switch | 0.860 / 0.870 | lite0 / student | 0 / 1 | - |" in md
+    assert "| default | switch | - | 0.860 / 0.870 | lite0 / student | 0 / 1 | - |" in md
     results = json.loads((out / "multiround.json").read_text())["results"]
     assert [r["rounds_finished"] for r in results] == [2, 1]
 

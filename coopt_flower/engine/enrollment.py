@@ -55,6 +55,8 @@ class Participant:
     local_image_bytes: int = 0
     share_local_images: bool = True  # its node's consent to upload its local images
     label_counts: list[int] | None = None  # its shard's samples per class (labels known only to simulate)
+    refined_digest: str = ""  # distill: the refined head it encodes this round with ("" = its own)
+    refine_seconds: float = 0.0
 
     @classmethod
     def from_description(cls, node_id: int, info: Description) -> Participant:
@@ -150,22 +152,30 @@ class SharedEmbeddings:
 
 
 def shared_requests(participants: list[Participant], config: EncodeConfig, pixels: np.ndarray,
-                    student: Student | None, target_dim: int) -> dict[str, tuple[int, EncodeRequest, int]]:
+                    student: Student | None, target_dim: int,
+                    refine_ids: Mapping[str, np.ndarray] | None = None) -> dict[str, tuple[int, EncodeRequest, int]]:
     """The shared-subset request of every participant: ``name -> (node id, request, reply
-    size limit)``; each request names the participant that is to answer."""
+    size limit)``; each request names the participant that is to answer.
+
+    ``refine_ids`` (``refinement = distill``, ``config`` asking to refine): each participant's
+    shard sample to refine on, sent with S.
+    """
     limit = reply_limit(len(pixels), target_dim, student=student is not None)
     return {p.name: (p.node_id, EncodeRequest(dataclasses.replace(config, slot=p.slot), pixels=pixels,
-                                              student=student), limit)
+                                              student=student,
+                                              refine_ids=None if refine_ids is None else refine_ids[p.name]),
+                     limit)
             for p in participants}
 
 
 def accept_shared(participants: list[Participant], replies: Mapping[str, Reply], pixels: np.ndarray, *,
                   target_dim: int, student: Student | None, failures: FailureLog,
-                  min_participants: int) -> tuple[list[Participant], SharedEmbeddings]:
+                  min_participants: int, refine: bool = False) -> tuple[list[Participant], SharedEmbeddings]:
     """The participants whose shared-subset replies pass the checks, and their embeddings.
 
     With a student, every participant also returns the student's embeddings of S; the
-    first survivor's are taken and every other one must agree with them.
+    first survivor's are taken and every other one must agree with them. With ``refine``
+    (distill), every reply must name the refined head its embeddings came from.
     """
     sent = pixels_digest(pixels)
     no_ids = np.full(len(pixels), -1)
@@ -179,6 +189,10 @@ def accept_shared(participants: list[Participant], replies: Mapping[str, Reply],
             if reply.pixels_sha256 != sent:
                 raise ReplyRefused("encoded other shared images than were sent (pixel checksum mismatch)")
             own = check_reply_targets(reply.targets, reply.ids, no_ids, target_dim)
+            if refine and not reply.refined_digest:
+                raise ReplyRefused("was asked to refine its prototype (refinement=distill) but names no "
+                                   "refined head: its node runs a CoOpt version without distill")
+            p.refined_digest, p.refine_seconds = reply.refined_digest, reply.refine_seconds
             p.count_encoding(reply)
             if student is not None:
                 theirs = check_reply_targets(reply.extra.get("student-targets"), reply.ids, no_ids,

@@ -28,3 +28,14 @@ def run_in_process(settings: RunSettings, source: ImageSource, participants: lis
         settings = dataclasses.replace(settings, merge=str(Merge(merge)))
     return run_round(settings, source, InProcessTransport(participants), server_round=server_round,
                      student=student)
+
+
+def run_rounds_in_process(settings: RunSettings, source: ImageSource,
+                          participants: list[LocalParticipant]) -> dict:
+    """All ``num-server-rounds`` rounds with ``participants`` in this process: the loop the
+    ServerApp runs (:func:`~coopt_flower.engine.multiround.run_rounds`: students, refinement,
+    progress file, resume), so a study runs N rounds without launching Flower. Returns the
+    progress (rounds and their students)."""
+    from coopt_flower.engine.multiround import run_rounds
+
+    return run_rounds(settings, source, InProcessTransport(participants))

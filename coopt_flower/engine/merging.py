@@ -116,7 +116,7 @@ class RoundWriter:
         """``(node id, request, reply size limit)`` of one page: the encode request names the
         participant and its encoder; node-local pages carry the node's own indices."""
         s, p = self.settings, self._by_name[name]
-        config = s.encode_config(p.encoder, p.slot)
+        config = s.encode_config(p.encoder, p.slot, p.refined_digest if p.encoder == "refined" else "")
         extra_bytes = 0
         if p.is_local(ids):
             ids = ids - p.local_base

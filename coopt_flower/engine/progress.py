@@ -84,7 +84,9 @@ def round_entry(manifest: Manifest) -> dict[str, Any]:
                                                    "uniform_value": student.uniform_value},
         "participants": [
             {"name": p.name, "prototype": p.prototype, "encoder": p.encoder, "uniform_value": p.uniform_value,
-             "holdout_residual": p.holdout_residual, "num_samples": p.num_samples}
+             "holdout_residual": p.holdout_residual, "num_samples": p.num_samples,
+             **({"refined_digest": p.refined_digest, "refine_seconds": p.refine_seconds}
+                if p.refined_digest else {})}
             for p in manifest.participants
         ],
         "failures": len(manifest.failures),

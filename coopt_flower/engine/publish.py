@@ -50,6 +50,8 @@ def reference_prototype(plan: AlignmentPlan, participants: list[Participant], st
     refined student, also when the reference participant encoded with it)."""
     if plan.reference != STUDENT:
         ref = next(p for p in participants if p.name == plan.reference)
+        if ref.encoder == "refined":
+            return f"{ref.prototype}+distill:{ref.refined_digest}"
         if ref.encoder != STUDENT:
             return ref.prototype
     return f"student:{student[1].get('digest')}"
@@ -64,7 +66,8 @@ def participant_record(p: Participant, plan: RoundPlan, writer: RoundWriter, fai
         fit_residual=m.fit_residual, holdout_residual=m.holdout_residual, alpha=m.alpha, rank=m.rank,
         images_per_second=p.encoded_images / p.encode_seconds if p.encode_seconds else 0.0,
         shared_pixels_sha256=p.shared_sha256, local_data=p.local_data, local_samples=p.local_count,
-        failed=p.name in failed, label_counts=p.label_counts)
+        failed=p.name in failed, label_counts=p.label_counts, refined_digest=p.refined_digest,
+        refine_seconds=p.refine_seconds)
 
 
 def round_manifest(*, settings: RunSettings, source_spec: str, server_round: int, round_dir: Path,
@@ -88,7 +91,7 @@ def round_manifest(*, settings: RunSettings, source_spec: str, server_round: int
         page_assignment=s.page_assignment,
         student=None if student is None else StudentRecord(
             digest=student[1].get("digest"), arch=student[1].get("arch"),
-            uniform_value=alignment.uniform_values.get(STUDENT)),
+            uniform_value=alignment.uniform_values.get(STUDENT, plan.student_value)),
         dataset_path=str(round_dir), settings=s.as_dict(),
         failures=[f.as_dict() for f in failures.failures], missing_samples=int(len(missing)),
         missing_sample_ids=missing.tolist(), timings=dict(timings),

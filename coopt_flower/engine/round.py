@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
+
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource
 from coopt_flower.engine import progress
@@ -41,6 +43,7 @@ from coopt_flower.engine.publish import REPORT_MD, publish, round_manifest
 from coopt_flower.engine.samples import RoundSamples
 from coopt_flower.engine.transport import Student, Transport, exchange
 from coopt_flower.manifest import Manifest
+from coopt_flower.scores import uniform_value
 
 log = logging.getLogger(__name__)
 
@@ -121,19 +124,28 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
         participants = enroll(transport, s.encode_config(), expected=s.expected_participants,
                               min_participants=s.min_participants, node_wait_s=s.node_wait_s,
                               server_round=server_round, failures=failures)
-    with timer("shared subset encode"):
+    refine = s.refinement == "distill" and student is not None
+    with timer("shared subset encode" if not refine else "refine + shared subset encode"):
         pixels = samples.read_shared(source)
-        log.info("[shared] sending %d shared images to %d participants", len(pixels), len(participants))
-        replies = exchange(transport, shared_requests(participants, s.encode_config(), pixels, student, s.target_dim),
+        log.info("[shared] sending %d shared images to %d participants%s", len(pixels), len(participants),
+                 " (each refines its prototype towards the student first)" if refine else "")
+        config = s.refine_config(server_round) if refine else s.encode_config()
+        refine_ids = refine_samples(samples, participants, len(source), s.refine_samples) if refine else None
+        replies = exchange(transport, shared_requests(participants, config, pixels, student, s.target_dim,
+                                                      refine_ids),
                            server_round=server_round, timeout_s=s.reply_timeout_s, clock=clock)
         participants, embeddings = accept_shared(participants, replies, pixels, target_dim=s.target_dim,
                                                  student=student, failures=failures,
-                                                 min_participants=s.min_participants)
+                                                 min_participants=s.min_participants, refine=refine)
     with timer("uniform value + alignment"):
-        plan = plan_round(embeddings.own, embeddings.student, refinement=s.refinement, merge=s.merge,
-                          reference_score=s.reference_score, seed=s.seed)
+        # Under distill the student reached the round through the refined prototypes: it is
+        # neither a reference candidate nor anyone's encoder.
+        plan = plan_round(embeddings.own, None if refine else embeddings.student, refinement=s.refinement,
+                          merge=s.merge, reference_score=s.reference_score, seed=s.seed)
+        if refine and embeddings.student is not None:  # reported beside the refined prototypes' values
+            plan.student_value = uniform_value(embeddings.student)
     for p in participants:
-        p.encoder = plan.encoders[p.name]
+        p.encoder = "refined" if p.refined_digest else plan.encoders[p.name]
     log_plan(plan, participants, student)
 
     if before_write is not None:
@@ -152,6 +164,21 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
     log.info("CoOpt round %d done: %s", server_round, round_dir)
     log_summary(manifest, failures, round_dir / REPORT_MD)
     return RoundResult(round_dir, round_dir / REPORT_MD, manifest, plan, list(failures.failures))
+
+
+def refine_samples(samples: RoundSamples, participants: list[Participant], source_size: int,
+                   count: int) -> dict[str, np.ndarray]:
+    """Every participant's sample of its shard to refine on (distill): up to ``count`` of the
+    platform's samples it is to encode this round (seeded, sorted); none for a participant
+    with node-local data only (it refines on S)."""
+    shards = samples.split(participants, source_size).shards
+    rng = np.random.default_rng([samples.seed, 7411])
+    picked = {}
+    for p in participants:
+        shard = np.setdiff1d(shards[p.name], samples.shared_ids)
+        take = min(count, len(shard))
+        picked[p.name] = np.sort(rng.choice(shard, size=take, replace=False)) if take else np.empty(0, np.int64)
+    return picked
 
 
 def log_summary(manifest: Manifest, failures: FailureLog, report_path: Path) -> None:
