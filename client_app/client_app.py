@@ -31,7 +31,8 @@ from flwr.clientapp import ClientApp
 
 from coopt_flower import protocol
 from coopt_flower.config import split_specs
-from coopt_flower.hosting import OWN_PROTOTYPE, hosted_slots, spec_for_slot
+from coopt_flower.hosting import OWN_PROTOTYPE, hosted_slots, parse_round_prototypes, spec_for_slot, \
+    specs_for_round
 from coopt_flower.participant import NodeSettings, PrototypeParticipant
 from coopt_flower.protocol import EncodeConfig, EncodeRequest
 from server_app.records import array_record, config_record, from_record_dict, to_record_dict
@@ -39,12 +40,19 @@ from server_app.records import array_record, config_record, from_record_dict, to
 app = ClientApp()
 
 
-def hosted_participants(context: Context) -> list[NodeSettings]:
+def message_round(msg: Message) -> int:
+    """The round a platform's message belongs to (its group id ``round-N``; 1 when absent)."""
+    group = str(getattr(msg.metadata, "group_id", "") or "")
+    return int(group[len("round-"):]) if group.startswith("round-") and group[len("round-"):].isdigit() else 1
+
+
+def hosted_participants(context: Context, server_round: int = 1) -> list[NodeSettings]:
     """Every participant this node hosts, first one first (see :mod:`coopt_flower.hosting`).
 
     A node config ``prototype`` makes the node one participant running it (deployment's
     default). Otherwise the node hosts its partition's slots of the run config's
-    ``prototypes``: in a simulation of N nodes, partition i runs prototypes i, i+N, ...
+    ``prototypes`` as they stand in ``server_round`` (``round-prototypes`` may change them):
+    in a simulation of N nodes, partition i runs prototypes i, i+N, ...
     """
     node = context.node_config
     common = dict(device=str(node.get("device", "")), precision=str(node.get("precision", "fp32")),
@@ -56,6 +64,10 @@ def hosted_participants(context: Context) -> list[NodeSettings]:
     if "prototype" in node:
         return [NodeSettings(prototype=str(node["prototype"]), slot=OWN_PROTOTYPE, **common)]
     specs = split_specs(context.run_config.get("prototypes", ""))
+    changes = context.run_config.get("round-prototypes", "")
+    if changes:
+        rounds = int(context.run_config.get("num-server-rounds", 1))
+        specs = specs_for_round(specs, parse_round_prototypes(str(changes), len(specs), rounds), server_round)
     slots = hosted_slots(max(common["partition_id"], 0), common["num_partitions"], len(specs),
                          int(context.run_config.get("num-participants", 0)))
     return [NodeSettings(prototype=spec_for_slot(specs, slot), slot=slot, **common) for slot in slots]
@@ -72,9 +84,9 @@ def node_flag(node_config, key: str, *, default: bool) -> bool:
     return words[str(value).strip().lower()]
 
 
-def participant_for(request: EncodeRequest, context: Context) -> PrototypeParticipant:
+def participant_for(request: EncodeRequest, context: Context, server_round: int = 1) -> PrototypeParticipant:
     """The hosted participant a request names (``slot``), or the node's first one."""
-    hosted = hosted_participants(context)
+    hosted = hosted_participants(context, server_round)
     slot = request.config.slot
     if slot < 0:  # a platform that does not name participants talks to the node's first one
         return PrototypeParticipant(hosted[0])
@@ -94,7 +106,8 @@ def describe(msg: Message, context: Context) -> Message:
     """Tell the platform what every participant this node hosts runs."""
     content = from_record_dict(msg.content)
     config = EncodeConfig.from_config(content.get(protocol.CONFIG, {}))
-    infos = [PrototypeParticipant(node).describe(config) for node in hosted_participants(context)]
+    infos = [PrototypeParticipant(node).describe(config)
+             for node in hosted_participants(context, message_round(msg))]
     return _reply(protocol.describe_content(infos), msg)
 
 
@@ -111,16 +124,17 @@ def encode(msg: Message, context: Context) -> Message:
         student = _kept(state, protocol.STUDENT, protocol.STUDENT_CONFIG)
     # Under distill the refined head stays on this node: kept per participant for its pages,
     # which another process of the node may answer.
-    refined_record = f"refined-{request.config.slot}"
+    # (A RecordDict holds one namespace for all its record types: two names.)
+    refined_record, refined_config = f"refined-{request.config.slot}", f"refined-config-{request.config.slot}"
     refined = None
     if request.config.encoder == "refined" and refined_record in state.array_records:
-        refined = _kept(state, refined_record, refined_record)
-    participant = participant_for(request, context)
+        refined = _kept(state, refined_record, refined_config)
+    participant = participant_for(request, context, message_round(msg))
     reply = participant.encode(request, student, refined)
     if reply.refined_digest and participant.refined_payload is not None:
         weights, config = participant.refined_payload
         state.array_records[refined_record] = array_record(weights)
-        state.config_records[refined_record] = config_record({"config-json": json.dumps(config)})
+        state.config_records[refined_config] = config_record({"config-json": json.dumps(config)})
     return _reply(reply.content(), msg)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 from coopt_flower.dataset_format import TARGET_DTYPES
 from coopt_flower.devices import default_device
 from coopt_flower.errors import did_you_mean
+from coopt_flower.hosting import parse_round_prototypes, specs_for_round
 from coopt_flower.merges import MERGE_CHOICES
 from coopt_flower.partitions import PartitionError, parse_partitioner
 from coopt_flower.protocol import EncodeConfig
@@ -32,10 +33,11 @@ PAGE_ASSIGNMENTS = ("waves", "steal")
 RUN_IDENTITY_KEYS = ("data", "num_samples", "shared_size", "target_dim", "seed", "prototypes",
                      "image_size", "refinement", "train_epochs", "student_arch",
                      "student_image_size", "merge", "reference_score", "partitioner",
-                     "refine_epochs", "refine_samples", "refine_hidden", "refine_lr", "refine_layers")
+                     "refine_epochs", "refine_samples", "refine_hidden", "refine_lr", "refine_layers",
+                     "round_prototypes")
 #: What a run recorded before a key joined RUN_IDENTITY_KEYS meant (its behaviour then).
 IDENTITY_DEFAULTS = {"partitioner": "iid", "refine_epochs": 30, "refine_samples": 2048, "refine_hidden": 1024,
-                     "refine_lr": 1e-3, "refine_layers": "head"}
+                     "refine_lr": 1e-3, "refine_layers": "head", "round_prototypes": ""}
 
 
 # The embedded default pool: ImageNet models shipped in PyPI wheels (offline), one per
@@ -117,6 +119,7 @@ class RunSettings:
     refine_hidden: int = 1024
     refine_lr: float = 1e-3
     refine_layers: str = "head"
+    round_prototypes: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -192,6 +195,10 @@ class RunSettings:
                 self.refine_budget().check()
             except (TypeError, ValueError) as error:
                 raise ConfigError(str(error)) from None
+        try:
+            parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         _require(self.merge in MERGE_CHOICES,
                  f"merge must be one of {', '.join(MERGE_CHOICES)}, got {self.merge!r}")
         _require(self.reference_score in REFERENCE_SCORES,
@@ -244,6 +251,16 @@ class RunSettings:
         return dataclasses.replace(self.encode_config(), refine_epochs=self.refine_epochs,
                                    refine_hidden=self.refine_hidden, refine_lr=float(self.refine_lr),
                                    refine_layers=self.refine_layers, refine_seed=self.seed + server_round)
+
+    def prototypes_for_round(self, server_round: int) -> list[str]:
+        """The prototype list of ``server_round`` (``round-prototypes`` changes it from a round on)."""
+        changes = parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
+        return specs_for_round(self.prototypes, changes, server_round)
+
+    def all_prototypes(self) -> list[str]:
+        """Every spec any round runs (what pre-flight checks)."""
+        changes = parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
+        return list(dict.fromkeys([*self.prototypes, *(s for specs in changes.values() for s in specs)]))
 
     @property
     def expected_participants(self) -> int:

@@ -59,3 +59,48 @@ def federation_complete(num_nodes: int, num_partitions: Sequence[int]) -> bool:
     """
     sizes = set(num_partitions)
     return len(sizes) == 1 and (size := sizes.pop()) > 0 and num_nodes >= size
+
+
+def parse_round_prototypes(value: str, num_specs: int, num_rounds: int) -> dict[int, list[str]]:
+    """``"R=spec,spec,...;R2=..."`` (run config ``round-prototypes``) as ``{round: specs}``.
+
+    From round R on, participant slot ``s`` runs entry ``s`` of that round's list instead of
+    the ``prototypes`` list: a simulated participant bringing a new prototype (a deployed node
+    does the same by being restarted with another node config ``prototype``). Every list has
+    as many entries as ``prototypes`` (a change replaces a participant's prototype; one that
+    leaves is a node that stops). Raises ``ValueError`` naming what to fix.
+
+    Examples
+    --------
+    >>> parse_round_prototypes("2=a,b; 3=a,c", 2, 3)
+    {2: ['a', 'b'], 3: ['a', 'c']}
+    """
+    changes: dict[int, list[str]] = {}
+    for item in (part.strip() for part in str(value).split(";")):
+        if not item:
+            continue
+        head, sep, body = item.partition("=")
+        try:
+            server_round = int(head)
+        except ValueError:
+            server_round = 0
+        if not sep or server_round < 2 or server_round > num_rounds:
+            raise ValueError(f"round-prototypes entry {item!r}: expected R=spec,spec,... with R from 2 to "
+                             f"num-server-rounds ({num_rounds})")
+        specs = [spec.strip() for spec in body.split(",") if spec.strip()]
+        if len(specs) != num_specs:
+            raise ValueError(f"round-prototypes entry {item!r} names {len(specs)} prototypes, prototypes has "
+                             f"{num_specs}: give one per participant, in the same order")
+        if server_round in changes:
+            raise ValueError(f"round-prototypes names round {server_round} twice")
+        changes[server_round] = specs
+    return dict(sorted(changes.items()))
+
+
+def specs_for_round(specs: Sequence[str], changes: dict[int, list[str]], server_round: int) -> list[str]:
+    """The prototype list in force in ``server_round`` (the latest change at or before it)."""
+    current = list(specs)
+    for changed_at, new in changes.items():
+        if changed_at <= server_round:
+            current = list(new)
+    return current

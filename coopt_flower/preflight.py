@@ -37,13 +37,14 @@ DISK_MARGIN_BYTES = 1 << 20  # ... plus 1 MiB of slack (directory blocks, run.js
 
 
 def check_prototypes(settings: RunSettings) -> None:
-    for spec in settings.prototypes:
+    for spec in settings.all_prototypes():
+        key = "prototypes" if spec in settings.prototypes else "round-prototypes"
         try:
             parse_prototype_spec(spec)
         except ValueError as error:
             # The registry's message lists the forms over several lines; keep one line here.
             first = str(error).strip().splitlines()[0].split(". ")[0].rstrip(":.")
-            raise ConfigError(f"prototypes: {first}; known forms: "
+            raise ConfigError(f"{key}: {first}; known forms: "
                               f"{', '.join(available_prototypes())}") from None
 
 

@@ -80,12 +80,10 @@ def run_in_process(pool: str, policy: str, args, out: Path, seed: int) -> dict:
     """One run through the engine's multi-round loop in this process (no Flower)."""
     from coopt_flower.config import RunSettings
     from coopt_flower.data import open_source
-    from coopt_flower.engine import run_rounds_in_process
-    from coopt_flower.participant import NodeSettings, PrototypeParticipant
+    from coopt_flower.engine import prototype_participants, run_rounds_in_process
 
     settings = RunSettings.from_run_config(run_config(pool, policy, args, out, seed))
-    participants = [PrototypeParticipant(NodeSettings(spec, device=settings.resolved_device(), partition_id=i))
-                    for i, spec in enumerate(settings.prototypes)]
+    participants = prototype_participants(settings, settings.resolved_device())
     start = time.perf_counter()
     run_rounds_in_process(settings, open_source(settings.data), participants)
     return read_run(out, pool, policy, seconds=time.perf_counter() - start, seed=seed)

@@ -105,3 +105,52 @@ def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny
                     node_config={"partition-id": 0, "num-partitions": 2})
     with pytest.raises(RuntimeError, match="no student was received"):
         app(page, fresh)
+
+
+def test_distill_refines_on_the_shared_subset_and_later_pages_use_the_kept_head(train_tiny_student):
+    """refinement = distill through the ClientApp: the node refines towards the student, keeps the
+    head in its context state, and a page answered by a process that never refined (its cache
+    empty) rebuilds the head from that state: the same targets."""
+    import json
+
+    from coopt_flower import participant
+    from coopt_flower.round_student import student_payload
+
+    trained, _ = train_tiny_student(image_size=28, target_dim=8)
+    weights, config = student_payload(trained.checkpoint_path)
+    context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=dict(RUN_CONFIG),
+                      node_config={"partition-id": 0, "num-partitions": 2})
+    source = open_source("fashion-mnist")
+    refine = dict(CONFIG, **{"refine-epochs": 2, "refine-hidden": 16, "refine-lr": 0.001,
+                             "refine-layers": "head", "refine-seed": 5, "slot": 0})
+    shared = Message(RecordDict({
+        "config": ConfigRecord(refine),
+        "inputs": ArrayRecord({"pixels": Array(source.images(np.arange(16))),
+                               "refine-ids": Array(np.arange(100, 140, dtype=np.int64))}),
+        "student": ArrayRecord({k: Array(v) for k, v in weights.items()}),
+        "student-config": ConfigRecord({"config-json": json.dumps(config)}),
+    }), dst_node_id=7, message_type="query.encode", group_id="round-2")
+    reply = app(shared, context)
+    digest = reply.content["info"]["refined-digest"]
+    assert len(digest) == 16 and reply.content["metrics"]["refine-seconds"] > 0
+    assert reply.content["info"]["encoder"] == f"efficientnet-lite0+distill:{digest}"
+    assert "refined-0" in context.state.array_records  # the weights stay on the node
+
+    page = Message(RecordDict({"config": ConfigRecord(dict(CONFIG, encoder="refined", refined=digest, slot=0)),
+                               "inputs": ArrayRecord({"ids": Array(np.arange(6))})}),
+                   dst_node_id=7, message_type="query.encode", group_id="round-2")
+    first = app(page, context).content["outputs"]["targets"].numpy()
+    participant._REFINED.clear()  # another process of the node: nothing refined in memory
+    again = app(page, context).content["outputs"]["targets"].numpy()
+    assert np.array_equal(first, again)
+    assert np.allclose(first, reply.content["outputs"]["targets"].numpy()[:6], atol=1e-5)
+
+
+def test_round_prototypes_change_what_a_simulated_node_runs_from_that_round():
+    context_config = dict(RUN_CONFIG, **{"num-server-rounds": 3, "round-prototypes": "3=efficientnet-lite1,onnx:open-nsfw"})
+    for group, spec in (("round-2", "efficientnet-lite0"), ("round-3", "efficientnet-lite1")):
+        context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=context_config,
+                          node_config={"partition-id": 0, "num-partitions": 2})
+        msg = Message(RecordDict({"config": ConfigRecord({"image-size": 32})}), dst_node_id=7,
+                      message_type="query.describe", group_id=group)
+        assert app(msg, context).content["describe"]["prototype"] == spec

@@ -142,3 +142,41 @@ def test_a_page_for_a_head_the_node_does_not_hold_is_refused(fashion):
     config = EncodeConfig(target_dim=8, image_size=32, data="fashion-mnist", encoder="refined", refined="feedface00000000")
     with pytest.raises(RuntimeError, match="does not hold"):
         node.encode(EncodeRequest(config, ids=np.arange(4, dtype=np.int64)))
+
+
+def test_a_participant_brings_a_new_prototype_at_round_two(tmp_path, fashion):
+    """round-prototypes: the round re-scores and re-aligns with the new prototype, and the
+    summary says who changed what."""
+    from coopt_flower.engine import prototype_participants
+
+    torch.set_num_threads(1)
+    s = tiny(tmp_path, refinement="static", **{"train-epochs": 0,
+                                               "round-prototypes": "2=efficientnet-lite1,efficientnet-lite0"})
+    assert s.prototypes_for_round(1) == ["random:efficientnet-lite0", "efficientnet-lite0"]
+    assert s.prototypes_for_round(2) == ["efficientnet-lite1", "efficientnet-lite0"]
+    state = run_rounds_in_process(s, fashion, prototype_participants(s))
+    second = json.loads((progress.round_dir(s.output_dir, 2) / "manifest.json").read_text())
+    assert [p["prototype"] for p in second["participants"]] == ["efficientnet-lite1", "efficientnet-lite0"]
+    first = state["rounds"]["1"]["participants"]
+    assert first[0]["uniform_value"] != second["participants"][0]["uniform_value"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- round 2: p0 changed `random:efficientnet-lite0` -> `efficientnet-lite1`" in summary
+
+
+@pytest.mark.parametrize("value, words", [
+    ("1=a,b", "R from 2 to num-server-rounds"), ("3=a,b", "R from 2 to num-server-rounds"),
+    ("2=a", "names 1 prototypes, prototypes has 2"), ("2=a,b;2=a,b", "round 2 twice"), ("x", "expected R=spec")])
+def test_bad_round_prototypes_get_one_line(value, words):
+    with pytest.raises(ConfigError, match=words):
+        RunSettings.from_run_config({"prototypes": "a,b", "num-server-rounds": 2, "refinement": "static",
+                                     "round-prototypes": value, "output-dir": "/tmp/x"})
+
+
+def test_preflight_names_round_prototypes_for_an_unknown_spec(tmp_path):
+    from coopt_flower.preflight import check_prototypes
+
+    s = RunSettings.from_run_config({"prototypes": "efficientnet-lite0", "num-server-rounds": 2,
+                                     "refinement": "static", "round-prototypes": "2=no-such-net",
+                                     "output-dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="^round-prototypes: "):
+        check_prototypes(s)

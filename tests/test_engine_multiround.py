@@ -38,3 +38,17 @@ def test_a_round_published_before_the_stop_is_kept_and_recorded(tmp_path, fashio
     (tmp_path / "out" / progress.PROGRESS_FILE).unlink()  # killed between publishing and recording
     state = run_rounds(s, fashion, InProcessTransport([]))  # nobody to ask: the round must be recovered
     assert state["rounds"]["1"]["reference_prototype"].startswith("linear-")
+
+
+def test_a_participant_that_leaves_for_a_round_and_comes_back_is_recorded(tmp_path, fashion):
+    """Each round describes its participants anew: one that is gone in round 2 is not waited
+    for (in process), the round is published with the others, and it takes part again in
+    round 3; the summary says who left and who joined."""
+    s = settings(tmp_path, refinement="static", **{"num-server-rounds": 3})
+    everyone = [LinearParticipant(fashion, i) for i in range(3)]
+    state = run_rounds(s, fashion, InProcessTransport(lambda r: everyone[:2] if r == 2 else everyone))
+    assert [len(state["rounds"][r]["participants"]) for r in ("1", "2", "3")] == [3, 2, 3]
+    second = json.loads((progress.round_dir(s.output_dir, 2) / "manifest.json").read_text())
+    assert second["num_samples"] == 300 and second["missing_samples"] == 0  # nothing lost
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- round 2: p2 left (`linear-2`)" in summary and "- round 3: p2 joined with `linear-2`" in summary

@@ -9,6 +9,7 @@ sees exactly what a Flower run gives it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from coopt_flower.config import RunSettings
 from coopt_flower.data import ImageSource
@@ -31,11 +32,30 @@ def run_in_process(settings: RunSettings, source: ImageSource, participants: lis
 
 
 def run_rounds_in_process(settings: RunSettings, source: ImageSource,
-                          participants: list[LocalParticipant]) -> dict:
+                          participants: list[LocalParticipant] | Callable[[int], list[LocalParticipant]]) -> dict:
     """All ``num-server-rounds`` rounds with ``participants`` in this process: the loop the
     ServerApp runs (:func:`~coopt_flower.engine.multiround.run_rounds`: students, refinement,
     progress file, resume), so a study runs N rounds without launching Flower. Returns the
-    progress (rounds and their students)."""
+    progress (rounds and their students).
+
+    ``participants`` may be a callable giving each round's participants (round number in):
+    participants that bring another prototype from some round on
+    (:func:`prototype_participants` follows the run config's ``round-prototypes``).
+    """
     from coopt_flower.engine.multiround import run_rounds
 
     return run_rounds(settings, source, InProcessTransport(participants))
+
+
+def prototype_participants(settings: RunSettings, device: str = "cpu") -> Callable[[int], list[LocalParticipant]]:
+    """Each round's :class:`~coopt_flower.participant.PrototypeParticipant` s, one per spec of
+    :meth:`RunSettings.prototypes_for_round` (slot ``i`` runs entry ``i``). A participant keeps
+    its object while its prototype does not change, so what it holds (a refined head) stays."""
+    from coopt_flower.participant import NodeSettings, PrototypeParticipant
+
+    made: dict[tuple[int, str], PrototypeParticipant] = {}
+
+    def for_round(server_round: int) -> list[LocalParticipant]:
+        return [made.setdefault((i, spec), PrototypeParticipant(NodeSettings(spec, device=device, partition_id=i)))
+                for i, spec in enumerate(settings.prototypes_for_round(server_round))]
+    return for_round

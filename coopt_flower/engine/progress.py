@@ -107,6 +107,7 @@ def render_summary(progress: dict[str, Any]) -> str:
         "student probe acc | student train s |",
         "|---:|---|---|---|---:|---:|",
     ]
+    changes = prototype_changes(progress)
     for key, entry in rounds:
         student_in = entry.get("student_in")
         s_in = f"`{student_in['digest']}` ({student_in['uniform_value']:.4f})" if student_in else "-"
@@ -118,7 +119,29 @@ def render_summary(progress: dict[str, Any]) -> str:
         seconds = "-" if not trained else f"{trained['train_seconds']:.1f}"
         lines.append(f"| {key} | `{entry['reference_prototype']}` | {s_in} | {parts} | "
                      f"{acc_text} | {seconds} |")
+    if changes:
+        lines += ["", "Prototypes that changed between rounds (the round re-scored, re-selected the reference "
+                  "and re-aligned; the student probe columns above show what it did to the data):", ""]
+        lines += [f"- round {r}: {change}" for r, change in changes]
     return "\n".join(lines) + "\n"
+
+
+def prototype_changes(progress: dict[str, Any]) -> list[tuple[int, str]]:
+    """``(round, what changed)`` for every participant whose prototype differs from its previous
+    round's, one who joined and one who left (by participant name)."""
+    rounds = sorted(((int(k), v) for k, v in progress["rounds"].items()), key=lambda kv: kv[0])
+    out = []
+    for (_, before), (r, after) in zip(rounds, rounds[1:]):
+        old = {p["name"]: p["prototype"] for p in before["participants"]}
+        new = {p["name"]: p["prototype"] for p in after["participants"]}
+        for name in sorted(old.keys() | new.keys()):
+            if name not in new:
+                out.append((r, f"{name} left (`{old[name]}`)"))
+            elif name not in old:
+                out.append((r, f"{name} joined with `{new[name]}`"))
+            elif old[name] != new[name]:
+                out.append((r, f"{name} changed `{old[name]}` -> `{new[name]}`"))
+    return out
 
 
 def worth_plotting(progress: dict[str, Any]) -> bool:

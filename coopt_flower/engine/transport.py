@@ -97,8 +97,10 @@ class InProcessTransport:
 
     may_grow = False
 
-    def __init__(self, participants: list[LocalParticipant]) -> None:
-        self.participants = list(participants)
+    def __init__(self, participants: list[LocalParticipant] | Callable[[int], list[LocalParticipant]]) -> None:
+        # A callable gives each round's participants (they may bring other prototypes).
+        self._for_round = participants if callable(participants) else None
+        self.participants = [] if callable(participants) else list(participants)
         self._students: dict[int, Student] = {}
         self._ready: dict[int, Reply] = {}
         self._sent = 0
@@ -108,6 +110,8 @@ class InProcessTransport:
         if server_round in self._described:
             return len(self.participants), {}
         self._described.add(server_round)
+        if self._for_round is not None:
+            self.participants = list(self._for_round(server_round))
         return len(self.participants), {f"node-{i}": (i, p.describe(config))
                                         for i, p in enumerate(self.participants)}
 
