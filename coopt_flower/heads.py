@@ -221,8 +221,11 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
             if multi:
                 goals, weights = teachers(targets[idx], own, idx)
                 return criterion(model.all_heads(views(images[idx])), goals, weights)
+            # Views of the global batch, the rest for this process's share (torchrun; all of it otherwise).
+            mine = views.local(idx)
+            own = owners[mine].to(device)
             predictions = model(views(images[idx]), torch.cat([own] * VIEWS))
-            return criterion(predictions, targets[idx].to(device, torch.float32), own)
+            return criterion(predictions, targets[mine].to(device, torch.float32), own)
     else:
         items = _WithOwners(dataset, owners_np)
 
@@ -237,8 +240,9 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
             if multi:
                 goals, weights = teachers(targets_b, own, rows_b)
                 return criterion(model.all_heads(views(images_b)), goals, weights)
+            own = views.local(own)
             predictions = model(views(images_b), torch.cat([own] * VIEWS))
-            return criterion(predictions, targets_b.to(device, torch.float32), own)
+            return criterion(predictions, views.local(targets_b).to(device, torch.float32), own)
 
     recipe = Recipe(
         method="coopt-multi-teacher" if multi else "coopt-heads",
@@ -247,6 +251,8 @@ def train_on_heads(dataset: Any, config: Optional[TrainConfig] = None, *,
         image_size=config.image_size or int(dataset[0][0].shape[-1]), num_samples=len(dataset),
         settings={"target_dim": target_dim, "samples_per_head": counts, **layout.as_settings()},
         extra_state={"target_mean": mean, "target_std": std},
+        # multi-teacher reads every head through model.all_heads, which DDP does not wrap
+        distributed=not multi,
     )
     exposed = TargetStats(mean[layout.exposed], std[layout.exposed], counts[layout.exposed])
     return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), target_stats=exposed)

@@ -127,7 +127,7 @@ def train_on_optimized(
 
         def loss(model: nn.Module, idx: torch.Tensor, views) -> torch.Tensor:
             idx = idx.to(images.device)
-            return criterion(model(views(images[idx])), targets[idx].to(device, torch.float32))
+            return criterion(model(views(images[idx])), targets[views.local(idx)].to(device, torch.float32))
     else:
         def batches(gen: torch.Generator) -> Iterable[Any]:
             # drop_last only when the remainder is a single sample (BatchNorm).
@@ -138,7 +138,8 @@ def train_on_optimized(
 
         def loss(model: nn.Module, batch: Any, views) -> torch.Tensor:
             images_b, targets_b = batch
-            return criterion(model(views(images_b)), targets_b.to(device, torch.float32, non_blocking=True))
+            return criterion(model(views(images_b)),
+                             views.local(targets_b).to(device, torch.float32, non_blocking=True))
 
     recipe = Recipe(
         method="coopt", wrap=lambda backbone: StudentWithHead(backbone, target_dim),
@@ -146,7 +147,7 @@ def train_on_optimized(
         # The dataset's image width, read only when the config does not set a size.
         image_size=config.image_size or int(dataset[0][0].shape[-1]), num_samples=len(dataset),
         settings={"target_dim": target_dim},
-        extra_state={"target_mean": stats.mean, "target_std": stats.std},
+        extra_state={"target_mean": stats.mean, "target_std": stats.std}, distributed=True,
     )
     return TrainResult(**fit(recipe, config, on_epoch_end=on_epoch_end).fields(), target_stats=stats)
 
@@ -261,14 +262,29 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
             print(f"{args.dataset}: a merge=heads export cannot be trained yet (its targets live in "
                   "one space per participant); train its round directory instead", file=sys.stderr)
             return 2
+    from coopt_flower.distributed import Distributed, DistributedSetupError, destroy_process_group, \
+        init_process_group
+
+    # Under torchrun (RANK / WORLD_SIZE set) every process trains one DDP replica.
+    dist = Distributed.from_env()
+    device = dist.device(args.device)
     dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        seed=args.seed, device=args.device, checkpoint_dir=args.out, resume=args.resume,
-        progress=not args.no_progress, num_workers=args.num_workers,
+        seed=args.seed, device=device, checkpoint_dir=args.out, resume=args.resume,
+        progress=not args.no_progress and dist.is_main, num_workers=args.num_workers,
     )
-    result = train_on_optimized(dataset, config)
+    init_process_group(dist, device)
+    try:
+        result = train_on_optimized(dataset, config)
+    except DistributedSetupError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        destroy_process_group()
+    if not dist.is_main:
+        return 0
     summary = {
         "checkpoint": str(result.checkpoint_path),
         "loss_curve": str(result.loss_curve_path),

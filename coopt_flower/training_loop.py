@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from coopt_flower.augment import IMAGENET_MEAN, IMAGENET_STD, TrainAugment
+from coopt_flower.distributed import (Distributed, barrier, check_batches, current_distribution, local,
+                                      mean_over_processes, unwrap, wrap_model)
 from coopt_flower.checkpoints import (
     CHECKPOINT_NAME,
     LOSS_CURVE_NAME,
@@ -192,6 +194,9 @@ class Recipe:
     after_step : callable, optional
         ``after_step(model, global_step, total_steps)`` after each optimizer step
         (``global_step`` counted from 1; BYOL's momentum update).
+    distributed : bool
+        Whether ``loss`` can train under torchrun (:mod:`coopt_flower.distributed`): views of
+        the global batch, targets of ``views.local(idx)``, this process's share.
     """
 
     method: str
@@ -204,6 +209,7 @@ class Recipe:
     settings: dict[str, Any] = field(default_factory=dict)
     extra_state: dict[str, Any] = field(default_factory=dict)
     after_step: Optional[Callable[[nn.Module, int, int], None]] = None
+    distributed: bool = False
 
 
 @dataclass(kw_only=True)
@@ -298,8 +304,7 @@ def num_batches(n: int, batch_size: int, min_batch: int = 2) -> int:
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # One generator per epoch, derived from (seed, epoch): a resumed run draws the
-    # same shuffles and augmentations as an uninterrupted one.
+    # One generator per epoch, from (seed, epoch): a resumed run draws what an uninterrupted one does.
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
@@ -312,7 +317,7 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
 
 
 def _view_maker(augment: TrainAugment, device: torch.device, channels_last: bool,
-                generator: torch.Generator) -> Views:
+                generator: torch.Generator, dist: Distributed = Distributed()) -> Views:
     # An augmentation may make each view its own way (BYOL's asymmetric views: ``per_view``).
     per_view = getattr(augment, "per_view", None) or (augment,) * VIEWS
     if len(per_view) != VIEWS:
@@ -320,11 +325,12 @@ def _view_maker(augment: TrainAugment, device: torch.device, channels_last: bool
 
     def views(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
-        # All views go through the student as one batch: one forward/backward instead
-        # of one per view, and BatchNorm sees every view.
-        out = torch.cat([view(images, generator=generator) for view in per_view])
+        # All views go through the student as one batch (one forward/backward; BatchNorm sees
+        # every view). Under torchrun: drawn for the global batch, this process keeps its share.
+        out = torch.cat([local(view(images, generator=generator), dist) for view in per_view])
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
+    views.local = lambda batch: local(batch, dist)  # this process's share of a global batch
     return views
 
 
@@ -404,6 +410,8 @@ def fit(recipe: Recipe, config: TrainConfig, *,
         If an epoch produced no batches.
     """
     device = torch.device(config.device)
+    dist = current_distribution()
+    check_batches(recipe.num_samples, config.batch_size, dist, method_ok=recipe.distributed, method=recipe.method)
     image_size = int(config.image_size or recipe.image_size)
     torch.manual_seed(config.seed)
     backbone = create_student(config.arch, image_size=image_size, pretrained=config.pretrained,
@@ -411,6 +419,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     model = recipe.wrap(backbone).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, dist, device)  # a DDP replica under torchrun; the same model otherwise
     augment = config.augment or TrainAugment(image_size)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad],
                                config.lr, config.weight_decay, config.optimizer, config.momentum)
@@ -427,7 +436,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
         ckpt_path = checkpoint_dir / CHECKPOINT_NAME
         curve_path = checkpoint_dir / LOSS_CURVE_NAME
         if config.resume and ckpt_path.exists():
-            start_epoch, losses, times = _resume(ckpt_path, record, model, optimizer)
+            start_epoch, losses, times = _resume(ckpt_path, record, unwrap(model), optimizer)
             metrics = [None] * len(losses)
 
     epochs, steps_per_epoch = config.epochs, recipe.steps_per_epoch
@@ -438,7 +447,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     for epoch in range(start_epoch, epochs):
         model.train()
         gen = _epoch_generator(config.seed, epoch)
-        views = _view_maker(augment, device, config.channels_last, gen)
+        views = _view_maker(augment, device, config.channels_last, gen, dist)
         t0 = time.perf_counter()
         # Summed on the device: reading a loss back every step would stall a GPU.
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -463,28 +472,29 @@ def fit(recipe: Recipe, config: TrainConfig, *,
                 bar.set_postfix(loss=f"{float(loss):.4f}")
         if count == 0:
             raise ValueError("an epoch produced no batches (dataset smaller than 2 samples?)")
-        mean_loss = float(total) / count
+        mean_loss = float(mean_over_processes(total, dist)) / count  # the global batches' mean
         times.append(time.perf_counter() - t0)
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"loss became {mean_loss} during epoch {epoch + 1}")
         losses.append(mean_loss)
         logger.info("%s epoch %d/%d: loss %.4f (%.1f s)", recipe.method, epoch + 1, epochs,
                     losses[-1], times[-1])
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and dist.is_main:
             was_training = model.training
             metrics.append(on_epoch_end(epoch + 1, backbone))
             model.train(was_training)
         else:
             metrics.append(None)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, record=record, epoch=epoch + 1, model=model,
+        if ckpt_path is not None and dist.is_main:  # one writer; the single-process format
+            save_checkpoint(ckpt_path, record=record, epoch=epoch + 1, model=unwrap(model),
                             optimizer=optimizer, losses=losses, epoch_times=times,
                             extra_state=recipe.extra_state)
             write_loss_curve(curve_path, losses, times, record)
+        barrier(dist)  # every process waits for the checkpoint before the next epoch
         if isinstance(metrics[-1], Mapping) and metrics[-1].get("stop"):
             logger.info("%s: stopped after epoch %d of %d (%s)", recipe.method, epoch + 1, epochs,
                         metrics[-1].get("why", "asked by on_epoch_end"))
             break
-    model.eval()
+    model = unwrap(model).eval()
     return FitResult(model=model, config=record, losses=losses, epoch_times=times,
                      epoch_metrics=metrics, checkpoint_path=ckpt_path, loss_curve_path=curve_path)
