@@ -238,22 +238,31 @@ def timing_lines(results: list[dict]) -> list[str]:
 
 
 def plot(results: list[dict], path: Path) -> None:
+    """Probe accuracy against rounds: one panel per pool, one colour per policy (the mean over
+    seeds in bold, each seed thin)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results:
-        rounds = range(1, len(r["probe_accuracy"]) + 1)
-        ax.plot(rounds, r["probe_accuracy"], marker="o",
-                linestyle="-" if r["policy"] != "static" else "--",
-                label=f"{r['pool']} / {r['policy']}" + ("" if r.get("seed") is None else f" / seed {r['seed']}"))
-    ax.set_xlabel("round")
-    ax.set_ylabel("student linear-probe accuracy")
-    ax.set_title("CoOpt multi-round: refined vs static prototypes")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    pools = list(dict.fromkeys(r["pool"] for r in results))
+    fig, axes = plt.subplots(1, len(pools), figsize=(5.5 * len(pools), 4), squeeze=False)
+    for ax, pool in zip(axes[0], pools):
+        for i, policy in enumerate(dict.fromkeys(r["policy"] for r in results if r["pool"] == pool)):
+            runs = [r["probe_accuracy"] for r in results if r["pool"] == pool and r["policy"] == policy]
+            style = dict(color=f"C{i}", linestyle="--" if policy == "static" else "-")
+            for accs in runs:
+                ax.plot(range(1, len(accs) + 1), accs, alpha=0.35, linewidth=0.8, **style)
+            n = min(len(a) for a in runs)
+            mean = np.mean([a[:n] for a in runs], axis=0)
+            ax.plot(range(1, n + 1), mean, marker="o", linewidth=2, label=f"{policy} ({len(runs)} seed(s))", **style)
+        ax.set_title(pool)
+        ax.set_xlabel("round")
+        ax.set_ylabel("student linear-probe accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("CoOpt multi-round: refined vs static prototypes")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -82,3 +82,37 @@ def test_resume_continues_the_runs_in_the_workdir_instead_of_overwriting(tmp_pat
     with pytest.raises(RuntimeError, match="ended after 1 of 2 rounds; .*--resume"):
         main(common[:-4] + ["--rounds", "2", "--workdir", str(tmp_path / "work"),
                             "--out", str(tmp_path / "c")])
+
+
+def test_the_in_process_driver_runs_seeds_and_pairs_each_policy_with_static(tmp_path):
+    """driver: in-process runs the engine's multi-round loop here (no Flower) for every seed,
+    and the report pairs distill with static per pool and seed and times every round."""
+    import json
+
+    import yaml
+
+    from simulations.multiround_study import main
+
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "driver": "in-process", "rounds": 2, "num_samples": 120, "shared_size": 32, "image_size": 32,
+        "target_dim": 16, "train_epochs": 1, "probe_train": 100, "probe_test": 100, "seed": 0, "seeds": [4, 5],
+        "student_image_size": 0, "run_config": {"device": "cpu", "refine-epochs": 2, "refine-samples": 20,
+                                                "refine-hidden": 16, "page-size": 40},
+        "pools": {"weak": {"prototypes": ["random:efficientnet-lite0", "random:efficientnet-lite1"],
+                           "run_config": {"partitioner": "dirichlet:1.0"}}},
+        "policies": ["distill", "static"]}))
+    out = tmp_path / "out"
+    assert main(["--config", str(config), "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0
+    results = json.loads((out / "multiround.json").read_text())["results"]
+    assert [(r["policy"], r["seed"], r["rounds_finished"]) for r in results] == [
+        ("distill", 4, 2), ("static", 4, 2), ("distill", 5, 2), ("static", 5, 2)]
+    assert results[0]["switched"] == [0, 2] and results[1]["switched"] == [0, 0]
+    assert results[0]["round_seconds"][1]["refine_s"] > 0 and results[1]["round_seconds"][1]["refine_s"] == 0
+    # Round 1 has no student: distill and static build the very same first round.
+    assert results[0]["probe_accuracy"][0] == results[1]["probe_accuracy"][0]
+    manifest = json.loads((tmp_path / "work" / "weak-distill-seed4" / "round-001" / "manifest.json").read_text())
+    assert manifest["settings"]["partitioner"] == "dirichlet:1"  # as the run config normalizes it
+    md = (out / "multiround.md").read_text()
+    assert "| weak | distill | 4 | +0.00 / " in md and "refine / round / train per round" in md
+    assert (out / "multiround_probe.png").stat().st_size > 0
