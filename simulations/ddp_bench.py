@@ -4,8 +4,11 @@ Trains the same student on the same optimized dataset, at the same global batch,
 process (all the machine's cores as intra-op threads) and once as N DDP processes (the cores
 split between them), each run in a fresh interpreter; prints the wall clock of each, samples
 per second in all and per process, the ratio, and how far the final weights are apart (the
-whole model's relative difference). Measured side by side in one invocation, with the load
-average recorded, because these machines are noisy.
+whole model's relative difference). A third run, one process at the DDP processes' thread
+count, is the control for that difference: float rounding that depends on the number of
+threads alone grows over hundreds of steps (training is chaotic), so DDP's difference means
+something only next to it. Measured side by side in one invocation, with the load average
+recorded, because these machines are noisy.
 
     python -m simulations.ddp_bench --dataset <round directory> --arch small-cnn --processes 2
 """
@@ -72,6 +75,9 @@ def main(argv=None) -> int:
         many_s, many = train(args.dataset, Path(work) / "many", processes=args.processes,
                              threads=max(1, args.cores // args.processes), args=args)
         difference = weight_difference(Path(work) / "one", Path(work) / "many")
+        threads = max(1, args.cores // args.processes)
+        train(args.dataset, Path(work) / "control", processes=1, threads=threads, args=args)
+        control = weight_difference(Path(work) / "one", Path(work) / "control")
     # Training time as the runs report it (the epochs), and the wall clock with start-up.
     one_train, many_train = sum(one["epoch_times_s"]), sum(many["epoch_times_s"])
     result = {
@@ -83,19 +89,26 @@ def main(argv=None) -> int:
                 "samples_per_s_per_process": samples / many_train / args.processes},
         "speedup_train": one_train / many_train, "speedup_wall": one_s / many_s,
         "weights_relative_difference": difference,
+        "control_weights_relative_difference": control,
+        "control": f"one process at {max(1, args.cores // args.processes)} thread(s) against one at {args.cores}",
         "losses": {"one_process": one["losses"], "ddp": many["losses"]},
     }
-    print(f"load average before: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {args.cores} cores")
-    print(f"1 process ({args.cores} threads): {one_train:.1f} s training, {samples / one_train:.0f} samples/s "
-          f"({one_s:.1f} s wall)")
-    print(f"{args.processes} DDP processes ({max(1, args.cores // args.processes)} thread(s) each): "
-          f"{many_train:.1f} s training, {samples / many_train:.0f} samples/s, "
-          f"{samples / many_train / args.processes:.0f} per process ({many_s:.1f} s wall)")
-    print(f"speedup {one_train / many_train:.2f}x training, {one_s / many_s:.2f}x wall; final weights differ by "
-          f"{difference:.2e} of their norm")
-    if args.out:
+    lines = [
+        f"load average before: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {args.cores} cores",
+        f"1 process ({args.cores} threads): {one_train:.1f} s training, {samples / one_train:.0f} samples/s "
+        f"({one_s:.1f} s wall)",
+        f"{args.processes} DDP processes ({max(1, args.cores // args.processes)} thread(s) each): "
+        f"{many_train:.1f} s training, {samples / many_train:.0f} samples/s, "
+        f"{samples / many_train / args.processes:.0f} per process ({many_s:.1f} s wall)",
+        f"speedup {one_train / many_train:.2f}x training, {one_s / many_s:.2f}x wall; final weights differ by "
+        f"{difference:.3f} of their norm (control, one process at {max(1, args.cores // args.processes)} "
+        f"thread(s) instead of {args.cores}: {control:.3f})",
+    ]
+    print("\n".join(lines))
+    if args.out:  # the JSON, and the lines above as the run printed them
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.out).with_suffix(".txt").write_text(f"{result['command']}\n" + "\n".join(lines) + "\n")
     return 0
 
 

@@ -114,5 +114,5 @@ def test_the_in_process_driver_runs_seeds_and_pairs_each_policy_with_static(tmp_
     manifest = json.loads((tmp_path / "work" / "weak-distill-seed4" / "round-001" / "manifest.json").read_text())
     assert manifest["settings"]["partitioner"] == "dirichlet:1"  # as the run config normalizes it
     md = (out / "multiround.md").read_text()
-    assert "| weak | distill | 4 | +0.00 / " in md and "refine / round / train per round" in md
+    assert "| weak | distill | 4 | +0.00 / " in md and "refine / encode / round / train per round" in md
     assert (out / "multiround_probe.png").stat().st_size > 0
