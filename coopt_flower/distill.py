@@ -22,12 +22,13 @@ Layer groups (``refine-layers``):
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from coopt_flower.round_student import payload_digest  # names the head, as it names a student
 
 #: ``refine-layers`` choices: which part of a prototype refinement trains.
 REFINE_LAYERS = ("head",)
@@ -82,15 +83,6 @@ def _head(input_dim: int, output_dim: int, hidden: int):
     if hidden == 0:
         return nn.Linear(input_dim, output_dim)
     return nn.Sequential(nn.Linear(input_dim, hidden), nn.GELU(), nn.Linear(hidden, output_dim))
-
-
-def weights_digest(state: dict[str, np.ndarray]) -> str:
-    """A short fingerprint of a refined head (names the prototype version in manifests)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(state[key]).tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -173,7 +165,7 @@ def fit_head(features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *,
     config = {"layers": budget.layers, "hidden": budget.hidden, "input_dim": int(x.shape[1]),
               "output_dim": int(y.shape[1]), "epochs": budget.epochs, "samples": int(len(x)),
               "final_loss": losses[-1]}
-    config["digest"] = weights_digest(state)
+    config["digest"] = payload_digest(state)
     return HeadFit(state, config, losses)
 
 
@@ -190,7 +182,7 @@ class RefinedPrototype:
         self.base = base
         self.config = dict(config)
         self.digest = str(config["digest"])
-        if weights_digest(state) != self.digest:
+        if payload_digest(state) != self.digest:
             raise ValueError(f"refined head weights do not match their digest {self.digest}")
         if int(config["input_dim"]) != int(base.output_dim):
             raise ValueError(f"refined head expects {config['input_dim']}-d features, prototype "

@@ -9,7 +9,8 @@ import torch
 
 from coopt_flower.config import ConfigError, RunSettings
 from coopt_flower.data import open_source
-from coopt_flower.distill import RefineBudget, RefinedPrototype, fit_head, refine_prototype, weights_digest
+from coopt_flower.distill import RefineBudget, RefinedPrototype, fit_head, refine_prototype
+from coopt_flower.round_student import payload_digest
 from coopt_flower.engine import progress, run_rounds_in_process
 from coopt_flower.participant import NodeSettings, PrototypeParticipant, _REFINED
 
@@ -21,7 +22,7 @@ def test_head_learns_a_nonlinear_map_and_is_deterministic():
     budget = RefineBudget(epochs=60, hidden=64, lr=3e-3, batch_size=64)
     fit = fit_head(features[:500], targets[:500], budget, seed=1)
     again = fit_head(features[:500], targets[:500], budget, seed=1)
-    assert fit.config["digest"] == again.config["digest"] == weights_digest(fit.state)
+    assert fit.config["digest"] == again.config["digest"] == payload_digest(fit.state)
     assert fit.losses[-1] < 0.5 * fit.losses[0]
     # On held-out rows the head points where the targets do (after the loss's z-score).
     class Base:  # the features themselves are the "prototype"
