@@ -41,9 +41,8 @@ app = ClientApp()
 
 
 def message_round(msg: Message) -> int:
-    """The round a platform's message belongs to (its group id ``round-N``; 1 when absent)."""
-    group = str(getattr(msg.metadata, "group_id", "") or "")
-    return int(group[len("round-"):]) if group.startswith("round-") and group[len("round-"):].isdigit() else 1
+    """The round a platform's message belongs to (its group id; 1 when absent)."""
+    return protocol.group_round(getattr(msg.metadata, "group_id", ""))
 
 
 def hosted_participants(context: Context, server_round: int = 1) -> list[NodeSettings]:

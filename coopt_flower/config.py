@@ -196,7 +196,7 @@ class RunSettings:
             except (TypeError, ValueError) as error:
                 raise ConfigError(str(error)) from None
         try:
-            parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
+            self.prototype_changes()
         except ValueError as error:
             raise ConfigError(str(error)) from None
         _require(self.merge in MERGE_CHOICES,
@@ -248,18 +248,22 @@ class RunSettings:
 
     def refine_config(self, server_round: int) -> EncodeConfig:
         """The shared-subset config that asks participants to refine first (distill)."""
-        return dataclasses.replace(self.encode_config(), refine_epochs=self.refine_epochs,
-                                   refine_hidden=self.refine_hidden, refine_lr=float(self.refine_lr),
-                                   refine_layers=self.refine_layers, refine_seed=self.seed + server_round)
+        budget = self.refine_budget()
+        return dataclasses.replace(self.encode_config(), refine_epochs=budget.epochs, refine_hidden=budget.hidden,
+                                   refine_lr=budget.lr, refine_layers=budget.layers,
+                                   refine_seed=self.seed + server_round)
+
+    def prototype_changes(self) -> dict[int, list[str]]:
+        """``round-prototypes`` as ``{round: specs}``."""
+        return parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
 
     def prototypes_for_round(self, server_round: int) -> list[str]:
         """The prototype list of ``server_round`` (``round-prototypes`` changes it from a round on)."""
-        changes = parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
-        return specs_for_round(self.prototypes, changes, server_round)
+        return specs_for_round(self.prototypes, self.prototype_changes(), server_round)
 
     def all_prototypes(self) -> list[str]:
         """Every spec any round runs (what pre-flight checks)."""
-        changes = parse_round_prototypes(self.round_prototypes, len(self.prototypes), self.num_server_rounds)
+        changes = self.prototype_changes()
         return list(dict.fromkeys([*self.prototypes, *(s for specs in changes.values() for s in specs)]))
 
     @property

@@ -130,8 +130,6 @@ def check_batches(num_samples: int, batch_size: int, dist: Distributed, min_batc
             f"the last batch of {num_samples} samples at batch size {batch_size} holds {rest}, which does not "
             f"split over {w} processes: choose a batch size whose last batch does{hint}, or another "
             f"number of processes")
-    if batch_size // w < 1:
-        raise DistributedSetupError(f"batch size {batch_size} gives process shares of 0 samples over {w} processes")
 
 
 def has_batchnorm(model: nn.Module) -> bool:

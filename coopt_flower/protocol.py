@@ -65,6 +65,17 @@ ENCODERS = ("own", "student", "refined")
 SCOPES = ("platform", "local")
 
 
+def round_group(server_round: int) -> str:
+    """The group id of every message of round ``server_round`` (how a node knows the round)."""
+    return f"round-{int(server_round)}"
+
+
+def group_round(group_id: str) -> int:
+    """The round of a message's group id (:func:`round_group`); 1 for any other group id."""
+    number = str(group_id or "").removeprefix("round-")
+    return int(number) if str(group_id or "").startswith("round-") and number.isdigit() else 1
+
+
 class ReplyRefused(RuntimeError):
     """A participant failed or sent a reply the platform will not merge; says why."""
 

@@ -25,7 +25,7 @@ from server_app.records import from_record_dict, read_encode_reply, reply_or_rea
 def round_message(server_round: int, node_id: int, message_type: str, content: dict) -> Message:
     """A message of the round's group to one node."""
     return Message(to_record_dict(content), dst_node_id=node_id, message_type=message_type,
-                   group_id=f"round-{server_round}")
+                   group_id=protocol.round_group(server_round))
 
 
 def read_describe(key: str, reply: Message | str) -> dict[str, Described]:

@@ -130,7 +130,11 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
         log.info("[shared] sending %d shared images to %d participants%s", len(pixels), len(participants),
                  " (each refines its prototype towards the student first)" if refine else "")
         config = s.refine_config(server_round) if refine else s.encode_config()
-        refine_ids = refine_samples(samples, participants, len(source), s.refine_samples) if refine else None
+        # Distill: the shards are known before S (to send each participant its sample); they
+        # are the round's shards unless someone fails on S.
+        early = samples.split(participants, len(source)) if refine else None
+        refine_ids = refine_samples(early.shards, samples, s.refine_samples) if early else None
+        enrolled = len(participants)
         replies = exchange(transport, shared_requests(participants, config, pixels, student, s.target_dim,
                                                       refine_ids),
                            server_round=server_round, timeout_s=s.reply_timeout_s, clock=clock)
@@ -151,7 +155,8 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
     if before_write is not None:
         before_write()
     optimize_started = time.perf_counter()
-    shards = samples.split(participants, len(source))
+    same = early is not None and len(participants) == enrolled  # nobody failed on S
+    shards = early if same else samples.split(participants, len(source))
     with RoundWriter.open(s, participants, plan.alignment, shards, samples.bad, failures, round_dir) as writer:
         encode_pages(writer, transport, steal=s.page_assignment == "steal", server_round=server_round,
                      pages_in_flight=s.pages_in_flight, reply_timeout_s=s.reply_timeout_s, clock=clock)
@@ -166,18 +171,16 @@ def run_round(settings: RunSettings, source: ImageSource, transport: Transport, 
     return RoundResult(round_dir, round_dir / REPORT_MD, manifest, plan, list(failures.failures))
 
 
-def refine_samples(samples: RoundSamples, participants: list[Participant], source_size: int,
-                   count: int) -> dict[str, np.ndarray]:
+def refine_samples(shards: dict[str, np.ndarray], samples: RoundSamples, count: int) -> dict[str, np.ndarray]:
     """Every participant's sample of its shard to refine on (distill): up to ``count`` of the
-    platform's samples it is to encode this round (seeded, sorted); none for a participant
-    with node-local data only (it refines on S)."""
-    shards = samples.split(participants, source_size).shards
+    platform's samples it is to encode this round (seeded, sorted, S left out: it comes as
+    pixels); none for a participant with node-local data only (it refines on S)."""
     rng = np.random.default_rng([samples.seed, 7411])
     picked = {}
-    for p in participants:
-        shard = np.setdiff1d(shards[p.name], samples.shared_ids)
+    for name in shards:
+        shard = np.setdiff1d(shards[name], samples.shared_ids)
         take = min(count, len(shard))
-        picked[p.name] = np.sort(rng.choice(shard, size=take, replace=False)) if take else np.empty(0, np.int64)
+        picked[name] = np.sort(rng.choice(shard, size=take, replace=False)) if take else np.empty(0, np.int64)
     return picked
 
 
