@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from deploy.flower import APP_DIR, CONNECTION, flower_bin, stream_output, write_run_config
-from deploy.processes import alive, stop_pids
+from deploy.processes import alive, program_name, start_time, stop_pids
 from deploy.run_outcome import failure_line
-from deploy.workdir import ClusterState, read_pid, workdir_env
+from deploy.workdir import ClusterState, marked_pids, read_pid, workdir_env
 
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 COMPLETED = "finished:completed"
+#: How long a finished run's ``flwr-clientapp`` processes get to exit by themselves before
+#: they are stopped (a completed run's have all exited by the time ``flwr run`` returns).
+APP_EXIT_GRACE_S = 10.0
 
 
 class RunResult(NamedTuple):
@@ -80,6 +83,7 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
     command = [flower_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream",
                "--run-config", str(config_file)]
     lines: list[str] = []
+    started = time.time()
     with subprocess.Popen(command, env=env, cwd=app_dir, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
         try:
@@ -101,6 +105,13 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
     status, details = run_status(workdir, run_id, app_dir=app_dir, details=True) if run_id is not None else ("", "")
     if status:
         output += f"[deploy] run {run_id}: {status}\n"
+    if status.startswith("finished"):
+        stray = stop_stray_clientapps(workdir, started, completed=status == COMPLETED, others_running=bool(
+            runs_in_progress(workdir, exclude=run_id, app_dir=app_dir)))
+        if stray:
+            output += (f"[deploy] run {run_id}: stopped {len(stray)} flwr-clientapp left waiting after "
+                       f"the run ended ({', '.join(stray)}): a SuperNode starts an app for a message of a "
+                       "run that has just stopped, then drops the message and leaves the app waiting\n")
     reason = ""
     if status != COMPLETED:
         returncode = returncode or 1
@@ -112,6 +123,62 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
                               rerun=rerun)
         output += f"[deploy] run {run_id}: {reason}\n"
     return RunResult(returncode, output, run_id, status, reason)
+
+
+def stop_stray_clientapps(workdir: Path, since: float, *, grace_s: float = APP_EXIT_GRACE_S,
+                          completed: bool = True, others_running: bool = False) -> list[str]:
+    """Stop the cluster's ``flwr-clientapp`` processes started since ``since`` (epoch seconds,
+    the run's start) that still run ``grace_s`` seconds after the run finished; returns them,
+    named (``flwr-clientapp (pid N)``). After a run that did not complete, the whole ``grace_s``
+    is waited: a node may still start an app for one of its messages meanwhile.
+
+    Why: Flower 1.42's SuperNode creates a task, and its SuperExec starts an app for it, as a
+    message arrives; when the run has just stopped (a ServerApp killed mid-round) it then drops
+    the message without finishing the task, and the app waits for input that never comes, for
+    as long as its SuperNode lives. A run that finished needs none of its apps. Only apps of this
+    cluster (its workdir marker) started during the run are touched, and none while another run
+    is in progress on the SuperLink (``others_running``): its apps cannot be told apart.
+    """
+    if others_running:
+        return []
+
+    def strays() -> list[int]:
+        return [pid for pid in marked_pids(workdir)
+                if program_name(pid) == "flwr-clientapp" and (start_time(pid) or 0.0) >= since - 1.0]
+
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if completed and not strays():
+            return []
+        time.sleep(0.5)
+    if not (left := strays()):
+        return []
+    stop_pids(left, grace_s=5)
+    return [f"flwr-clientapp (pid {pid})" for pid in left]
+
+
+def runs_in_progress(workdir: Path, *, exclude: int | None = None, app_dir: Path = APP_DIR) -> list[int]:
+    """Run ids the cluster's SuperLink lists as not finished (``flwr ls``), ``exclude`` left out;
+    a SuperLink that cannot be asked counts as having one (nothing is stopped on a guess)."""
+    flwr_home = Path(workdir) / "flwr-home"
+    try:
+        proc = subprocess.run([flower_bin("flwr"), "ls", CONNECTION, "--format", "json"],
+                              env=workdir_env(flwr_home, Path(workdir)), cwd=app_dir,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return [-1]
+    return unfinished_runs(proc.stdout, exclude=exclude)
+
+
+def unfinished_runs(ls_json: str, *, exclude: int | None = None) -> list[int]:
+    """Run ids that ``flwr ls --format json`` output lists as not finished, ``exclude`` left
+    out; ``[-1]`` for output that cannot be read (nothing is stopped on a guess)."""
+    try:
+        runs = json.loads(ls_json[ls_json.index("{"):]).get("runs", [])
+        ids = [(int(r["run-id"]), str(r.get("status", ""))) for r in runs]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [-1]
+    return [run for run, status in ids if not status.startswith("finished") and run != exclude]
 
 
 def _run_id(output: str) -> int | None:

@@ -72,6 +72,7 @@ KILL_CONFIG = {"num-samples": 60, "shared-size": 16, "image-size": 32, "target-d
 def killed_serverapp(tmp_path_factory):
     """Round 2 of a 2-round run: its ServerApp is killed (SIGKILL) while the round writes;
     then the run is started again with the same run config."""
+    from deploy.faults import per_run_apps
     from deploy.processes import pids_with_cmdline
 
     out = tmp_path_factory.mktemp("out")
@@ -90,6 +91,7 @@ def killed_serverapp(tmp_path_factory):
         result["round 1"] = (out / "round-001" / "targets.npy").read_bytes()
         send_signal(pids_with_cmdline("flwr-serverapp"), signal.SIGKILL)
         worker.join(600)
+        result["apps after"] = [str(p) for p in per_run_apps(workdir)]
         result["leftovers"] = sorted(p.name for p in out.glob(".round-*"))
         result["rerun"] = cluster.run_app(config, timeout_s=600)
     finally:
@@ -106,6 +108,13 @@ def test_a_killed_serverapp_says_why_and_how_to_resume(killed_serverapp):
     [leftover] = result["leftovers"]
     assert run.reason.endswith(f"; to resume, run the same command again (round 1 is kept, the dead round's "
                                f"{leftover} is removed)"), run.reason
+
+
+def test_no_app_of_the_killed_run_outlives_it(killed_serverapp):
+    # A node may start an app for a message of the run that has just died and then drop the
+    # message (Flower 1.42): run_app stops such an app once the run is over.
+    result, _ = killed_serverapp
+    assert result["apps after"] == [], result["run"].output[-2000:]
 
 
 def test_the_resumed_run_keeps_round_one_and_removes_the_dead_round(killed_serverapp):
