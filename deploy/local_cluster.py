@@ -57,6 +57,7 @@ import psutil
 
 from coopt_flower.config import DEFAULT_PROTOTYPES
 from coopt_flower.errors import one_line
+from deploy.netns import Hosts
 from deploy.flower import APP_DIR, CONNECTION, flower_bin, free_port, node_config_arg, port_open, write_connection
 from deploy.pki import NodeKey, TlsFiles, make_certificates, make_node_key, private_dir
 from deploy.processes import alive, listening_pids, listens
@@ -133,13 +134,20 @@ class LocalCluster:
         Extra names/IPs for the server certificate (the names other machines use).
     start_timeout_s : float
         How long to wait for the SuperLink and for each SuperNode to connect.
+    network : deploy.netns.Hosts, optional
+        Separate hosts on this machine (opened; one named ``superlink`` and one per node name,
+        ``node-0`` ...): each process runs in its host's network namespace, the SuperLink bound
+        to its host's address (``bind`` is ignored); each SuperNode's Flower home and key, and
+        the SuperLink's home and private keys, are hidden from every other host. The caller
+        closes the network after :meth:`stop`.
     """
 
     def __init__(self, num_nodes: int = 2, node_configs: list[Mapping[str, Any]] | None = None, *,
                  tls: bool = True, auth: bool = True, workdir: str | Path | None = None,
                  port: int | None = None, bind: str = "127.0.0.1", hosts: Iterable[str] = (),
                  app_dir: Path = APP_DIR, start_timeout_s: float = 90.0,
-                 node_ports: Iterable[int] | None = None, heartbeat_s: float | None = None) -> None:
+                 node_ports: Iterable[int] | None = None, heartbeat_s: float | None = None,
+                 network: Hosts | None = None) -> None:
         if auth and not tls:
             raise ValueError("SuperNode authentication needs TLS (Flower refuses it otherwise)")
         configs = [dict(c) for c in (node_configs or [])]
@@ -151,7 +159,8 @@ class LocalCluster:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="coopt-cluster-")).resolve()
         self.app_dir = Path(app_dir).resolve()
         check_workdir(self.workdir, self.app_dir)
-        self.bind = bind
+        self.network = network
+        self.bind = network["superlink"].address if network else bind
         self.hosts = list(hosts)
         self.port = port
         self.start_timeout_s = start_timeout_s
@@ -209,6 +218,8 @@ class LocalCluster:
             stale.unlink()
         try:
             self._start_superlink()
+            if self.network:
+                self._declare_private()
             for index, config in enumerate(self.node_configs):
                 self.add_node(config, name=f"node-{index}")
         except BaseException:
@@ -362,7 +373,25 @@ class LocalCluster:
     # -------------------------------------------------------------- internals
     def _spawn(self, name: str, command: list[str], *, flwr_home: Path, cwd: Path,
                env: Mapping[str, str] | None = None) -> int:
+        if self.network:
+            command = self.network.command(name, command)
         return spawn(self.workdir, name, command, flwr_home=flwr_home, cwd=cwd, env=env)
+
+    def _declare_private(self) -> None:
+        """On separate hosts: make every configured node's home and key now and declare them,
+        with the SuperLink's home and private keys, private to their hosts, so each process
+        starts with the others' covered (a path is hidden from processes started after it)."""
+        assert self.network is not None and self.tls_files is not None or not self.tls
+        platform = [self.workdir / "superlink"]
+        if self.tls_files:
+            platform += [self.tls_files.ca_key, self.tls_files.server_key]
+        self.network["superlink"].keep_private(*platform)
+        for index in range(len(self.node_configs)):
+            name = f"node-{index}"
+            paths = [private_dir(private_dir(self.workdir / "nodes") / name)]
+            if self.auth:
+                paths.append(make_node_key(self.workdir / "keys" / name).private)
+            self.network[name].keep_private(*paths)
 
     def _read_pid(self, name: str) -> int:
         pid = read_pid(self.pid_dir / f"{name}.pid")

@@ -197,8 +197,19 @@ def listening_pids(port: int) -> set[int] | None:
             if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
 
 
+def same_network(pid: int) -> bool | None:
+    """Whether ``pid`` lives in this process's network namespace (None when it cannot be told)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+
+
 def listens(pid: int, port: int) -> bool | None:
-    """Whether ``pid`` (or one of its descendants) listens on ``port``; None when unknown."""
+    """Whether ``pid`` (or one of its descendants) listens on ``port``; None when unknown (a
+    process in another network namespace: its sockets are not listed here)."""
+    if same_network(pid) is False:
+        return None
     pids = listening_pids(port)
     if pids is None:
         return None

@@ -151,3 +151,23 @@ def test_a_pid_file_names_its_process_by_pid_and_start_time(tmp_path):
         assert read_pid_record(pid_file) == (pid, None)
     finally:
         send_signal([pid], 9)
+
+
+def test_a_process_in_another_network_namespace_is_told_apart():
+    from deploy.netns import Hosts, why_not
+    from deploy.processes import listens, same_network
+
+    assert same_network(os.getpid()) is True
+    if why_not():
+        pytest.skip(f"no namespaces here: {why_not()}")
+    with Hosts(["a"]) as hosts:
+        proc = subprocess.Popen(hosts.command("a", [sys.executable, "-c", "import time; time.sleep(30)"]))
+        try:
+            deadline = time.monotonic() + 10
+            while "ip" in open(f"/proc/{proc.pid}/cmdline").read().split("\0")[0] and time.monotonic() < deadline:
+                time.sleep(0.05)  # until `ip netns exec` has exec'd the command
+            assert same_network(proc.pid) is False
+            assert listens(proc.pid, 1) is None  # its sockets cannot be seen from here
+        finally:
+            proc.kill()
+            proc.wait()
