@@ -185,13 +185,15 @@ def sample_key(sample_id: int) -> str:
 
 
 def write_webdataset(samples: Iterator[dict[str, Any]], directory: Path, image_format: str,
-                     samples_per_shard: int) -> list[str]:
+                     samples_per_shard: int) -> tuple[list[str], list[int]]:
     """Write samples into tar shards in ``directory`` with webdataset's ``TarWriter``; returns
-    the shard file names. Members are encoded here (``encoder=False``), so the bytes do not
+    the shard file names and each shard's sample count (a stream split over processes needs
+    them). Members are encoded here (``encoder=False``), so the bytes do not
     depend on webdataset's default encoders, and stamped with a fixed time, owner and mode."""
     import webdataset
 
     shards: list[str] = []
+    counts: list[int] = []
     writer = None
     extension = IMAGE_EXTENSIONS[image_format]
     try:
@@ -200,6 +202,7 @@ def write_webdataset(samples: Iterator[dict[str, Any]], directory: Path, image_f
                 if writer is not None:
                     writer.close()
                 shards.append(SHARD_PATTERN.format(len(shards)))
+                counts.append(0)
                 writer = webdataset.TarWriter(str(directory / shards[-1]), encoder=False, user="", group="",
                                               mode=0o644, mtime=0.0)
             image = sample["image"]
@@ -208,10 +211,11 @@ def write_webdataset(samples: Iterator[dict[str, Any]], directory: Path, image_f
                           extension: _npy_bytes(image) if image_format == "raw" else image,
                           TARGET_EXTENSION: _npy_bytes(sample["target"]),
                           META_EXTENSION: json.dumps(meta, sort_keys=True).encode()})
+            counts[-1] += 1
     finally:
         if writer is not None:
             writer.close()
-    return shards
+    return shards, counts
 
 
 # ---------------------------------------------------------------------------- Hugging Face
@@ -343,15 +347,18 @@ def export_dataset(round_dir: str | os.PathLike, out: str | os.PathLike,
         if options.format == "hf":
             write_hf(round_dir, staging, cache, options, manifest)
             shards: list[str] = []
+            shard_samples: list[int] = []
         else:
             samples = iter_samples(round_dir, options.image_format, options.jpeg_quality, options.source)
-            shards = write_webdataset(samples, staging, options.image_format, options.samples_per_shard)
+            shards, shard_samples = write_webdataset(samples, staging, options.image_format,
+                                                     options.samples_per_shard)
         info = {
             "format": options.format,
             "image_format": options.image_format,
             "jpeg_quality": options.jpeg_quality if options.image_format == "jpeg" else None,
             "image_extension": IMAGE_EXTENSIONS[options.image_format],
             "shards": shards,
+            "shard_samples": shard_samples,
             "num_samples": int(manifest.num_samples),
             "target_dim": int(manifest.target_dim),
             "target_dtype": manifest.target_dtype,

@@ -236,6 +236,13 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Nam
     p.add_argument("--source", default=None,
                    help="image source spec, if not the one recorded in the dataset's manifest")
     p.add_argument("--no-verify", action="store_true", help="skip the dataset checksum check")
+    p.add_argument("--stream", action="store_true",
+                   help="stream a webdataset export's shards (shuffle buffer, shards split over torchrun "
+                        "processes and workers) instead of reading it by random access")
+    p.add_argument("--shards", default=None, metavar="URLS",
+                   help="stream these shards instead of --dataset's: paths, http(s):// or pipe:COMMAND "
+                        "URLs, separated by '::', with {000000..000009} ranges (implies --stream)")
+    p.add_argument("--shuffle-buffer", type=int, default=2000, help="samples held for shuffling a stream")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress line")
     return p.parse_args(argv)
@@ -268,7 +275,20 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     # Under torchrun (RANK / WORLD_SIZE set) every process trains one DDP replica.
     dist = Distributed.from_env()
     device = dist.device(args.device)
-    dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
+    stream = args.stream or args.shards is not None
+    if stream:
+        from coopt_flower.exported import verify_export
+        from coopt_flower.stream_training import train_on_stream
+        from coopt_flower.streaming import StreamSpec
+
+        if args.shards is not None:
+            spec = StreamSpec.from_urls(args.shards)
+        else:
+            if not args.no_verify:
+                verify_export(args.dataset)
+            spec = StreamSpec.from_export(args.dataset)
+    else:
+        dataset = load_optimized_dataset(args.dataset, source=args.source, verify=not args.no_verify)
     config = TrainConfig(
         arch=args.arch, image_size=args.image_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -277,7 +297,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     )
     init_process_group(dist, device)
     try:
-        result = train_on_optimized(dataset, config)
+        if stream:
+            result = train_on_stream(spec, config, shuffle_buffer=args.shuffle_buffer)
+        else:
+            result = train_on_optimized(dataset, config)
     except DistributedSetupError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ dataset; :func:`target_stats` computes them in one streaming pass, without decod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -78,10 +78,15 @@ def target_stats(
     eps : float
         Floor of the standard deviation.
     """
+    return chunk_stats(_target_chunks(dataset, chunk_size, num_workers), eps=eps)
+
+
+def chunk_stats(chunks: Iterable[torch.Tensor], *, eps: float = 1e-6) -> TargetStats:
+    """:func:`target_stats` of targets given as ``(rows, n)`` chunks (e.g. off a stream)."""
     count = 0
     mean: Optional[torch.Tensor] = None
     m2: Optional[torch.Tensor] = None
-    for chunk in _target_chunks(dataset, chunk_size, num_workers):
+    for chunk in chunks:
         chunk = chunk.to(torch.float64).reshape(len(chunk), -1)
         n_b = chunk.shape[0]
         if n_b == 0:

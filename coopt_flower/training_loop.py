@@ -316,7 +316,7 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def _view_maker(augment: TrainAugment, device: torch.device, channels_last: bool,
+def view_maker(augment: TrainAugment, device: torch.device, channels_last: bool,
                 generator: torch.Generator, dist: Distributed = Distributed()) -> Views:
     # An augmentation may make each view its own way (BYOL's asymmetric views: ``per_view``).
     per_view = getattr(augment, "per_view", None) or (augment,) * VIEWS
@@ -447,7 +447,7 @@ def fit(recipe: Recipe, config: TrainConfig, *,
     for epoch in range(start_epoch, epochs):
         model.train()
         gen = _epoch_generator(config.seed, epoch)
-        views = _view_maker(augment, device, config.channels_last, gen, dist)
+        views = view_maker(augment, device, config.channels_last, gen, dist)
         t0 = time.perf_counter()
         # Summed on the device: reading a loss back every step would stall a GPU.
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
