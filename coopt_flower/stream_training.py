@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from typing import Any, Iterable, Iterator, Optional
 
 import torch
@@ -32,6 +33,8 @@ from coopt_flower.target_statistics import TargetStats, chunk_stats
 from coopt_flower.training_loop import (
     EpochCallback, Recipe, TrainConfig, TrainResult, _epoch_generator, fit, num_batches, view_maker,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def stream_target_stats(spec: StreamSpec, num_workers: int = 0) -> TargetStats:
@@ -49,6 +52,11 @@ def stream_steps(spec: StreamSpec, batch_size: int, epochs: int, seed: int, dist
     local = batch_size // dist.world_size
     counts = [min(rank_samples(spec, seed, _epoch_key(seed, e), dist.world_size)) for e in range(epochs)]
     steps = min(counts) // local
+    left_out = 1 - steps * batch_size / int(spec.num_samples or 1)
+    if steps >= 1 and left_out > 0.1:  # few shards over many ranks: the smallest rank sets the pace
+        logger.warning("streaming over %d processes trains %d of %d samples per epoch (%.0f%% left out: the "
+                       "shards split unevenly); export with fewer samples per shard for more, smaller shards",
+                       dist.world_size, steps * batch_size, spec.num_samples, 100 * left_out)
     if steps < 1:
         raise DistributedSetupError(f"a rank streams only {min(counts)} samples in an epoch, fewer than one "
                                     f"local batch of {local}: use fewer processes, a smaller batch size, or "

@@ -219,8 +219,9 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Nam
         prog=prog,
         description="Train a student on a CoOpt optimized dataset.",
     )
-    p.add_argument("--dataset", required=True,
-                   help="optimized dataset: a round directory or an export (hf / webdataset)")
+    p.add_argument("--dataset", default=None,
+                   help="optimized dataset: a round directory or an export (hf / webdataset); "
+                        "required unless --shards names the shards")
     p.add_argument("--out", required=True, help="output directory (checkpoint, loss curve)")
     p.add_argument("--arch", default="small-cnn",
                    help="student: small-cnn, resnet18-small, torchvision:<name>, timm:<name>")
@@ -245,7 +246,10 @@ def _parse_args(argv: Optional[Sequence[str]], prog: str = PROG) -> argparse.Nam
     p.add_argument("--shuffle-buffer", type=int, default=2000, help="samples held for shuffling a stream")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress line")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.dataset is None and args.shards is None:
+        p.error("the following arguments are required: --dataset (or --shards)")
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
@@ -257,7 +261,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     # Imported here so that this module stays importable (and testable) on its own.
     from coopt_flower.dataset_format import load_optimized_dataset
 
-    if os.path.isfile(os.path.join(args.dataset, "coopt_export.json")):
+    if args.dataset is not None and os.path.isfile(os.path.join(args.dataset, "coopt_export.json")):
         # An export (`coopt export`: hf / webdataset) rather than a round directory.
         from coopt_flower.exported import open_dataset as load_optimized_dataset
 

@@ -159,7 +159,7 @@ def test_the_cli_streams_an_export_and_shard_urls(export, tmp_path, capsys):
     assert main(["--dataset", str(export[1]), "--stream", *args]) == 0
     assert len(json.loads(capsys.readouterr().out)["losses"]) == 1
     shards = str(export[1] / "data-{000000..000004}.tar")
-    assert main(["--dataset", str(export[1]), "--shards", shards, "--out", str(tmp_path / "u"), *args[2:]]) == 0
+    assert main(["--shards", shards, "--out", str(tmp_path / "u"), *args[2:]]) == 0
 
 
 @pytest.mark.slow
