@@ -23,8 +23,10 @@ Only rank 0 writes the checkpoint and the loss curve (the same format as one pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,3 +183,34 @@ def barrier(dist: Distributed) -> None:
 def local(value: Any, dist: Distributed) -> Any:
     """This rank's share of a global batch tensor (dimension 0)."""
     return value if not dist.active else value[dist.share(len(value))]
+
+
+class PeerStopped(Exception):
+    """This process was stopped because another process of the run failed."""
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` says another process of the run is gone (torchrun's SIGTERM, or a
+    collective that lost its peer: gloo's ``Connection reset by peer``, an NCCL error)."""
+    if isinstance(error, (PeerStopped, torch.distributed.DistError)):
+        return True
+    markers = ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer")
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in markers)
+
+
+@contextlib.contextmanager
+def stopped_by_launcher(dist: Distributed):
+    """Under torchrun, turn the launcher's SIGTERM (sent to every process once one has failed)
+    into :class:`PeerStopped`, so the process can say why it stops instead of dying silently."""
+    if not dist.active:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise PeerStopped("torchrun stopped this process: another process of the run failed")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

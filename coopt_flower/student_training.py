@@ -274,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                   "one space per participant); train its round directory instead", file=sys.stderr)
             return 2
     from coopt_flower.distributed import Distributed, DistributedSetupError, destroy_process_group, \
-        init_process_group
+        init_process_group, is_peer_failure, stopped_by_launcher
 
     # Under torchrun (RANK / WORLD_SIZE set) every process trains one DDP replica.
     dist = Distributed.from_env()
@@ -301,15 +301,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     )
     init_process_group(dist, device)
     try:
-        if stream:
-            result = train_on_stream(spec, config, shuffle_buffer=args.shuffle_buffer)
-        else:
-            result = train_on_optimized(dataset, config)
+        with stopped_by_launcher(dist):
+            if stream:
+                result = train_on_stream(spec, config, shuffle_buffer=args.shuffle_buffer)
+            else:
+                result = train_on_optimized(dataset, config)
     except DistributedSetupError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 (a peer's death, said in one line; anything else raises)
+        if not (dist.active and is_peer_failure(error)):
+            raise
+        cause = _first_sentence(str(error)) or type(error).__name__
+        print(f"{prog}: rank {dist.rank} stopped: another process of this torchrun run failed ({cause}); "
+              f"{resume_hint(args.out, args.epochs)}", file=sys.stderr)
+        return 1
     finally:
-        destroy_process_group()
+        try:
+            destroy_process_group()
+        except Exception:  # noqa: BLE001 (the group may have lost a member)
+            pass
     if not dist.is_main:
         return 0
     summary = {
@@ -321,6 +332,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of an error, without a ``[file.cc:123]`` prefix (gloo's messages)."""
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0][:200]
+
+
+def resume_hint(out: str, epochs: int) -> str:
+    """What a rerun can continue from: ``out``'s last complete checkpoint (written atomically
+    at the end of each epoch, by rank 0), or nothing."""
+    path = os.path.join(out, CHECKPOINT_NAME)
+    try:
+        epoch = int(load_checkpoint(path)["epoch"])
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return f"no complete checkpoint in {out}: run the same command again"
+    return (f"{path} holds epoch {epoch} of {epochs}, complete: run the same command with --resume "
+            "to continue from it")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,43 @@ def test_a_heads_dataset_trains_under_torchrun_as_in_one_process(tmp_path):
     assert json.loads(two.stdout)["losses"] == pytest.approx(json.loads(one.stdout)["losses"], rel=1e-4)
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert any(k.startswith("heads.") for k in a) and a.keys() == b.keys()
+
+
+# Outside CI's default run (`-m long`): 2 of its first 5 runs here found no line from rank 0
+# (not reproduced in 16 runs since; the assertion prints torchrun's stderr to tell why).
+@pytest.mark.slow
+@pytest.mark.long
+def test_a_rank_that_dies_mid_epoch_leaves_the_last_checkpoint_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from test_export import make_round
+
+    from coopt_flower.checkpoints import load_checkpoint
+
+    round_dir = make_round(tmp_path / "round", num_samples=2000)
+    out = tmp_path / "out"
+    args = ["-m", "coopt_flower.student_training", "--dataset", str(round_dir), "--out", str(out), "--epochs", "3",
+            "--batch-size", "32", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    run = subprocess.Popen([*launcher, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    import psutil
+
+    ranks = [c for c in psutil.Process(run.pid).children(recursive=True)
+             if "coopt_flower.student_training" in " ".join(c.cmdline())]
+    [victim] = [c for c in ranks if c.environ().get("RANK") == "1"]
+    victim.send_signal(signal.SIGKILL)  # mid-epoch 2
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode != 0
+    lines = [s for s in stderr.splitlines() if "rank 0 stopped: another process of this torchrun run failed" in s]
+    assert len(lines) == 1, stderr[-6000:]
+    line = lines[0]
+    epoch = load_checkpoint(out / "last.pt")["epoch"]  # complete (written atomically), not half-written
+    assert f"last.pt holds epoch {epoch} of 3, complete: run the same command with --resume" in line
+    resumed = subprocess.run([*launcher, *args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3
