@@ -164,8 +164,10 @@ def test_a_process_in_another_network_namespace_is_told_apart():
         proc = subprocess.Popen(hosts.command("a", [sys.executable, "-c", "import time; time.sleep(30)"]))
         try:
             deadline = time.monotonic() + 10
-            while "ip" in open(f"/proc/{proc.pid}/cmdline").read().split("\0")[0] and time.monotonic() < deadline:
-                time.sleep(0.05)  # until `ip netns exec` has exec'd the command
+            # Until the command itself runs (before that the PID is the forked test process,
+            # then `ip netns exec`, `unshare` and the shell, which exec one another).
+            while "time.sleep(30)" not in open(f"/proc/{proc.pid}/cmdline").read() and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert same_network(proc.pid) is False
             assert listens(proc.pid, 1) is None  # its sockets cannot be seen from here
         finally:
