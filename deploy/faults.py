@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from deploy.processes import program_name, same_process, send_signal, start_time
-from deploy.workdir import marked_pids
+from deploy.workdir import marked_programs
 
 #: The processes Flower starts for one run; a finished run must leave none of them.
 PER_RUN_APPS = ("flwr-serverapp", "flwr-clientapp")
@@ -132,12 +132,7 @@ def snapshot(directory: Path) -> dict[str, tuple[str, int, int]]:
 def per_run_apps(workdir: Path) -> list[Started]:
     """The cluster's per-run app processes (``flwr-serverapp``, ``flwr-clientapp``) that run now,
     found by the workdir's marker in their environment."""
-    found = []
-    for pid in marked_pids(workdir):
-        name = program_name(pid)
-        if name in PER_RUN_APPS:
-            found.append(Started.of(pid, name))
-    return found
+    return [Started.of(pid, name) for pid, name in marked_programs(workdir, PER_RUN_APPS)]
 
 
 def kill_serverapp(workdir: Path) -> list[Started]:

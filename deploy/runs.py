@@ -12,12 +12,12 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from deploy.flower import APP_DIR, CONNECTION, flower_bin, stream_output, write_run_config
-from deploy.processes import alive, program_name, start_time, stop_pids
+from deploy.processes import alive, start_time, stop_pids
 from deploy.run_outcome import failure_line
-from deploy.workdir import ClusterState, marked_pids, read_pid, workdir_env
+from deploy.workdir import ClusterState, marked_programs, read_pid, workdir_env
 
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 COMPLETED = "finished:completed"
@@ -106,7 +106,7 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
     if status:
         output += f"[deploy] run {run_id}: {status}\n"
     if status.startswith("finished"):
-        stray = stop_stray_clientapps(workdir, started, completed=status == COMPLETED, others_running=bool(
+        stray = stop_stray_clientapps(workdir, started, completed=status == COMPLETED, others_running=lambda: bool(
             runs_in_progress(workdir, exclude=run_id, app_dir=app_dir)))
         if stray:
             output += (f"[deploy] run {run_id}: stopped {len(stray)} flwr-clientapp left waiting after "
@@ -126,7 +126,8 @@ def run_app(workdir: Path, run_config: Mapping[str, Any] | None = None, *, timeo
 
 
 def stop_stray_clientapps(workdir: Path, since: float, *, grace_s: float = APP_EXIT_GRACE_S,
-                          completed: bool = True, others_running: bool = False) -> list[str]:
+                          completed: bool = True,
+                          others_running: Callable[[], bool] = lambda: False) -> list[str]:
     """Stop the cluster's ``flwr-clientapp`` processes started since ``since`` (epoch seconds,
     the run's start) that still run ``grace_s`` seconds after the run finished; returns them,
     named (``flwr-clientapp (pid N)``). After a run that did not complete, the whole ``grace_s``
@@ -137,21 +138,19 @@ def stop_stray_clientapps(workdir: Path, since: float, *, grace_s: float = APP_E
     the message without finishing the task, and the app waits for input that never comes, for
     as long as its SuperNode lives. A run that finished needs none of its apps. Only apps of this
     cluster (its workdir marker) started during the run are touched, and none while another run
-    is in progress on the SuperLink (``others_running``): its apps cannot be told apart.
+    is in progress on the SuperLink (``others_running()``, asked only when an app is left: its
+    apps cannot be told apart).
     """
-    if others_running:
-        return []
-
     def strays() -> list[int]:
-        return [pid for pid in marked_pids(workdir)
-                if program_name(pid) == "flwr-clientapp" and (start_time(pid) or 0.0) >= since - 1.0]
+        return [pid for pid, _ in marked_programs(workdir, ("flwr-clientapp",))
+                if (start_time(pid) or 0.0) >= since - 1.0]
 
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if completed and not strays():
             return []
         time.sleep(0.5)
-    if not (left := strays()):
+    if not (left := strays()) or others_running():
         return []
     stop_pids(left, grace_s=5)
     return [f"flwr-clientapp (pid {pid})" for pid in left]
@@ -160,22 +159,18 @@ def stop_stray_clientapps(workdir: Path, since: float, *, grace_s: float = APP_E
 def runs_in_progress(workdir: Path, *, exclude: int | None = None, app_dir: Path = APP_DIR) -> list[int]:
     """Run ids the cluster's SuperLink lists as not finished (``flwr ls``), ``exclude`` left out;
     a SuperLink that cannot be asked counts as having one (nothing is stopped on a guess)."""
-    flwr_home = Path(workdir) / "flwr-home"
     try:
-        proc = subprocess.run([flower_bin("flwr"), "ls", CONNECTION, "--format", "json"],
-                              env=workdir_env(flwr_home, Path(workdir)), cwd=app_dir,
-                              capture_output=True, text=True, timeout=60)
+        stdout = _flwr_ls(workdir, app_dir)
     except (OSError, subprocess.SubprocessError):
         return [-1]
-    return unfinished_runs(proc.stdout, exclude=exclude)
+    return unfinished_runs(stdout, exclude=exclude)
 
 
 def unfinished_runs(ls_json: str, *, exclude: int | None = None) -> list[int]:
     """Run ids that ``flwr ls --format json`` output lists as not finished, ``exclude`` left
     out; ``[-1]`` for output that cannot be read (nothing is stopped on a guess)."""
     try:
-        runs = json.loads(ls_json[ls_json.index("{"):]).get("runs", [])
-        ids = [(int(r["run-id"]), str(r.get("status", ""))) for r in runs]
+        ids = [(int(r["run-id"]), str(r.get("status", ""))) for r in _listed_runs(ls_json)]
     except (ValueError, KeyError, TypeError, AttributeError):
         return [-1]
     return [run for run, status in ids if not status.startswith("finished") and run != exclude]
@@ -193,13 +188,9 @@ def run_status(workdir: Path, run_id: int, *, app_dir: Path = APP_DIR, wait_s: f
 
     Polls for up to ``wait_s`` seconds until the status starts with ``finished``.
     """
-    flwr_home = Path(workdir) / "flwr-home"
     deadline = time.monotonic() + wait_s
     while True:
-        proc = subprocess.run([flower_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id),
-                               "--format", "json"], env=workdir_env(flwr_home, Path(workdir)),
-                              cwd=app_dir, capture_output=True, text=True, timeout=60)
-        status, why = _status_from_json(proc.stdout)
+        status, why = _status_from_json(_flwr_ls(workdir, app_dir, "--run-id", str(run_id)))
         if status.startswith("finished") or time.monotonic() > deadline:
             return (status, why) if details else status
         time.sleep(1.0)
@@ -209,7 +200,19 @@ def _status_from_json(stdout: str) -> tuple[str, str]:
     """The first run's ``status`` and ``status-details`` in ``flwr ls --format json`` output
     (empty when there is none)."""
     try:
-        runs = json.loads(stdout[stdout.index("{"):]).get("runs", [])
+        runs = _listed_runs(stdout)
         return (str(runs[0]["status"]), str(runs[0].get("status-details", ""))) if runs else ("", "")
     except (ValueError, KeyError, IndexError):
         return "", ""
+
+
+def _flwr_ls(workdir: Path, app_dir: Path, *args: str) -> str:
+    """The standard output of ``flwr ls --format json ARGS`` against the cluster in ``workdir``."""
+    return subprocess.run([flower_bin("flwr"), "ls", CONNECTION, *args, "--format", "json"],
+                          env=workdir_env(Path(workdir) / "flwr-home", Path(workdir)), cwd=app_dir,
+                          capture_output=True, text=True, timeout=60).stdout
+
+
+def _listed_runs(stdout: str) -> list:
+    """The ``runs`` of ``flwr ls --format json`` output (after any line before its JSON)."""
+    return json.loads(stdout[stdout.index("{"):]).get("runs", [])

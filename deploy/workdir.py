@@ -94,6 +94,13 @@ def marked_pids(workdir: Path) -> list[int]:
     return pids_with_env(MARKER_ENV, str(Path(workdir).resolve()))
 
 
+def marked_programs(workdir: Path, programs: tuple[str, ...]) -> list[tuple[int, str]]:
+    """``(pid, program)`` of the workdir's marked processes that run one of ``programs``
+    (:func:`deploy.processes.program_name`, e.g. ``flwr-clientapp``)."""
+    found = [(pid, program_name(pid)) for pid in marked_pids(workdir)]
+    return [(pid, name) for pid, name in found if name in programs]
+
+
 # A pid file holds "PID START": START is the process's start time, so a PID the system gave
 # to another process since is not taken for ours (files of older versions hold the PID only;
 # deploy.processes.same_process compares them).

@@ -67,7 +67,7 @@ def test_nothing_is_stopped_while_another_run_is_in_progress(tmp_path, workdir, 
     since = time.time()
     app = fake_app(tmp_path, workdir)
     started.append(app)
-    assert stop_stray_clientapps(workdir, since, grace_s=0.5, completed=False, others_running=True) == []
+    assert stop_stray_clientapps(workdir, since, grace_s=0.5, completed=False, others_running=lambda: True) == []
     assert app.poll() is None
 
 
