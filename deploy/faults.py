@@ -143,6 +143,31 @@ def kill_serverapp(workdir: Path) -> list[Started]:
     return victims
 
 
+def kill_node_mid_round(cluster, run_config: dict, node: int, *, after_s: float = 0.0, round_no: int = 1,
+                        timeout_s: float = 600.0):
+    """Run ``run_config`` on ``cluster`` (a started :class:`deploy.local_cluster.LocalCluster`) and
+    SIGKILL SuperNode ``node`` (its index) with its process tree, a crash and not a clean stop,
+    ``after_s`` seconds after round ``round_no`` starts writing into ``run_config``'s
+    ``output-dir``; returns ``(the run's RunResult, when the node was killed, epoch seconds)``."""
+    import threading
+
+    from deploy.processes import descendants
+
+    out = Path(run_config["output-dir"])
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.setdefault("run", cluster.run_app(run_config, timeout_s=timeout_s)))
+    worker.start()
+    deadline = time.monotonic() + timeout_s / 2
+    while time.monotonic() < deadline and not list(out.glob(f".round-{round_no:03d}.tmp-*")):
+        time.sleep(0.1)
+    time.sleep(after_s)
+    victim = cluster.nodes[node].pid
+    send_signal([victim, *descendants(victim)], signal.SIGKILL)
+    killed_at = time.time()
+    worker.join(timeout_s)
+    return result.get("run"), killed_at
+
+
 def still_running(processes: Iterable[Started], grace_s: float = 0.0) -> list[Started]:
     """Those of ``processes`` still running after up to ``grace_s`` seconds (exiting takes a
     moment: a finished run's apps are given that long before they count as left behind)."""

@@ -275,7 +275,7 @@ class LocalCluster:
         config = self._default_node_config(index, dict(node_config or {}))
         port = self._node_ports[index] if index < len(self._node_ports) else free_port()
         node = NodeInfo(name, config, port, register=register)
-        node_dir = private_dir(private_dir(self.workdir / "nodes") / name)
+        node_dir = self._node_dir(name)
         command = [sys.executable, str(SUPERNODE_LAUNCHER), "--superlink", self.state.address,
                    "--node-config", node_config_arg(config), "--port", str(port)]
         if self.tls:
@@ -283,7 +283,7 @@ class LocalCluster:
         else:
             command += ["--insecure"]
         if self.auth:
-            key = make_node_key(self.workdir / "keys" / name)
+            key = self._node_key(name)
             node.key = str(key.private)
             command += ["--auth-supernode-private-key", str(key.private)]
             if register:
@@ -381,17 +381,25 @@ class LocalCluster:
         """On separate hosts: make every configured node's home and key now and declare them,
         with the SuperLink's home and private keys, private to their hosts, so each process
         starts with the others' covered (a path is hidden from processes started after it)."""
-        assert self.network is not None and self.tls_files is not None or not self.tls
+        assert self.network is not None
         platform = [self.workdir / "superlink"]
         if self.tls_files:
             platform += [self.tls_files.ca_key, self.tls_files.server_key]
         self.network["superlink"].keep_private(*platform)
         for index in range(len(self.node_configs)):
             name = f"node-{index}"
-            paths = [private_dir(private_dir(self.workdir / "nodes") / name)]
+            paths = [self._node_dir(name)]
             if self.auth:
-                paths.append(make_node_key(self.workdir / "keys" / name).private)
+                paths.append(self._node_key(name).private)
             self.network[name].keep_private(*paths)
+
+    def _node_dir(self, name: str) -> Path:
+        """Node ``name``'s private Flower home (made if missing)."""
+        return private_dir(private_dir(self.workdir / "nodes") / name)
+
+    def _node_key(self, name: str) -> NodeKey:
+        """Node ``name``'s key pair (made once, then reused)."""
+        return make_node_key(self.workdir / "keys" / name)
 
     def _read_pid(self, name: str) -> int:
         pid = read_pid(self.pid_dir / f"{name}.pid")

@@ -13,7 +13,8 @@ import pytest
 from coopt_flower.data import select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
 from deploy.cluster import LocalCluster, marked_pids
-from deploy.processes import descendants, send_signal
+from deploy.faults import kill_node_mid_round
+from deploy.processes import send_signal
 
 # Two clusters of real processes killed mid-run: ~7 minutes, outside the default run (CI's
 # budget); `bash scripts/test.sh -m long` runs them.
@@ -29,24 +30,14 @@ def killed_run(tmp_path_factory):
     # Heartbeats every 10 s (Flower: 30): the SuperLink reports the killed node offline after ~20 s.
     cluster = LocalCluster(3, [{"prototype": "efficientnet-lite0", "device": "cpu", "partition-id": i}
                                for i in range(3)], workdir=workdir, heartbeat_s=10)
-    result = {}
     try:
         cluster.start()
-        worker = threading.Thread(target=lambda: result.setdefault(
-            "run", cluster.run_app({**RUN_CONFIG, "output-dir": str(out)}, timeout_s=600)))
-        worker.start()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not list(out.glob(".round-001.tmp-*")):
-            time.sleep(0.1)
-        time.sleep(4)  # let a wave or two of pages through first
-        victim = cluster.nodes[2].pid
-        send_signal([victim, *descendants(victim)], signal.SIGKILL)  # a crash, not a clean stop
-        result["killed at"] = time.time()
-        worker.join(600)
+        # Node 2 killed once a wave or two of pages went through.
+        run, killed_at = kill_node_mid_round(cluster, {**RUN_CONFIG, "output-dir": str(out)}, 2, after_s=4)
     finally:
         cluster.stop()
     assert marked_pids(workdir) == []
-    return result["run"], out / "round-001", result["killed at"]
+    return run, out / "round-001", killed_at
 
 
 def test_round_completes_without_the_killed_node_and_loses_nothing(killed_run):

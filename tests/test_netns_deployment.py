@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from coopt_flower.data import open_source, select_samples
 from coopt_flower.dataset_format import load_optimized_dataset
 from deploy.cluster import LocalCluster, marked_pids
 from deploy.netns import Hosts, why_not
-from deploy.processes import descendants, send_signal
+from deploy.faults import kill_node_mid_round
 
 pytestmark = pytest.mark.slow
 RUN_CONFIG = {"num-samples": 80, "shared-size": 16, "image-size": 32, "target-dim": 16,
@@ -88,7 +86,9 @@ def separate_hosts():
                 lap("hosts up")
                 found["hosts"] = cluster.run_app({**RUN_CONFIG, "output-dir": str(out / "hosts")}, timeout_s=600)
                 lap("hosts run")
-                found["killed"] = killed_run(cluster, out / "killed")
+                # The same run again, node-1 (a shard of the platform's data) killed mid-round.
+                run, _ = kill_node_mid_round(cluster, {**RUN_CONFIG, "output-dir": str(out / "killed")}, 1)
+                found["killed"] = {"run": run, "path": out / "killed" / "round-001"}
                 lap("killed run")
             finally:
                 found["stopped"] = cluster.stop()
@@ -124,22 +124,6 @@ def probes(hosts: Hosts, cluster: LocalCluster, images: Path) -> dict:
         "node-0 reads the server key": run("node-0", content, str(cluster.tls_files.server_key)),
         "node-0 reads the platform's output": run("node-0", listing, str(images.parent / "out")),
     }
-
-
-def killed_run(cluster: LocalCluster, out: Path) -> dict:
-    """The same run again, node-1 (a shard of the platform's data) killed mid-round."""
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.setdefault(
-        "run", cluster.run_app({**RUN_CONFIG, "output-dir": str(out)}, timeout_s=600)))
-    worker.start()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(out.glob(".round-001.tmp-*")):
-        time.sleep(0.1)
-    victim = cluster.nodes[1].pid
-    send_signal([victim, *descendants(victim)], signal.SIGKILL)
-    worker.join(600)
-    result["path"] = out / "round-001"
-    return result
 
 
 def test_the_superlink_is_reached_at_its_own_address_only(separate_hosts):
