@@ -189,13 +189,17 @@ class WebDatasetExport(_TorchItems):
         return len(self.index)
 
     def pixels(self, index: int) -> np.ndarray:
-        data = self._member(*self.index[index, :3])
-        if self.image_extension.endswith("npy"):
-            return _rgb(np.load(io.BytesIO(data)))
-        from PIL import Image
+        return decode_member_image(self._member(*self.index[index, :3]), self.image_extension)
 
-        with Image.open(io.BytesIO(data)) as image:
-            return _rgb(np.asarray(image.convert("RGB")))
+
+def decode_member_image(data: bytes, extension: str) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` from a webdataset image member's bytes (png/jpg, or raw ``pixels.npy``)."""
+    if extension.endswith("npy"):
+        return _rgb(np.load(io.BytesIO(data)))
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return _rgb(np.asarray(image.convert("RGB")))
 
 
 def open_dataset(path: str | os.PathLike, source: str | None = None, verify: bool = True,

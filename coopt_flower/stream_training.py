@@ -108,8 +108,8 @@ def train_on_stream(spec: StreamSpec, config: Optional[TrainConfig] = None, *,
     steps = stream_steps(spec, config.batch_size, config.epochs, config.seed, dist)
     stream = StreamingExport(spec, shuffle_buffer=shuffle_buffer, seed=config.seed, rank=dist.rank,
                              world_size=dist.world_size)
-    first_image, _ = next(iter(StreamingExport(spec, shuffle_buffer=0)))
-    image_size = int(config.image_size or first_image.shape[-1])
+    # The first streamed image's width, read only when the config does not set a size.
+    image_size = int(config.image_size or next(iter(StreamingExport(spec, shuffle_buffer=0)))[0].shape[-1])
     augment = config.augment or TrainAugment(image_size)
     local_views: dict[str, Any] = {}
 

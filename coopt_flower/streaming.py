@@ -145,17 +145,10 @@ def tar_samples(stream: IO[bytes], url: str, image_extension: str) -> Iterator[t
 
 
 def decode_image(data: bytes, extension: str) -> torch.Tensor:
-    """uint8 ``(3, H, W)`` from a member's bytes (png/jpg, or raw ``pixels.npy``)."""
-    if extension.endswith("npy"):
-        pixels = np.load(io.BytesIO(data))
-    else:
-        from PIL import Image
+    """uint8 ``(3, H, W)`` from a member's bytes (the random-access reader's decoding)."""
+    from coopt_flower.exported import decode_member_image
 
-        with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(decode_member_image(data, extension).transpose(2, 0, 1)))
 
 
 def shard_order(num_shards: int, seed: int, epoch: int) -> list[int]:
