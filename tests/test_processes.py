@@ -164,10 +164,16 @@ def test_a_process_in_another_network_namespace_is_told_apart():
         proc = subprocess.Popen(hosts.command("a", [sys.executable, "-c", "import time; time.sleep(30)"]))
         try:
             deadline = time.monotonic() + 10
-            # Until the command itself runs (before that the PID is the forked test process,
-            # then `ip netns exec`, `unshare` and the shell, which exec one another).
-            while "time.sleep(30)" not in open(f"/proc/{proc.pid}/cmdline").read() and time.monotonic() < deadline:
+            # Until the command itself runs: before that the PID is the forked test process,
+            # then `ip netns exec`, `unshare` and the shell, which exec one another. Their
+            # command lines hold the Python command too, so only argv[0] tells them apart.
+            def program():
+                with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
+                    return cmdline.read().split(b"\0")[0].decode()
+
+            while program() != sys.executable and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert program() == sys.executable, f"the command never started: {program()}"
             assert same_network(proc.pid) is False
             assert listens(proc.pid, 1) is None  # its sockets cannot be seen from here
         finally:
