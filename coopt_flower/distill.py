@@ -18,6 +18,9 @@ Layer groups (``refine-layers``):
     An MLP (or, with ``refine-hidden = 0``, a linear map) on the prototype's standardized
     features, regressing the student's embeddings; the prototype itself stays frozen, so any prototype (ONNX included) can refine,
     and the features are computed once, without augmentation, like every encode.
+``last-stage``
+    The head, and the prototype's last stage under it (:mod:`coopt_flower.distill_stage`):
+    the participant's own network changes what it computes, not only how it is read.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from coopt_flower.round_student import payload_digest  # names the head, as it names a student
 
 #: ``refine-layers`` choices: which part of a prototype refinement trains.
-REFINE_LAYERS = ("head",)
+REFINE_LAYERS = ("head", "last-stage")
 
 
 @dataclass(frozen=True)
@@ -142,23 +145,8 @@ def fit_head(features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         head = _head(x.shape[1], y.shape[1], budget.hidden)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=budget.lr, weight_decay=1e-4)
-    steps = budget.epochs * -(-len(x) // budget.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    losses = []
     head.train()
-    for _ in range(budget.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), budget.batch_size):
-            rows = order[start: start + budget.batch_size]
-            loss = torch.nn.functional.mse_loss(head(x[rows]), y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
-        losses.append(total / len(x))
+    losses = regress(lambda rows: head(x[rows]), [{"params": list(head.parameters())}], y, budget, generator)
     state = {f"head.{k}": v.detach().numpy().copy() for k, v in head.state_dict().items()}
     state["feature_mean"], state["feature_std"] = feature_mean, feature_std
     state["target_mean"], state["target_std"] = target_mean, target_std
@@ -167,6 +155,33 @@ def fit_head(features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *,
               "final_loss": losses[-1]}
     config["digest"] = payload_digest(state)
     return HeadFit(state, config, losses)
+
+
+def regress(predict, parameter_groups: list[dict], y, budget: RefineBudget, generator) -> list[float]:
+    """Minimize the mean squared error of ``predict(rows)`` against ``y[rows]`` over
+    ``budget.epochs`` shuffled passes (AdamW, cosine schedule); the mean loss per epoch.
+
+    ``parameter_groups`` are AdamW's (a group may set its own ``lr``; the budget's otherwise).
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(parameter_groups, lr=budget.lr, weight_decay=1e-4)
+    steps = budget.epochs * -(-len(y) // budget.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    losses = []
+    for _ in range(budget.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        total = 0.0
+        for start in range(0, len(y), budget.batch_size):
+            rows = order[start: start + budget.batch_size]
+            loss = torch.nn.functional.mse_loss(predict(rows), y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(rows)
+        losses.append(total / len(y))
+    return losses
 
 
 class RefinedPrototype:
@@ -191,6 +206,12 @@ class RefinedPrototype:
         self.head.load_state_dict({k[len("head."):]: torch.from_numpy(np.array(v))
                                    for k, v in state.items() if k.startswith("head.")})
         self.head.eval().requires_grad_(False)
+        # last-stage: the refined stage replaces the base's own last stage when encoding.
+        self.stage = None
+        if config.get("layers") == "last-stage":
+            from coopt_flower.distill_stage import RefinedStage
+
+            self.stage = RefinedStage(base, state)
         self.mean = np.asarray(state["feature_mean"], np.float32)
         self.std = np.asarray(state["feature_std"], np.float32)
         self.target_mean = np.asarray(state["target_mean"], np.float32)
@@ -203,7 +224,8 @@ class RefinedPrototype:
         self.max_batch = base.max_batch
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        return self.map_features(self.base.encode(images))
+        features = self.stage.features(images) if self.stage is not None else self.base.encode(images)
+        return self.map_features(features)
 
     def map_features(self, features: np.ndarray) -> np.ndarray:
         """The head applied to base-prototype features: the predicted student embeddings
@@ -247,13 +269,22 @@ def refine_prototype(base, teacher, images: np.ndarray | list[np.ndarray], budge
     from coopt_flower.targets import encode_features
 
     budget.check()
+    if budget.layers == "last-stage":
+        from coopt_flower.distill_stage import split_last_stage
+
+        split_last_stage(base)  # a prototype without a last stage is refused before any encoding
     start = time.perf_counter()
     parts = [images] if isinstance(images, np.ndarray) else [part for part in images if len(part)]
-    features = np.concatenate([encode_features(base, part, None, batch_size=batch_size,
-                                               desc="refine (own features)")[0] for part in parts])
     targets = np.concatenate([encode_features(teacher, part, None, batch_size=batch_size,
                                               desc="refine (student)")[0] for part in parts])
-    fit = fit_head(features, targets, budget, seed=seed)
+    if budget.layers == "last-stage":
+        from coopt_flower.distill_stage import fit_last_stage
+
+        fit = fit_last_stage(base, parts, targets, budget, seed=seed)
+    else:
+        features = np.concatenate([encode_features(base, part, None, batch_size=batch_size,
+                                                   desc="refine (own features)")[0] for part in parts])
+        fit = fit_head(features, targets, budget, seed=seed)
     fit.config["teacher"] = str(getattr(teacher, "spec", "?"))
     fit.config["base"] = str(base.spec)
     prototype = RefinedPrototype(base, fit.state, fit.config)

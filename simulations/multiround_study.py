@@ -59,6 +59,18 @@ def pool_specs(args, pool: str) -> tuple[list[str], dict]:
     return list(entry), {}
 
 
+def policy_keys(policy: str) -> dict:
+    """A policy's run-config keys: ``distill:last-stage`` is ``refinement = distill`` with
+    ``refine-layers = last-stage`` (so that one study compares layer groups side by side)."""
+    refinement, _, layers = policy.partition(":")
+    return {"refinement": refinement, **({"refine-layers": layers} if layers else {})}
+
+
+def run_name(pool: str, policy: str) -> str:
+    """A run's directory name (no ``:`` in paths)."""
+    return f"{pool}-{policy.replace(':', '-')}"
+
+
 def run_config(pool: str, policy: str, args, out: Path, seed: int) -> dict:
     """The run config of one pool / policy / seed."""
     specs, own = pool_specs(args, pool)
@@ -67,7 +79,7 @@ def run_config(pool: str, policy: str, args, out: Path, seed: int) -> dict:
         "image-size": args.image_size, "target-dim": args.target_dim, "seed": seed,
         "student-image-size": args.student_image_size,
         "num-server-rounds": args.rounds, "train-epochs": args.train_epochs,
-        "refinement": policy, "probe-train-samples": args.probe_train,
+        **policy_keys(policy), "probe-train-samples": args.probe_train,
         "probe-test-samples": args.probe_test, "output-dir": str(out),
         # --resume: the app continues a run from the last round its checkpoint finished
         # (same run config); otherwise every run starts afresh.
@@ -93,14 +105,14 @@ def run_one(pool: str, policy: str, args, workdir: Path, seed: int | None = None
     from simulations.local_run import run_local_simulation
 
     seed = args.seed if seed is None else seed
-    out = workdir / (f"{pool}-{policy}" if not args.seeds else f"{pool}-{policy}-seed{seed}")
+    out = workdir / (run_name(pool, policy) if not args.seeds else f"{run_name(pool, policy)}-seed{seed}")
     if args.driver == "in-process":
         return run_in_process(pool, policy, args, out, seed)
     config = run_config(pool, policy, args, out, seed)
     specs = config["prototypes"]
     start = time.perf_counter()
     result = run_local_simulation(config, num_supernodes=len(specs.split(",")), echo=False,
-                                  flwr_home=workdir / f"home-{pool}-{policy}")
+                                  flwr_home=workdir / f"home-{run_name(pool, policy)}")
     if result.returncode != 0 or not any((out / name).exists() for name in PROGRESS_FILES):
         raise RuntimeError(f"{pool}/{policy} failed:\n{result.output[-3000:]}")
     run = read_run(out, pool, policy, seconds=time.perf_counter() - start, seed=seed)
@@ -309,7 +321,7 @@ def main(argv=None) -> int:
         for pool in args.pools:
             for policy in args.policies:
                 if args.from_checkpoints:
-                    name = f"{pool}-{policy}" if seed is None else f"{pool}-{policy}-seed{seed}"
+                    name = run_name(pool, policy) if seed is None else f"{run_name(pool, policy)}-seed{seed}"
                     results.append(read_run(workdir / name, pool, policy, seed=seed))
                     continue
                 print(f"[study] {pool} / {policy}" + ("" if seed is None else f" / seed {seed}") + " ...",

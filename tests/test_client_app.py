@@ -107,7 +107,8 @@ def test_student_rides_with_the_shared_subset_and_encodes_later_pages(train_tiny
         app(page, fresh)
 
 
-def test_distill_refines_on_the_shared_subset_and_later_pages_use_the_kept_head(train_tiny_student):
+@pytest.mark.parametrize("layers", ["head", "last-stage"])
+def test_distill_refines_on_the_shared_subset_and_later_pages_use_the_kept_head(train_tiny_student, layers):
     """refinement = distill through the ClientApp: the node refines towards the student, keeps the
     head in its context state, and a page answered by a process that never refined (its cache
     empty) rebuilds the head from that state: the same targets."""
@@ -122,7 +123,7 @@ def test_distill_refines_on_the_shared_subset_and_later_pages_use_the_kept_head(
                       node_config={"partition-id": 0, "num-partitions": 2})
     source = open_source("fashion-mnist")
     refine = dict(CONFIG, **{"refine-epochs": 2, "refine-hidden": 16, "refine-lr": 0.001,
-                             "refine-layers": "head", "refine-seed": 5, "slot": 0})
+                             "refine-layers": layers, "refine-seed": 5, "slot": 0})
     shared = Message(RecordDict({
         "config": ConfigRecord(refine),
         "inputs": ArrayRecord({"pixels": Array(source.images(np.arange(16))),

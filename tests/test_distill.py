@@ -87,6 +87,61 @@ def test_refining_a_random_network_towards_a_teacher_beats_aligning_it_on_s(fash
                                                                         explained(aligned, want))
 
 
+@pytest.mark.parametrize("spec", ["efficientnet-lite0", "random:efficientnet-lite2"])
+def test_the_last_stage_split_encodes_like_the_whole_network(spec, fashion):
+    from coopt_flower.distill_stage import RefinedStage, split_last_stage
+    from coopt_flower.prototypes import create_prototype
+
+    base = create_prototype(spec, image_size=32, device="cpu")
+    images = fashion.images(np.arange(20))
+    state = {f"stage.{k}": v.numpy() for k, v in split_last_stage(base)[1].state_dict().items()}
+    np.testing.assert_allclose(RefinedStage(base, state).features(images), base.encode(images), rtol=1e-5, atol=1e-6)
+
+
+def test_refining_the_last_stage_trains_a_copy_and_rebuilds_from_its_weights(fashion):
+    """last-stage: the stage's weights change (a copy: the participant's prototype does not),
+    the fit is deterministic, the weights rebuild the same encoder, and it predicts the teacher on
+    unseen images better than the ridge map a static round fits on S."""
+    from coopt_flower.alignment import fit_alignment
+    from coopt_flower.distill_stage import STAGE_LR_SCALE
+    from coopt_flower.prototypes import create_prototype
+
+    torch.set_num_threads(1)
+    base = create_prototype("random:efficientnet-lite0", image_size=32, device="cpu")
+    teacher = create_prototype("efficientnet-lite0", image_size=32, device="cpu")
+    images = fashion.images(np.arange(700))
+    shared, shard, held_out = images[:64], images[64:500], images[500:]
+    before = base.encode(held_out)
+    budget = RefineBudget(epochs=15, hidden=256, layers="last-stage")
+    refinement = refine_prototype(base, teacher, [shard, shared], budget, seed=0)
+    again = refine_prototype(base, teacher, [shard, shared], budget, seed=0)
+    np.testing.assert_array_equal(base.encode(held_out), before)  # the base is untouched
+    assert refinement.config["layers"] == "last-stage" and refinement.config["stage_lr_scale"] == STAGE_LR_SCALE
+    assert refinement.prototype.digest == again.prototype.digest
+    assert any(k.startswith("stage.") for k in refinement.state)
+    rebuilt = RefinedPrototype(base, refinement.state, refinement.config)
+    refined = refinement.prototype.encode(held_out)
+    np.testing.assert_array_equal(rebuilt.encode(held_out), refined)
+    frozen = refine_prototype(base, teacher, [shard, shared], RefineBudget(epochs=15, hidden=256), seed=0)
+    assert not np.allclose(frozen.prototype.encode(held_out), refined)  # the stage moved
+
+    def explained(got, want):
+        return float(1 - ((got - want) ** 2).sum() / ((want - want.mean(0)) ** 2).sum())
+
+    want = teacher.encode(held_out)
+    aligned = fit_alignment(base.encode(shared), teacher.encode(shared), seed=0).apply(base.encode(held_out))
+    assert explained(refined, want) > explained(aligned, want) + 0.05
+
+
+def test_last_stage_on_a_prototype_without_one_gets_one_line(fashion):
+    class Flat:  # encodes, but names no stage
+        spec, output_dim, image_size, max_batch = "flat-net", 4, 8, 16
+
+    with pytest.raises(ValueError, match="prototype flat-net has no last stage to train .* use refine-layers = head"):
+        refine_prototype(Flat(), Flat(), [np.zeros((4, 8, 8, 3), np.uint8)], RefineBudget(epochs=1, layers="last-stage"),
+                         seed=0)
+
+
 def tiny(tmp_path, **overrides):
     values = {"prototypes": "random:efficientnet-lite0,efficientnet-lite0", "num-samples": 240,
               "shared-size": 48, "image-size": 32, "target-dim": 32, "page-size": 60, "seed": 3,
@@ -101,10 +156,12 @@ def participants(s):
             for i, spec in enumerate(s.prototypes)]
 
 
-def test_distill_rounds_in_process_record_refined_prototypes_and_resume_the_same(tmp_path, fashion):
+@pytest.mark.parametrize("layers", ["head", "last-stage"])
+def test_distill_rounds_in_process_record_refined_prototypes_and_resume_the_same(tmp_path, fashion, layers):
     torch.set_num_threads(1)
-    s = tiny(tmp_path)
-    state = run_rounds_in_process(s, fashion, participants(s))
+    s = tiny(tmp_path, **{"refine-layers": layers})
+    nodes = participants(s)
+    state = run_rounds_in_process(s, fashion, nodes)
     assert sorted(state["rounds"]) == ["1", "2"]
     first = json.loads((progress.round_dir(s.output_dir, 1) / "manifest.json").read_text())
     second = json.loads((progress.round_dir(s.output_dir, 2) / "manifest.json").read_text())
@@ -119,6 +176,7 @@ def test_distill_rounds_in_process_record_refined_prototypes_and_resume_the_same
         (tmp_path / "out" / "students" / "round-001" / "student.json").read_text()).get("digest",
                                                                                        second["student"]["digest"])
     assert state["rounds"]["2"]["participants"][0]["refined_digest"] == digests[0]
+    assert {node.refined_payload[1]["layers"] for node in nodes} == {layers}
     assert state["rounds"]["2"]["student"]["probe_accuracy"] > 0.3
     # A platform stopped before round 2 and started again refines again from the same inputs:
     # the same heads, the same dataset bytes (CPU).

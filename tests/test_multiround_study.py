@@ -116,3 +116,11 @@ def test_the_in_process_driver_runs_seeds_and_pairs_each_policy_with_static(tmp_
     md = (out / "multiround.md").read_text()
     assert "| weak | distill | 4 | +0.00 / " in md and "refine / encode / round / train per round" in md
     assert (out / "multiround_probe.png").stat().st_size > 0
+
+
+def test_a_policy_may_name_its_refine_layer_group():
+    from simulations.multiround_study import policy_keys, run_name
+
+    assert policy_keys("distill:last-stage") == {"refinement": "distill", "refine-layers": "last-stage"}
+    assert policy_keys("static") == {"refinement": "static"}
+    assert run_name("weak", "distill:last-stage") == "weak-distill-last-stage"

@@ -7,6 +7,8 @@ are the 1280-d global average pool in front of the (removed) classifier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -82,6 +84,31 @@ class _PooledEfficientNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))
+
+    def split_last_stage(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module]:
+        """``(prefix, stage)`` with ``stage(prefix(x)) == self(x)`` in eval mode: the stem and
+        every block but the last, then the last block, the head convolution and the pooling
+        (what ``refine-layers = last-stage`` trains). ``stage`` shares this net's weights:
+        copy it before training it."""
+        return self._prefix, _EfficientNetLastStage(self.net)
+
+    def _prefix(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:-1]:  # drop-connect acts only in training mode: not here
+            x = block(x)
+        return x
+
+
+class _EfficientNetLastStage(nn.Module):
+    """The last MBConv block, the 1x1 head convolution and the global average pooling."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.block, self.conv_head, self.bn1, self.swish = net._blocks[-1], net._conv_head, net._bn1, net._swish
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.swish(self.bn1(self.conv_head(self.block(x)))).mean(dim=(2, 3))
 
 
 @register_family(

@@ -1,0 +1,138 @@
+"""``refine-layers = last-stage``: the prototype's last stage trains together with the head.
+
+A head on a frozen prototype can only re-read the features the prototype already computes
+(:mod:`coopt_flower.distill`); training the last stage as well lets the participant's own
+network change what it computes, towards the round's student. The rest of the network (stem
+and every earlier stage) stays frozen, so its activations are computed once per refinement
+sample and the stage and head train on those: cheap, and deterministic on a CPU like the head.
+
+The stage keeps its batch-norm statistics (eval mode): a few thousand samples are too few to
+re-estimate them, and the refined prototype must encode the same image the same way in any
+batch. It trains at :data:`STAGE_LR_SCALE` times the head's learning rate, so pretrained weights
+move less than a freshly initialized head.
+
+A prototype has a last stage when its network says how to split off (``split_last_stage()``
+on its module, returning ``(prefix, stage)``); EfficientNet-Lite (pretrained or
+``random:``) does. Others refuse ``last-stage`` with one line and keep ``head``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from coopt_flower.round_student import payload_digest
+
+#: The last stage's learning rate relative to the head's (``refine-lr``).
+STAGE_LR_SCALE = 0.1
+
+
+def split_last_stage(base) -> tuple[Any, Any]:
+    """``(prefix, stage)`` of ``base``'s network; ``stage`` is a copy, safe to train.
+
+    Raises ``ValueError`` naming the prototype when its network has no last stage to train.
+    """
+    split = getattr(getattr(base, "module", None), "split_last_stage", None)
+    if split is None:
+        raise ValueError(f"refine-layers = last-stage: prototype {base.spec} has no last stage to train "
+                         "(EfficientNet-Lite prototypes have one); use refine-layers = head")
+    prefix, stage = split()
+    return prefix, copy.deepcopy(stage).float().eval()
+
+
+def prefix_activations(base, prefix, images: np.ndarray):
+    """The frozen prefix's activations of uint8 ``images`` (a float32 CPU tensor), batched."""
+    import torch
+
+    from coopt_flower.images import as_uint8_nhwc
+    from coopt_flower.prototypes.preprocess import preprocess_batch
+
+    images = as_uint8_nhwc(images)
+    parts = []
+    # no_grad, not inference_mode: the stage's backward needs these as ordinary tensors.
+    with torch.no_grad():
+        for start in range(0, len(images), base.max_batch):
+            x = preprocess_batch(images[start: start + base.max_batch], base.image_size, base.preprocess, base.device)
+            parts.append(prefix(x).float().cpu())
+    return torch.cat(parts)
+
+
+def fit_last_stage(base, images: list[np.ndarray], targets: np.ndarray, budget, *, seed: int):
+    """Train ``base``'s last stage and a head so that ``head(standardize(stage(prefix(x))))``
+    predicts the z-scored ``targets`` (the student's embeddings) of ``images``.
+
+    The standardizer is the unrefined stage's, fixed before training. Returns a
+    :class:`~coopt_flower.distill.HeadFit` whose state holds ``stage.*`` and ``head.*``.
+    """
+    import torch
+
+    from coopt_flower.distill import HeadFit, _head, regress, standardizer
+    from coopt_flower.target_statistics import target_stats
+
+    budget.check()
+    prefix, stage = split_last_stage(base)
+    acts = torch.cat([prefix_activations(base, prefix, part) for part in images if len(part)])
+    targets = np.asarray(targets, np.float32)
+    if len(acts) != len(targets) or len(acts) < 2 or targets.ndim != 2:
+        raise ValueError(f"refinement needs one (n,) target row per image, at least 2, got {len(acts)} images "
+                         f"and targets {targets.shape}")
+    if not (torch.isfinite(acts).all() and np.isfinite(targets).all()):
+        raise ValueError("refinement features or student targets hold NaN or Inf")
+    with torch.no_grad():
+        features = torch.cat([stage(acts[i: i + 1024]) for i in range(0, len(acts), 1024)]).numpy()
+    feature_mean, feature_std = standardizer(features)
+    stats = target_stats(targets)
+    target_mean, target_std = stats.mean.numpy(), stats.std.numpy()
+    y = torch.from_numpy((targets - target_mean) / target_std)
+    mean, std = torch.from_numpy(feature_mean), torch.from_numpy(feature_std)
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        head = _head(features.shape[1], y.shape[1], budget.hidden)
+    stage.requires_grad_(True)
+    head.train()
+    groups = [{"params": list(head.parameters())},
+              {"params": [p for p in stage.parameters()], "lr": budget.lr * STAGE_LR_SCALE}]
+    losses = regress(lambda rows: head((stage(acts[rows]) - mean) / std), groups, y, budget, generator)
+    state = {f"stage.{k}": v.detach().numpy().copy() for k, v in stage.state_dict().items()}
+    state.update({f"head.{k}": v.detach().numpy().copy() for k, v in head.state_dict().items()})
+    state["feature_mean"], state["feature_std"] = feature_mean, feature_std
+    state["target_mean"], state["target_std"] = target_mean, target_std
+    config = {"layers": "last-stage", "hidden": budget.hidden, "input_dim": int(features.shape[1]),
+              "output_dim": int(y.shape[1]), "epochs": budget.epochs, "samples": int(len(acts)),
+              "stage_lr_scale": STAGE_LR_SCALE, "final_loss": losses[-1]}
+    config["digest"] = payload_digest(state)
+    return HeadFit(state, config, losses)
+
+
+class RefinedStage:
+    """The refined last stage of a prototype, encoding with the frozen prefix before it."""
+
+    def __init__(self, base, state: dict[str, np.ndarray]) -> None:
+        import torch
+
+        self.base = base
+        self.prefix, self.stage = split_last_stage(base)
+        weights = {k[len("stage."):]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("stage.")}
+        self.stage.load_state_dict(weights, strict=True)
+        self.stage.to(base.device).requires_grad_(False)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """The refined stage's (unstandardized) features of uint8 ``images``."""
+        import torch
+
+        from coopt_flower.images import as_uint8_nhwc
+        from coopt_flower.prototypes.preprocess import preprocess_batch
+
+        images = as_uint8_nhwc(images)
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.base.max_batch):
+                x = preprocess_batch(images[start: start + self.base.max_batch], self.base.image_size,
+                                     self.base.preprocess, self.base.device)
+                parts.append(self.stage(self.prefix(x)).float().cpu().numpy())
+        if not parts:
+            return np.empty((0, self.base.output_dim), np.float32)
+        return np.concatenate(parts)
