@@ -103,12 +103,50 @@ def open_url(url: str) -> IO[bytes]:
     """A readable binary stream of ``url``: ``pipe:COMMAND`` (its standard output), an
     ``http(s)://`` URL, or a local path (``file://`` or plain)."""
     if url.startswith("pipe:"):
-        proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        return proc.stdout
+        return PipeStream(url[len("pipe:"):])
     if url.startswith(("http://", "https://")):
         return urllib.request.urlopen(url)  # noqa: S310 (the user's own URL)
     return open(url[len("file://"):] if url.startswith("file://") else url, "rb")
+
+
+class PipeStream:
+    """The standard output of a ``pipe:`` command, which knows how the command ended.
+
+    A command that fails (a download's 404, a missing file) may still have written a whole tar,
+    or none: :meth:`check_exit` turns a non-zero status into an error naming the command and the
+    end of what it wrote on stderr (kept in a temporary file, so a chatty command cannot block).
+    """
+
+    def __init__(self, command: str) -> None:
+        import tempfile
+
+        self.command = command
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=self.stderr)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.proc.stdout.read(size)
+
+    def check_exit(self, timeout: float | None = None) -> None:
+        """Raise :class:`DatasetIntegrityError` if the command exited non-zero (after
+        ``timeout`` seconds a command still running is left to :meth:`close`)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return
+        if code != 0:
+            self.stderr.seek(0)
+            said = self.stderr.read()[-400:].decode(errors="replace").strip()
+            raise DatasetIntegrityError(f"pipe:{self.command}: the command exited with status {code}"
+                                        + (f" ({said.splitlines()[-1]})" if said else "")
+                                        + "; fix the command or fetch the shard again")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # the reader stopped early: the command's output is not wanted
+            self.proc.kill()
+        self.proc.stdout.close()
+        self.proc.wait()
+        self.stderr.close()
 
 
 def tar_samples(stream: IO[bytes], url: str, image_extension: str) -> Iterator[tuple[int, bytes, bytes]]:
@@ -135,9 +173,15 @@ def tar_samples(stream: IO[bytes], url: str, image_extension: str) -> Iterator[t
                 if extension in (image_extension, TARGET_EXTENSION):
                     handle = tar.extractfile(member)
                     parts[extension] = handle.read() if handle is not None else b""
+            if isinstance(stream, PipeStream):
+                stream.read()  # what follows the tar's end (padding), so that the command can exit
+        if isinstance(stream, PipeStream):
+            stream.check_exit()  # a failed command's tar is not trusted, even when it reads whole
         if key is not None:
             yield finish()
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        if isinstance(stream, PipeStream):
+            stream.check_exit(timeout=5)  # a command that failed says so, not only its empty tar
         raise DatasetIntegrityError(f"{url}: not a readable tar shard ({error}); fetch or export it again") \
             from error
     finally:

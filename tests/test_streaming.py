@@ -119,6 +119,21 @@ def test_a_missing_or_corrupt_shard_is_named(export, tmp_path):
         list(StreamingExport(StreamSpec((str(cut),), "png", None, None), shuffle_buffer=0, decode=False))
 
 
+def test_a_pipe_command_that_fails_is_named_even_when_its_tar_reads_whole(export, tmp_path):
+    shard = shlex.quote(StreamSpec.from_export(export[1]).urls[0])
+    whole_then_fails = StreamSpec((f"pipe:cat {shard}; echo 'HTTP 404' >&2; exit 3",), "png", None, None)
+    with pytest.raises(DatasetIntegrityError, match=r"exited with status 3 \(HTTP 404\)"):
+        list(StreamingExport(whole_then_fails, shuffle_buffer=0, decode=False))
+    nothing = StreamSpec((f"pipe:cat {shlex.quote(str(tmp_path / 'absent.tar'))}",), "png", None, None)
+    with pytest.raises(DatasetIntegrityError, match="exited with status 1 .*No such file"):
+        list(StreamingExport(nothing, shuffle_buffer=0, decode=False))
+    # A reader that stops early stops the command, and that is no failure.
+    endless = StreamSpec((f"pipe:cat {shard}; sleep 60",), "png", None, None)
+    items = iter(StreamingExport(endless, shuffle_buffer=0, decode=False))
+    next(items)
+    items.close()
+
+
 def test_stream_statistics_equal_the_random_access_ones(export):
     from coopt_flower.exported import open_dataset
 
