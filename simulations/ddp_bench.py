@@ -28,7 +28,7 @@ from pathlib import Path
 def train(dataset: str, out: Path, *, processes: int, threads: int, args) -> tuple[float, dict]:
     """Wall seconds and the JSON summary of one ``coopt train`` run."""
     command = ["--dataset", dataset, "--out", str(out), "--arch", args.arch, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--device", "cpu", "--no-progress", "--seed", str(args.seed)]
+               "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress", "--seed", str(args.seed)]
     if args.image_size:
         command += ["--image-size", str(args.image_size)]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="cores to use: one process gets them all as threads, N processes share them")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (gloo; the cores split between processes) or cuda (nccl; a GPU per process, "
+                             "the one-process run on the first)")
     parser.add_argument("--out", help="write the measurement here as JSON")
     args = parser.parse_args(argv)
     from coopt_flower.dataset_format import load_optimized_dataset
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
     one_train, many_train = sum(one["epoch_times_s"]), sum(many["epoch_times_s"])
     result = {
         "command": "python -m simulations.ddp_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "arch": args.arch, "epochs": args.epochs, "global_batch": args.batch_size, "samples": samples,
+        "arch": args.arch, "device": args.device, "epochs": args.epochs, "global_batch": args.batch_size, "samples": samples,
         "cores": args.cores, "processes": args.processes, "load_average_before": list(load),
         "one_process": {"wall_s": one_s, "train_s": one_train, "samples_per_s": samples / one_train},
         "ddp": {"wall_s": many_s, "train_s": many_train, "samples_per_s": samples / many_train,

@@ -100,7 +100,8 @@ def bench_round(args) -> dict:
             seconds["flower"].append(time.perf_counter() - started)
             if not run_succeeded(run):
                 raise RuntimeError(f"the flwr run failed:\n{run.output[-3000:]}")
-        settings = RunSettings.from_run_config(dict(config, **{"output-dir": str(work / f"local-{repeat}")}))
+        local = Path(args.keep_dataset) if args.keep_dataset and repeat == args.repeats - 1 else work / f"local-{repeat}"
+        settings = RunSettings.from_run_config(dict(config, **{"output-dir": str(local)}))
         started = time.perf_counter()
         participants = [PrototypeParticipant(NodeSettings(spec, device=args.device, partition_id=i))
                         for i, spec in enumerate(specs)]
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--in-process-only", action="store_true",
                         help="round: skip the flwr run (where Flower is not installed)")
+    parser.add_argument("--keep-dataset", metavar="DIR",
+                        help="round: write the last in-process round's optimized dataset here (and keep it)")
     parser.add_argument("--json", help="also write the measurements here")
     args = parser.parse_args(argv)
     if args.threads:

@@ -4,7 +4,8 @@
 # the prototype weights, lightly and flwr). Under 8 minutes. Run from the repository root after
 #   bash simulations/gpu_check_prepare.sh      # here: wheels into .whl/, data into .gpu-data/
 # with .whl and .gpu-data carried to the GPU machine; it prints everything and also writes
-# $OUT/gpu_check.log (OUT defaults to /tmp/gpu-check).
+# $OUT/gpu_check.log (OUT defaults to /tmp/gpu-check). A machine with several GPUs also runs
+# the student under DDP, one process per GPU.
 #   DEVICE=cpu bash simulations/gpu_check.sh   # smoke-tests the script itself on a CPU machine
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,19 @@ step() {  # step NAME SECONDS COMMAND...: one line of status per step, whatever 
     --device "$DEVICE" --num-images $N_TRAIN --batch-size 256 --repeats 2 --threads 0 $BYOL_FLAG
   step "a whole round in one process, 2 participants sharing the device ($N_ROUND samples)" 120 \
     $PY -m simulations.encode_bench round --in-process-only --prototypes efficientnet-lite0,random:efficientnet-lite1 \
-    --device "$DEVICE" --num-samples $N_ROUND --image-size $SIZE --repeats 1
+    --device "$DEVICE" --num-samples $N_ROUND --image-size $SIZE --repeats 1 --keep-dataset "$OUT/round-dataset"
+  # DDP across the machine's GPUs (nccl, a process per GPU) against one GPU, on that round's data;
+  # DDP_GPUS=2 DEVICE=cpu smoke-tests it with gloo on a CPU machine.
+  GPUS=${DDP_GPUS:-$($PY -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)}
+  if [ "$GPUS" -ge 2 ] && [ -d "$OUT/round-dataset/round-001" ]; then
+    step "student training, DDP on $GPUS devices against 1 (small-cnn, batch 256)" 240 \
+      $PY -m simulations.ddp_bench --dataset "$OUT/round-dataset/round-001" --device "$DEVICE" --processes "$GPUS" \
+      --arch small-cnn --batch-size 256 --image-size 32 --epochs 1 --out "$OUT/ddp_bench.json"
+  elif [ "$GPUS" -ge 2 ]; then
+    echo; echo "== student training, DDP: skipped (the round step left no dataset in $OUT/round-dataset/round-001)"
+  else
+    echo; echo "== student training, DDP: skipped ($GPUS GPU(s) on this machine; it needs 2 or more)"
+  fi
   if $PY -c "import flwr" 2>/dev/null; then
     step "2-SuperNode deployment sharing the device" 240 $PY -m pytest -q -x tests/test_deployment.py
   else
