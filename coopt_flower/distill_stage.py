@@ -12,8 +12,9 @@ batch. It trains at :data:`STAGE_LR_SCALE` times the head's learning rate, so pr
 move less than a freshly initialized head.
 
 A prototype has a last stage when its network says how to split off (``split_last_stage()``
-on its module, returning ``(prefix, stage)``); EfficientNet-Lite (pretrained or
-``random:``) does. Others refuse ``last-stage`` with one line and keep ``head``.
+on its module, returning ``(prefix, stage)``); EfficientNet-Lite (pretrained or ``random:``)
+and a ``student:`` small-cnn (its target head, if any, after the stage) do. Others refuse
+``last-stage`` with one line and keep ``head``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ def split_last_stage(base) -> tuple[Any, Any]:
 
     Raises ``ValueError`` naming the prototype when its network has no last stage to train.
     """
-    split = getattr(getattr(base, "module", None), "split_last_stage", None)
+    from torch import nn
+
+    module = getattr(base, "module", None)
+    # A student fed back as a prototype is (backbone, target head): the head follows the stage.
+    after = list(module)[1:] if isinstance(module, nn.Sequential) and len(module) else []
+    network = module[0] if after else module
+    split = getattr(network, "split_last_stage", None)
     if split is None:
         raise ValueError(f"refine-layers = last-stage: prototype {base.spec} has no last stage to train "
-                         "(EfficientNet-Lite prototypes have one); use refine-layers = head")
+                         "(EfficientNet-Lite and small-cnn student prototypes have one); use refine-layers = head")
     prefix, stage = split()
+    if after:
+        stage = nn.Sequential(stage, *after)
     return prefix, copy.deepcopy(stage).float().eval()
 
 

@@ -128,6 +128,12 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
 
+    def split_last_stage(self) -> tuple[nn.Module, nn.Module]:
+        """``(prefix, stage)`` with ``stage(prefix(x)) == self(x)``: every block but the last,
+        then the last block and the pooling (what ``refine-layers = last-stage`` trains, when
+        this network is a participant's prototype). Both share this network's weights."""
+        return self.features[:-1], nn.Sequential(self.features[-1], self.pool, nn.Flatten(1))
+
 
 @register_student("small-cnn")
 def _small_cnn(*, image_size: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:

@@ -87,12 +87,20 @@ def test_refining_a_random_network_towards_a_teacher_beats_aligning_it_on_s(fash
                                                                         explained(aligned, want))
 
 
-@pytest.mark.parametrize("spec", ["efficientnet-lite0", "random:efficientnet-lite2"])
+@pytest.mark.parametrize("spec", ["efficientnet-lite0", "random:efficientnet-lite2", "student:small-cnn+head"])
 def test_the_last_stage_split_encodes_like_the_whole_network(spec, fashion):
-    from coopt_flower.distill_stage import RefinedStage, split_last_stage
-    from coopt_flower.prototypes import create_prototype
+    from torch import nn
 
-    base = create_prototype(spec, image_size=32, device="cpu")
+    from coopt_flower.distill_stage import RefinedStage, split_last_stage
+    from coopt_flower.prototypes import create_prototype, student_prototype
+    from coopt_flower.students import SmallCNN
+
+    if spec.startswith("student:"):  # a student fed back with its target head
+        torch.manual_seed(0)
+        base = student_prototype(nn.Sequential(SmallCNN(), nn.Linear(256, 8)),
+                                 {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}, spec=spec)
+    else:
+        base = create_prototype(spec, image_size=32, device="cpu")
     images = fashion.images(np.arange(20))
     state = {f"stage.{k}": v.numpy() for k, v in split_last_stage(base)[1].state_dict().items()}
     np.testing.assert_allclose(RefinedStage(base, state).features(images), base.encode(images), rtol=1e-5, atol=1e-6)
