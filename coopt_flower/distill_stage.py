@@ -51,21 +51,23 @@ def split_last_stage(base) -> tuple[Any, Any]:
     return prefix, copy.deepcopy(stage).float().eval()
 
 
-def prefix_activations(base, prefix, images: np.ndarray):
-    """The frozen prefix's activations of uint8 ``images`` (a float32 CPU tensor), batched."""
-    import torch
-
+def _inputs(base, images: np.ndarray):
+    """``base``'s preprocessed input batches of uint8 ``images`` (at most ``max_batch`` each)."""
     from coopt_flower.images import as_uint8_nhwc
     from coopt_flower.prototypes.preprocess import preprocess_batch
 
     images = as_uint8_nhwc(images)
-    parts = []
+    for start in range(0, len(images), base.max_batch):
+        yield preprocess_batch(images[start: start + base.max_batch], base.image_size, base.preprocess, base.device)
+
+
+def prefix_activations(base, prefix, images: np.ndarray):
+    """The frozen prefix's activations of uint8 ``images`` (a float32 CPU tensor), batched."""
+    import torch
+
     # no_grad, not inference_mode: the stage's backward needs these as ordinary tensors.
     with torch.no_grad():
-        for start in range(0, len(images), base.max_batch):
-            x = preprocess_batch(images[start: start + base.max_batch], base.image_size, base.preprocess, base.device)
-            parts.append(prefix(x).float().cpu())
-    return torch.cat(parts)
+        return torch.cat([prefix(x).float().cpu() for x in _inputs(base, images)])
 
 
 def fit_last_stage(base, images: list[np.ndarray], targets: np.ndarray, budget, *, seed: int):
@@ -132,16 +134,8 @@ class RefinedStage:
         """The refined stage's (unstandardized) features of uint8 ``images``."""
         import torch
 
-        from coopt_flower.images import as_uint8_nhwc
-        from coopt_flower.prototypes.preprocess import preprocess_batch
-
-        images = as_uint8_nhwc(images)
-        parts = []
         with torch.inference_mode():
-            for start in range(0, len(images), self.base.max_batch):
-                x = preprocess_batch(images[start: start + self.base.max_batch], self.base.image_size,
-                                     self.base.preprocess, self.base.device)
-                parts.append(self.stage(self.prefix(x)).float().cpu().numpy())
+            parts = [self.stage(self.prefix(x)).float().cpu().numpy() for x in _inputs(self.base, images)]
         if not parts:
             return np.empty((0, self.base.output_dim), np.float32)
         return np.concatenate(parts)
