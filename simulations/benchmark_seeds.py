@@ -13,37 +13,34 @@ import statistics
 from pathlib import Path
 
 
-def per_seed(results: dict, student: str) -> dict[str, dict[str, float]]:
-    """Row name (``single:*`` rows as ``best single``) -> seed -> full probe accuracy in %."""
+def per_seed(results: dict, student: str) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Row -> seed -> full probe accuracy in % (the ``single:*`` rows as one ``best single``
+    row), and seed -> the prototype of that seed's single row."""
     rows: dict[str, dict[str, float]] = {}
+    singles: dict[str, str] = {}
     for seed, entry in results["seeds"].items():
         for name, run in entry["runs"].get(student, {}).items():
-            if "full_probe_acc" in run:
-                label = f"best single ({name[len('single:'):]})" if name.startswith("single:") else name
-                key = "best single" if name.startswith("single:") else name
-                rows.setdefault(key, {})[seed] = 100 * run["full_probe_acc"]
-                rows.setdefault(f"{key} [prototype]", {})[seed] = label  # type: ignore[assignment]
-    return rows
+            if "full_probe_acc" not in run:
+                continue
+            if name.startswith("single:"):
+                singles[seed], name = name[len("single:"):], "best single"
+            rows.setdefault(name, {})[seed] = 100 * run["full_probe_acc"]
+    return rows, singles
 
 
 def render(results: dict, student: str, reference: str) -> str:
-    rows = per_seed(results, student)
+    rows, singles = per_seed(results, student)
     seeds = sorted(results["seeds"], key=int)
     lines = [f"Per-seed full probe (%), {student}; difference to `{reference}` on the seeds both ran.", "",
              "| row | " + " | ".join(f"seed {s}" for s in seeds) + f" | - {reference}, per seed | mean |",
              "|---|" + "---:|" * len(seeds) + "---|---:|"]
     ref = rows.get(reference, {})
     for name, values in rows.items():
-        if name.endswith("[prototype]"):
-            continue
-        cells = [f"{values[s]:.2f}" if s in values else "" for s in seeds]
-        if name == "best single":
-            names = rows[f"{name} [prototype]"]
-            cells = [f"{values[s]:.2f} ({names[s].split('(')[1][:-1]})" if s in values else "" for s in seeds]
-        both = [s for s in seeds if s in values and s in ref]
-        diffs = [values[s] - ref[s] for s in both]
-        diff = " / ".join(f"{d:+.2f}" for d in diffs) if name != reference else ""
-        mean = f"{statistics.mean(diffs):+.2f}" if diffs and name != reference else ""
+        cells = [(f"{values[s]:.2f}" + (f" ({singles[s]})" if name == "best single" else "")) if s in values else ""
+                 for s in seeds]
+        diffs = [values[s] - ref[s] for s in seeds if s in values and s in ref] if name != reference else []
+        diff = " / ".join(f"{d:+.2f}" for d in diffs)
+        mean = f"{statistics.mean(diffs):+.2f}" if diffs else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff} | {mean} |")
     return "\n".join(lines) + "\n"
 
