@@ -126,9 +126,19 @@ def fit_head(features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *,
     """
     import torch
 
-    from coopt_flower.target_statistics import target_stats
-
     budget.check()
+    features, targets = checked_pair(features, targets)
+    setup = RegressionSetup.of(features, targets, budget, seed=seed)
+    x = torch.from_numpy((features - setup.norms["feature_mean"]) / setup.norms["feature_std"])
+    head = setup.head
+    losses = regress(lambda rows: head(x[rows]), [{"params": list(head.parameters())}], setup.y, budget,
+                     setup.generator)
+    return setup.result({"head": head}, budget, losses)
+
+
+def checked_pair(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(m, d)`` features and ``(m, n)`` targets, ``m >= 2``, all finite, or a
+    ``ValueError`` saying which."""
     features = np.asarray(features, np.float32)
     targets = np.asarray(targets, np.float32)
     if features.ndim != 2 or targets.ndim != 2 or len(features) != len(targets) or len(features) < 2:
@@ -136,25 +146,50 @@ def fit_head(features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *,
                          f"{features.shape} and {targets.shape}")
     if not (np.isfinite(features).all() and np.isfinite(targets).all()):
         raise ValueError("refinement features or student targets hold NaN or Inf")
-    feature_mean, feature_std = standardizer(features)
-    stats = target_stats(targets)
-    target_mean, target_std = stats.mean.numpy(), stats.std.numpy()
-    x = torch.from_numpy((features - feature_mean) / feature_std)
-    y = torch.from_numpy((targets - target_mean) / target_std)
-    generator = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        head = _head(x.shape[1], y.shape[1], budget.hidden)
-    head.train()
-    losses = regress(lambda rows: head(x[rows]), [{"params": list(head.parameters())}], y, budget, generator)
-    state = {f"head.{k}": v.detach().numpy().copy() for k, v in head.state_dict().items()}
-    state["feature_mean"], state["feature_std"] = feature_mean, feature_std
-    state["target_mean"], state["target_std"] = target_mean, target_std
-    config = {"layers": budget.layers, "hidden": budget.hidden, "input_dim": int(x.shape[1]),
-              "output_dim": int(y.shape[1]), "epochs": budget.epochs, "samples": int(len(x)),
-              "final_loss": losses[-1]}
-    config["digest"] = payload_digest(state)
-    return HeadFit(state, config, losses)
+    return features, targets
+
+
+@dataclass
+class RegressionSetup:
+    """What every refinement fit starts from: the features' standardizer and the targets'
+    z-score (``norms``, kept with the weights), the z-scored targets, the seeded head and the
+    generator of the batch order."""
+
+    norms: dict[str, np.ndarray]
+    y: Any
+    head: Any
+    generator: Any
+
+    @classmethod
+    def of(cls, features: np.ndarray, targets: np.ndarray, budget: RefineBudget, *, seed: int) -> "RegressionSetup":
+        import torch
+
+        from coopt_flower.target_statistics import target_stats
+
+        feature_mean, feature_std = standardizer(features)
+        stats = target_stats(targets)
+        target_mean, target_std = stats.mean.numpy(), stats.std.numpy()
+        y = torch.from_numpy((targets - target_mean) / target_std)
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            head = _head(features.shape[1], y.shape[1], budget.hidden)
+        head.train()
+        norms = {"feature_mean": feature_mean, "feature_std": feature_std,
+                 "target_mean": target_mean, "target_std": target_std}
+        return cls(norms, y, head, generator)
+
+    def result(self, modules: dict[str, Any], budget: RefineBudget, losses: list[float], **config: Any) -> HeadFit:
+        """The trained ``modules`` (``{"head": head, ...}``, each saved under its name) with
+        the norms, their config and digest."""
+        state = {f"{name}.{k}": v.detach().numpy().copy()
+                 for name, module in modules.items() for k, v in module.state_dict().items()}
+        state.update(self.norms)
+        config = {"layers": budget.layers, "hidden": budget.hidden, "input_dim": int(len(self.norms["feature_mean"])),
+                  "output_dim": int(self.y.shape[1]), "epochs": budget.epochs, "samples": int(len(self.y)),
+                  **config, "final_loss": losses[-1]}
+        config["digest"] = payload_digest(state)
+        return HeadFit(state, config, losses)
 
 
 def regress(predict, parameter_groups: list[dict], y, budget: RefineBudget, generator) -> list[float]:
@@ -270,9 +305,9 @@ def refine_prototype(base, teacher, images: np.ndarray | list[np.ndarray], budge
 
     budget.check()
     if budget.layers == "last-stage":
-        from coopt_flower.distill_stage import split_last_stage
+        from coopt_flower.distill_stage import last_stage
 
-        split_last_stage(base)  # a prototype without a last stage is refused before any encoding
+        last_stage(base)  # a prototype without a last stage is refused before any encoding
     start = time.perf_counter()
     parts = [images] if isinstance(images, np.ndarray) else [part for part in images if len(part)]
     targets = np.concatenate([encode_features(teacher, part, None, batch_size=batch_size,

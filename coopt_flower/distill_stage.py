@@ -24,14 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from coopt_flower.round_student import payload_digest
-
 #: The last stage's learning rate relative to the head's (``refine-lr``).
 STAGE_LR_SCALE = 0.1
 
 
-def split_last_stage(base) -> tuple[Any, Any]:
-    """``(prefix, stage)`` of ``base``'s network; ``stage`` is a copy, safe to train.
+def last_stage(base) -> tuple[Any, Any]:
+    """``(prefix, stage)`` of ``base``'s network, sharing its weights.
 
     Raises ``ValueError`` naming the prototype when its network has no last stage to train.
     """
@@ -46,8 +44,12 @@ def split_last_stage(base) -> tuple[Any, Any]:
         raise ValueError(f"refine-layers = last-stage: prototype {base.spec} has no last stage to train "
                          "(EfficientNet-Lite and small-cnn student prototypes have one); use refine-layers = head")
     prefix, stage = split()
-    if after:
-        stage = nn.Sequential(stage, *after)
+    return prefix, nn.Sequential(stage, *after) if after else stage
+
+
+def split_last_stage(base) -> tuple[Any, Any]:
+    """:func:`last_stage` with the stage copied, safe to train."""
+    prefix, stage = last_stage(base)
     return prefix, copy.deepcopy(stage).float().eval()
 
 
@@ -79,43 +81,22 @@ def fit_last_stage(base, images: list[np.ndarray], targets: np.ndarray, budget, 
     """
     import torch
 
-    from coopt_flower.distill import HeadFit, _head, regress, standardizer
-    from coopt_flower.target_statistics import target_stats
+    from coopt_flower.distill import RegressionSetup, checked_pair, regress
 
     budget.check()
     prefix, stage = split_last_stage(base)
     acts = torch.cat([prefix_activations(base, prefix, part) for part in images if len(part)])
-    targets = np.asarray(targets, np.float32)
-    if len(acts) != len(targets) or len(acts) < 2 or targets.ndim != 2:
-        raise ValueError(f"refinement needs one (n,) target row per image, at least 2, got {len(acts)} images "
-                         f"and targets {targets.shape}")
-    if not (torch.isfinite(acts).all() and np.isfinite(targets).all()):
-        raise ValueError("refinement features or student targets hold NaN or Inf")
     with torch.no_grad():
         features = torch.cat([stage(acts[i: i + 1024]) for i in range(0, len(acts), 1024)]).numpy()
-    feature_mean, feature_std = standardizer(features)
-    stats = target_stats(targets)
-    target_mean, target_std = stats.mean.numpy(), stats.std.numpy()
-    y = torch.from_numpy((targets - target_mean) / target_std)
-    mean, std = torch.from_numpy(feature_mean), torch.from_numpy(feature_std)
-    generator = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        head = _head(features.shape[1], y.shape[1], budget.hidden)
+    features, targets = checked_pair(features, targets)
+    setup = RegressionSetup.of(features, targets, budget, seed=seed)
+    mean, std = torch.from_numpy(setup.norms["feature_mean"]), torch.from_numpy(setup.norms["feature_std"])
+    head = setup.head
     stage.requires_grad_(True)
-    head.train()
     groups = [{"params": list(head.parameters())},
-              {"params": [p for p in stage.parameters()], "lr": budget.lr * STAGE_LR_SCALE}]
-    losses = regress(lambda rows: head((stage(acts[rows]) - mean) / std), groups, y, budget, generator)
-    state = {f"stage.{k}": v.detach().numpy().copy() for k, v in stage.state_dict().items()}
-    state.update({f"head.{k}": v.detach().numpy().copy() for k, v in head.state_dict().items()})
-    state["feature_mean"], state["feature_std"] = feature_mean, feature_std
-    state["target_mean"], state["target_std"] = target_mean, target_std
-    config = {"layers": "last-stage", "hidden": budget.hidden, "input_dim": int(features.shape[1]),
-              "output_dim": int(y.shape[1]), "epochs": budget.epochs, "samples": int(len(acts)),
-              "stage_lr_scale": STAGE_LR_SCALE, "final_loss": losses[-1]}
-    config["digest"] = payload_digest(state)
-    return HeadFit(state, config, losses)
+              {"params": list(stage.parameters()), "lr": budget.lr * STAGE_LR_SCALE}]
+    losses = regress(lambda rows: head((stage(acts[rows]) - mean) / std), groups, setup.y, budget, setup.generator)
+    return setup.result({"stage": stage, "head": head}, budget, losses, stage_lr_scale=STAGE_LR_SCALE)
 
 
 class RefinedStage:

@@ -66,9 +66,9 @@ def policy_keys(policy: str) -> dict:
     return {"refinement": refinement, **({"refine-layers": layers} if layers else {})}
 
 
-def run_name(pool: str, policy: str) -> str:
-    """A run's directory name (no ``:`` in paths)."""
-    return f"{pool}-{policy.replace(':', '-')}"
+def run_name(pool: str, policy: str, seed: int | None = None) -> str:
+    """A run's directory name (no ``:`` in paths; ``-seedN`` when the study runs seeds)."""
+    return f"{pool}-{policy.replace(':', '-')}" + ("" if seed is None else f"-seed{seed}")
 
 
 def run_config(pool: str, policy: str, args, out: Path, seed: int) -> dict:
@@ -105,7 +105,7 @@ def run_one(pool: str, policy: str, args, workdir: Path, seed: int | None = None
     from simulations.local_run import run_local_simulation
 
     seed = args.seed if seed is None else seed
-    out = workdir / (run_name(pool, policy) if not args.seeds else f"{run_name(pool, policy)}-seed{seed}")
+    out = workdir / run_name(pool, policy, seed if args.seeds else None)
     if args.driver == "in-process":
         return run_in_process(pool, policy, args, out, seed)
     config = run_config(pool, policy, args, out, seed)
@@ -321,8 +321,7 @@ def main(argv=None) -> int:
         for pool in args.pools:
             for policy in args.policies:
                 if args.from_checkpoints:
-                    name = run_name(pool, policy) if seed is None else f"{run_name(pool, policy)}-seed{seed}"
-                    results.append(read_run(workdir / name, pool, policy, seed=seed))
+                    results.append(read_run(workdir / run_name(pool, policy, seed), pool, policy, seed=seed))
                     continue
                 print(f"[study] {pool} / {policy}" + ("" if seed is None else f" / seed {seed}") + " ...",
                       flush=True)

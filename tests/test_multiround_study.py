@@ -124,3 +124,4 @@ def test_a_policy_may_name_its_refine_layer_group():
     assert policy_keys("distill:last-stage") == {"refinement": "distill", "refine-layers": "last-stage"}
     assert policy_keys("static") == {"refinement": "static"}
     assert run_name("weak", "distill:last-stage") == "weak-distill-last-stage"
+    assert run_name("weak", "distill:last-stage", 2) == "weak-distill-last-stage-seed2"
