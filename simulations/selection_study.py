@@ -21,12 +21,16 @@ train/test sample once (feature cache). Then:
 
     python -m simulations.selection_study --config simulations/configs/selection.yaml \\
         --out simulations/results/selection
+
+Sources are independent: run one invocation per source (``--sources``, one per core) and
+join their outputs with ``--combine DIR ...`` into one report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,12 +407,12 @@ def entry_of_round(result) -> dict[str, str]:
     return {p.name: p.prototype for p in result.manifest.participants}
 
 
-def render(cfg: StudyConfig, results: dict[str, Any], command: str, seconds: float) -> str:
+def render(cfg: StudyConfig, results: dict[str, Any], command: str, timing: str) -> str:
     """The study's Markdown summary."""
     st = cfg.student
     seeds = ", ".join(str(x) for x in cfg.seeds) if "scores" in cfg.parts else str(cfg.seed)
     lines = ["# Reference selection and alignment study", "", f"Command: `{command}`", "",
-             f"Wall clock {seconds / 60:.1f} min on this machine ({cfg.threads} torch threads). "
+             f"{timing} on this machine ({cfg.threads} torch threads). "
              f"Scores on a shared subset of {cfg.shared_size} train images, targets {cfg.target_dim}-d. "
              f"Student: {st.get('arch', 'small-cnn')} at {st.get('image_size', 32)} px, "
              f"{st.get('epochs', 3)} epochs, batch {st.get('batch_size', 64)}, lr {st.get('lr', TrainConfig().lr)}, "
@@ -519,14 +523,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="simulations/results/selection")
     parser.add_argument("--cache-dir", default="/tmp/coopt-selection-cache")
     parser.add_argument("--sources", default="", help="comma list: only these sources of the config")
+    parser.add_argument("--combine", nargs="+", metavar="DIR", default=[],
+                        help="run nothing: write one report from the outputs of runs of this config "
+                             "over different --sources (e.g. one per core, in parallel)")
     args = parser.parse_args(argv)
     try:
         raw = yaml.safe_load(Path(args.config).read_text())
         cfg = StudyConfig(**raw)
     except (OSError, TypeError, ValueError, yaml.YAMLError) as error:
         raise SystemExit(f"selection study config {args.config}: {error}") from None
+    out = Path(args.out)
+    if args.combine:
+        return combine_parts(cfg, raw, [Path(d) for d in args.combine], out, argv)
     torch.set_num_threads(cfg.threads)
-    cache_dir, out = Path(args.cache_dir), Path(args.out)
+    cache_dir = Path(args.cache_dir)
     wanted = [s for s in args.sources.split(",") if s]
     t0 = time.perf_counter()
     results = {}
@@ -534,15 +544,54 @@ def main(argv=None) -> int:
         if wanted and source["name"] not in wanted:
             continue
         results[source["name"]] = study_source(cfg, source, cache_dir, cache_dir / "work" / slug(source["name"]))
-    command = reproducing_command("simulations.selection_study", argv)
+    seconds = time.perf_counter() - t0
+    write_report(cfg, raw, results, reproducing_command("simulations.selection_study", argv), out,
+                 f"Wall clock {seconds / 60:.1f} min", wall_seconds=seconds)
+    return 0
+
+
+def write_report(cfg: StudyConfig, raw: dict[str, Any], results: dict[str, Any], command: str, out: Path,
+                 timing: str, **extra: Any) -> None:
+    """``selection.json`` (the config with the product's default score, the results and the
+    verdict) and ``selection.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     document = {"command": command, "config": {**raw, "default_score": RunSettings().reference_score},
-                "results": results}
+                "results": results, **extra}
     if "scores" in cfg.parts:
         document["verdict"] = best_scores(results)
     (out / "selection.json").write_text(json.dumps(document, indent=2))
-    (out / "selection.md").write_text(render(cfg, results, command, time.perf_counter() - t0))
+    (out / "selection.md").write_text(render(cfg, results, command, timing))
     log(f"wrote {out / 'selection.md'}")
+
+
+def combine_parts(cfg: StudyConfig, raw: dict[str, Any], parts: list[Path], out: Path, argv) -> int:
+    """One report from runs of the same config over disjoint sources."""
+    results, commands, timings = {}, [], []
+    for part in parts:
+        try:
+            document = json.loads((part / "selection.json").read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--combine {part}: no readable selection.json ({error})") from None
+        theirs = {k: v for k, v in document["config"].items() if k != "default_score"}
+        if theirs != raw:
+            raise SystemExit(f"--combine {part}: it ran another config than --config; "
+                             "combine only runs of the same config")
+        if set(document["results"]) & set(results):
+            raise SystemExit(f"--combine {part}: source(s) {sorted(set(document['results']) & set(results))} "
+                             "are in two parts")
+        results.update(document["results"])
+        commands.append(document["command"])
+        # Older parts kept their wall clock only in their Markdown.
+        wall = document.get("wall_seconds")
+        if wall is None:
+            found = re.search(r"Wall clock ([0-9.]+) min", (part / "selection.md").read_text())
+            wall = 60.0 * float(found.group(1)) if found else None
+        timings.append(f"{', '.join(document['results'])} {wall / 60:.1f} min" if wall is not None
+                       else f"{', '.join(document['results'])} not recorded")
+    ordered = {s["name"]: results[s["name"]] for s in cfg.sources if s["name"] in results}
+    write_report(cfg, raw, ordered, reproducing_command("simulations.selection_study", argv), out,
+                 "Parts run in parallel, one invocation each (`" + "`, `".join(commands) + "`); wall clock "
+                 + "; ".join(timings), parts=commands)
     return 0
 
 

@@ -164,3 +164,36 @@ def test_scores_over_seeds_are_measured_on_validation_without_a_test_split(tmp_p
     assert document["verdict"]["default_score"] == "uniform"
     text = (tmp_path / "out" / "selection.md").read_text()
     assert "Truths measured on the validation images" in text and "Which score picks the reference" in text
+
+
+def test_parts_over_different_sources_combine_into_one_report(tmp_path):
+    """Two invocations of one config, each over one source (one per core), then --combine."""
+    import json
+
+    import yaml
+
+    from simulations.selection_study import main
+
+    pool = ["efficientnet-lite0@32", "random:efficientnet-lite0@32"]
+    sources = [{"name": "fashion-mnist", "train": "fashion-mnist", "num_train": 120, "draw_from": 300, "num_val": 60},
+               {"name": "fashion-b", "train": "fashion-mnist:test", "num_train": 120, "num_val": 60}]
+    config = {"sources": sources, "pool": pool, "merge_pool": pool, "shared_size": 32, "target_dim": 32,
+              "parts": ["scores"], "threads": 1, "student": {"epochs": 1, "image_size": 16}, "probe_min_steps": 30}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    base = ["--config", str(path), "--cache-dir", str(tmp_path / "cache")]
+    for source in ("fashion-mnist", "fashion-b"):
+        assert main(base + ["--sources", source, "--out", str(tmp_path / source)]) == 0
+    assert main(base + ["--out", str(tmp_path / "all"), "--combine", str(tmp_path / "fashion-b"),
+                        str(tmp_path / "fashion-mnist")]) == 0
+    document = json.loads((tmp_path / "all" / "selection.json").read_text())
+    assert list(document["results"]) == ["fashion-mnist", "fashion-b"] and len(document["parts"]) == 2
+    part = json.loads((tmp_path / "fashion-b" / "selection.json").read_text())
+    assert document["results"]["fashion-b"] == part["results"]["fashion-b"]
+    assert set(document["verdict"]["spearman"]["uniform"]) == {"fashion-mnist", "fashion-b"}
+    assert "Parts run in parallel" in (tmp_path / "all" / "selection.md").read_text()
+    with pytest.raises(SystemExit, match="in two parts"):
+        main(base + ["--out", str(tmp_path / "x"), "--combine", str(tmp_path / "fashion-b"), str(tmp_path / "all")])
+    path.write_text(yaml.safe_dump(dict(config, shared_size=48)))
+    with pytest.raises(SystemExit, match="another config"):
+        main(base + ["--out", str(tmp_path / "y"), "--combine", str(tmp_path / "fashion-b")])
