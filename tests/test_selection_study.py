@@ -140,18 +140,18 @@ def test_scores_over_seeds_are_measured_on_validation_without_a_test_split(tmp_p
 
     from simulations.selection_study import main
 
-    pool = ["efficientnet-lite0@32", "random:efficientnet-lite0@32", "efficientnet-lite0@16"]
-    config = {"sources": [{"name": "fashion-mnist", "train": "fashion-mnist", "num_train": 160,
-                           "draw_from": 400, "num_val": 80}],
+    pool = ["efficientnet-lite0@32", "random:efficientnet-lite0@32"]
+    config = {"sources": [{"name": "fashion-mnist", "train": "fashion-mnist", "num_train": 120,
+                           "draw_from": 300, "num_val": 60}],
               "pool": pool, "merge_pool": pool[:2], "shared_size": 32, "target_dim": 32,
               "parts": ["scores"], "seeds": [0, 1], "threads": 1,
-              "student": {"epochs": 1, "image_size": 16, "lr": 0.004}, "probe_min_steps": 50}
+              "student": {"epochs": 1, "image_size": 16, "lr": 0.004}, "probe_min_steps": 30}
     path = tmp_path / "scores.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 0
     document = json.loads((tmp_path / "out" / "selection.json").read_text())
     result = document["results"]["fashion-mnist"]
-    assert result["truth_split"] == "validation" and result["num_eval"] == 80 and result["num_train"] == 160
+    assert result["truth_split"] == "validation" and result["num_eval"] == 60 and result["num_train"] == 120
     assert set(result["per_seed"]) == {"0", "1"} and result["seeds"] == [0, 1]
     for score, row in result["spearman"].items():
         per_seed = [result["per_seed"][s]["spearman"][score]["student_probe"] for s in ("0", "1")]
@@ -197,3 +197,29 @@ def test_parts_over_different_sources_combine_into_one_report(tmp_path):
     path.write_text(yaml.safe_dump(dict(config, shared_size=48)))
     with pytest.raises(SystemExit, match="another config"):
         main(base + ["--out", str(tmp_path / "y"), "--combine", str(tmp_path / "fashion-b")])
+
+
+def test_scores_and_merges_on_a_source_with_a_test_split(tmp_path):
+    """An older config (no validation split): truths and merges on the test images, and the
+    merge table names the best single prototype."""
+    import json
+
+    import yaml
+
+    from simulations.selection_study import main
+
+    pool = ["efficientnet-lite0@32", "random:efficientnet-lite0@32"]
+    config = {"sources": [{"name": "fashion-mnist", "train": "fashion-mnist", "test": "fashion-mnist:test",
+                           "num_train": 120, "num_test": 60}],
+              "pool": pool, "merge_pool": pool, "shared_size": 32, "target_dim": 32,
+              "parts": ["scores", "merges"], "threads": 1, "student": {"epochs": 1, "image_size": 16},
+              "probe_min_steps": 30}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = json.loads((tmp_path / "out" / "selection.json").read_text())["results"]["fashion-mnist"]
+    assert result["truth_split"] == "test" and result["num_test"] == 60
+    assert set(result["merges"]) == {"unaligned", "align-ridge", "align-procrustes", "align-cca", "best_single"}
+    assert result["merges"]["best_single"]["entry"] in pool
+    text = (tmp_path / "out" / "selection.md").read_text()
+    assert "Truths measured on the test images; one seed." in text and "| align-cca |" in text
