@@ -412,7 +412,7 @@ def render(cfg: StudyConfig, results: dict[str, Any], command: str, timing: str)
     st = cfg.student
     seeds = ", ".join(str(x) for x in cfg.seeds) if "scores" in cfg.parts else str(cfg.seed)
     lines = ["# Reference selection and alignment study", "", f"Command: `{command}`", "",
-             f"{timing} on this machine ({cfg.threads} torch threads). "
+             f"{timing} on this machine ({cfg.threads} torch thread{'' if cfg.threads == 1 else 's'} per invocation). "
              f"Scores on a shared subset of {cfg.shared_size} train images, targets {cfg.target_dim}-d. "
              f"Student: {st.get('arch', 'small-cnn')} at {st.get('image_size', 32)} px, "
              f"{st.get('epochs', 3)} epochs, batch {st.get('batch_size', 64)}, lr {st.get('lr', TrainConfig().lr)}, "
