@@ -139,21 +139,38 @@ def train_final(dataset, cfg: Config, seed: int, probes: ProbeSet, epochs: int) 
             "train_seconds": float(sum(result.epoch_times)), "wall_seconds": time.perf_counter() - started}
 
 
+#: The config keys that change what a stored run trained (its name holds seed, epochs, row).
+RUN_SETTINGS = ("arch", "image_size", "batch_size", "lr", "weight_decay", "num_train", "probe_epochs",
+                "full_probe_steps")
+
+
 class RunStore:
     """Finished training runs as JSON files, so an interrupted study resumes where it stopped.
-    With ``train=False`` (``--report-only``) a run not finished yet is None: not run."""
+    With ``train=False`` (``--report-only``) a run not finished yet is None: not run.
 
-    def __init__(self, folder: Path, train: bool = True) -> None:
-        self.folder, self.train = folder, train
+    A run records the :data:`RUN_SETTINGS` it trained with; one stored under other settings
+    (say another learning rate in the same work dir) is refused, not silently reused. Runs
+    stored before runs recorded them are taken as they are.
+    """
+
+    def __init__(self, folder: Path, train: bool = True, settings: dict[str, Any] | None = None) -> None:
+        self.folder, self.train, self.settings = folder, train, dict(settings or {})
         folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, name: str, train) -> dict[str, Any] | None:
         path = self.folder / f"{slug(name)}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            stored = json.loads(path.read_text())
+            theirs = stored.get("settings")
+            if theirs is not None and theirs != self.settings:
+                differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+                raise SystemExit(f"{path} was trained with other settings ("
+                                 + ", ".join(f"{k}: {theirs.get(k)} there, {self.settings.get(k)} here" for k in differ)
+                                 + "): give this study another --work-dir, or remove that run to retrain it")
+            return stored
         if not self.train:
             return None
-        out = train()
+        out = {**train(), "settings": self.settings}
         path.write_text(json.dumps(out, indent=2))
         log(f"  {name}: test {out['acc']:.4f}, validation {out['val_acc']:.4f} "
             f"({out['epochs']} epochs, {out['steps']} steps, {out['train_seconds']:.0f} s)")
@@ -429,7 +446,8 @@ def main(argv=None) -> int:
     encoded = encode_prototypes(cfg, args.cache_dir, data)
     # Another pool trains other rows under the same names: it gets a work dir of its own.
     work_dir = args.work_dir if args.pool == POOL else args.work_dir / slug(args.pool)
-    store = RunStore(work_dir / "runs", train=not args.report_only)
+    store = RunStore(work_dir / "runs", train=not args.report_only,
+                     settings={k: getattr(cfg, k) for k in RUN_SETTINGS})
     per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, work_dir, store, args.merges)
                 for seed in cfg.seeds}
     results = {

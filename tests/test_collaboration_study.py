@@ -57,3 +57,22 @@ def test_another_pool_needs_its_prototypes_and_merges_name_rows_this_study_has()
     assert cfg.prototypes == ("efficientnet-lite0", "random:efficientnet-lite0") and args.merges == []
     assert C.result_names("default") == (C.JSON_NAME, C.MD_NAME, C.PLOT_NAME)
     assert C.result_names("mine")[0] == "collaboration-mine.json"
+
+
+def test_a_stored_run_of_other_settings_is_refused_not_reused(tmp_path):
+    trained = []
+
+    def train():
+        trained.append(1)
+        return {"acc": 0.5, "val_acc": 0.5, "epochs": 1, "steps": 1, "train_seconds": 0.0}
+
+    store = C.RunStore(tmp_path, settings={"lr": 0.004, "batch_size": 64})
+    first = store.get("seed0-3ep-iid-CoOpt (aligned)", train)
+    assert first["settings"] == {"lr": 0.004, "batch_size": 64} and trained == [1]
+    assert store.get("seed0-3ep-iid-CoOpt (aligned)", train) == first and trained == [1]  # reused
+    other = C.RunStore(tmp_path, settings={"lr": 0.008, "batch_size": 64})
+    with pytest.raises(SystemExit, match=r"lr: 0.004 there, 0.008 here"):
+        other.get("seed0-3ep-iid-CoOpt (aligned)", train)
+    # A run stored before runs recorded their settings is taken as it is.
+    (tmp_path / "old.json").write_text(json.dumps({"acc": 0.4}))
+    assert other.get("old", train) == {"acc": 0.4} and trained == [1]
