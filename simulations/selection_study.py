@@ -197,8 +197,6 @@ class SourceData:
     seed: int
     sample: ArraySource
     train_ids: np.ndarray
-    y_train: np.ndarray
-    x_train: np.ndarray
     feats: dict[str, np.ndarray]       # entry -> raw train features
     rates: dict[str, float]
     sizes: dict[str, int]              # entry -> the size it encoded at (its own for a size of 0)
@@ -209,6 +207,14 @@ class SourceData:
     x_test: np.ndarray | None = None   # the test images (merges, sweep), when the source has them
     y_test: np.ndarray | None = None
     test_feats: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.sample.pixels
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.sample.targets
 
 
 def load_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, seed: int) -> SourceData:
@@ -228,15 +234,14 @@ def load_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, seed:
             test_feats[entry], _ = cached_features(where, spec, size, test, test_ids,
                                                    batch_size=cfg.encode_batch_size, split="test")
         rates[entry], sizes[entry] = meta["images_per_second"], int(meta.get("encoded_size", size))
-    x_train, y_train = train.images(train_ids), train.labels(train_ids)
     x_test = test.images(test_ids) if test_ids is not None else None
     y_test = test.labels(test_ids) if test_ids is not None else None
     if len(val_ids):
         split, x_eval, y_eval, eval_feats = "validation", train.images(val_ids), train.labels(val_ids), val_feats
     else:
         split, x_eval, y_eval, eval_feats = "test", x_test, y_test, test_feats
-    sample = ArraySource(f"{source['name']}:seed-{seed}-sample", x_train, y_train)
-    return SourceData(source["name"], seed, sample, train_ids, y_train, x_train, feats, rates, sizes,
+    sample = ArraySource(f"{source['name']}:seed-{seed}-sample", train.images(train_ids), train.labels(train_ids))
+    return SourceData(source["name"], seed, sample, train_ids, feats, rates, sizes,
                       split, x_eval, y_eval, eval_feats, x_test, y_test, test_feats)
 
 
@@ -314,16 +319,18 @@ def sweep_residuals(cfg: StudyConfig, data: SourceData, work: Path) -> list[dict
 def study_source(cfg: StudyConfig, source: dict[str, Any], cache_dir: Path, work: Path) -> dict[str, Any]:
     name = source["name"]
     out: dict[str, Any] = {}
+    first = None  # the first seed's data, which the merges and the sweep use too
     if "scores" in cfg.parts:  # 1. per seed; then the seeds together
         per_seed = {}
         for seed in cfg.seeds:
             log(f"[{name}] seed {seed}: encoding (cached) {len(cfg.pool)} pool entries")
             data = load_source(cfg, source, cache_dir, seed)
+            first = data if first is None else first
             per_seed[seed] = score_truths(cfg, data, work / f"seed-{seed}")
         out.update(num_train=int(len(data.train_ids)), num_eval=int(len(data.y_eval)), truth_split=data.eval_split)
         out.update(combine_seeds(cfg, per_seed))
     if "merges" in cfg.parts or "sweep" in cfg.parts:
-        data = load_source(cfg, source, cache_dir, cfg.seed)
+        data = first if first is not None else load_source(cfg, source, cache_dir, cfg.seed)
         out.update(num_train=int(len(data.train_ids)), num_test=int(len(data.y_test)))
         if "merges" in cfg.parts:  # 2. The default pool merged: unaligned and with every alignment.
             out["merges"] = merge_rows(cfg, data, name, work, out.get("truths"))
@@ -407,8 +414,9 @@ def entry_of_round(result) -> dict[str, str]:
     return {p.name: p.prototype for p in result.manifest.participants}
 
 
-def render(cfg: StudyConfig, results: dict[str, Any], command: str, timing: str) -> str:
-    """The study's Markdown summary."""
+def render(cfg: StudyConfig, results: dict[str, Any], command: str, timing: str,
+           verdict: dict[str, Any] | None = None) -> str:
+    """The study's Markdown summary (with :func:`best_scores`' ``verdict`` when the scores ran)."""
     st = cfg.student
     seeds = ", ".join(str(x) for x in cfg.seeds) if "scores" in cfg.parts else str(cfg.seed)
     lines = ["# Reference selection and alignment study", "", f"Command: `{command}`", "",
@@ -428,8 +436,8 @@ def render(cfg: StudyConfig, results: dict[str, Any], command: str, timing: str)
         if "sweep" in res:
             lines += _sweep_lines(res)
         lines.append("")
-    if "scores" in cfg.parts:
-        lines += _verdict_lines(results)
+    if verdict is not None:
+        lines += _verdict_lines(verdict)
     return "\n".join(lines)
 
 
@@ -445,8 +453,7 @@ def best_scores(results: dict[str, Any], truth: str = "student_probe") -> dict[s
     return {"default_score": default, "truth": truth, "spearman": rho, "better_on_every_source": better}
 
 
-def _verdict_lines(results: dict[str, Any]) -> list[str]:
-    verdict = best_scores(results)
+def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
     default, rho = verdict["default_score"], verdict["spearman"]
     names = list(rho[default])
     lines = [f"## Which score picks the reference (truth: the student probe, mean per-seed Spearman)", "",
@@ -560,7 +567,7 @@ def write_report(cfg: StudyConfig, raw: dict[str, Any], results: dict[str, Any],
     if "scores" in cfg.parts:
         document["verdict"] = best_scores(results)
     (out / "selection.json").write_text(json.dumps(document, indent=2))
-    (out / "selection.md").write_text(render(cfg, results, command, timing))
+    (out / "selection.md").write_text(render(cfg, results, command, timing, document.get("verdict")))
     log(f"wrote {out / 'selection.md'}")
 
 
