@@ -181,8 +181,9 @@ class RunStore:
 
 
 def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded, work_dir: Path,
-             store: RunStore, merges: Sequence[Merge] = ()) -> dict[str, Any]:
-    """Every row of one seed: the centralized oracle once, then each partitioner's rows."""
+             store: RunStore, merges: Sequence[Merge] = (), alone: bool = True) -> dict[str, Any]:
+    """Every row of one seed: the centralized oracle once, then each partitioner's rows
+    (without the participants alone when ``alone`` is false)."""
     ids = data.sample_ids[seed]
     rows = np.searchsorted(data.union, ids)
     feats = {spec: encoded.train[spec][rows] for spec in cfg.prototypes}
@@ -223,14 +224,14 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
         for row, dataset in ((ALIGNED, aligned), (UNALIGNED, unaligned), *others):
             keep((partitioner, row), store.get(
                 f"{key}-{row}", lambda d=dataset: train_final(d, cfg, seed, probes, cfg.epochs)))
-        for k, p in enumerate(manifest.participants):
-            alone = alone_dataset(unaligned, k)
-            epochs = equal_step_epochs(cfg.epochs, len(aligned), len(alone), cfg.batch_size)
+        for k, p in enumerate(manifest.participants if alone else ()):
+            own = alone_dataset(unaligned, k)
+            epochs = equal_step_epochs(cfg.epochs, len(aligned), len(own), cfg.batch_size)
             keep((partitioner, ALONE + p.name), store.get(
-                f"{key}-alone-{p.name}", lambda d=alone, e=epochs: train_final(d, cfg, seed, probes, e)),
+                f"{key}-alone-{p.name}", lambda d=own, e=epochs: train_final(d, cfg, seed, probes, e)),
                 prototype=p.prototype)
         alone_runs = [v for (part, row), v in out["rows"].items() if part == partitioner and row.startswith(ALONE)]
-        if len(alone_runs) < len(manifest.participants):
+        if not alone_runs or len(alone_runs) < len(manifest.participants):
             continue  # the summaries need every participant
         out["rows"][(partitioner, ALONE_MEAN)] = {"acc": float(np.mean([r["acc"] for r in alone_runs])),
                                                    "val_acc": float(np.mean([r["val_acc"] for r in alone_runs]))}
@@ -250,10 +251,13 @@ def collect_rows(per_seed: dict[int, dict[str, Any]], pool: str = POOL) -> list[
     for partitioner, row in keys:
         seeds = [s for s, o in per_seed.items() if (partitioner, row) in o["rows"]]
         accs = [per_seed[s]["rows"][(partitioner, row)]["acc"] for s in seeds]
+        vals = [per_seed[s]["rows"][(partitioner, row)].get("val_acc") for s in seeds]
         rows.append({"partitioner": partitioner, "pool": pool, "row": row,
                      "acc_mean": float(np.mean(accs)),
                      "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
                      "seeds": seeds, "per_seed": dict(zip(map(str, seeds), accs)),
+                     **({"val_mean": float(np.mean(vals)), "val_per_seed": dict(zip(map(str, seeds), vals))}
+                        if None not in vals else {}),
                      "default": row == ALIGNED,
                      **({"prototype": per_seed[seeds[0]]["rows"][(partitioner, row)].get("prototype")}
                         if row.startswith(ALONE + "p") else {})})
@@ -291,6 +295,22 @@ def merge_differences(per_seed: dict[int, dict[str, Any]], partitioner: str) -> 
                 diffs["vs best alone"].append(100 * (r[(partitioner, row)]["acc"] - r[(partitioner, ALONE_BEST)]["acc"]))
         if diffs["vs default merge"]:
             out[row] = diffs
+    return out
+
+
+def merge_validation(per_seed: dict[int, dict[str, Any]], partitioner: str) -> dict[str, dict[str, list[float]]]:
+    """Per seed, points, on the validation split: every merge row's accuracy and its difference
+    to the default merge. The product's default merge is chosen here, not on the test set."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for row in (ALIGNED, *MERGE_ROWS.values()):
+        accs, diffs = [], []
+        for o in per_seed.values():
+            r = o["rows"]
+            if {(partitioner, row), (partitioner, ALIGNED)} <= set(r) and r[(partitioner, row)].get("val_acc") is not None:
+                accs.append(100 * r[(partitioner, row)]["val_acc"])
+                diffs.append(100 * (r[(partitioner, row)]["val_acc"] - r[(partitioner, ALIGNED)]["val_acc"]))
+        if accs:
+            out[row] = {"validation accuracy": accs, "vs default merge": diffs}
     return out
 
 
@@ -355,6 +375,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"| {p} | {row} | " + " | ".join(", ".join(f"{v:+.2f}" for v in d[k])
                                                    for k in ("vs default merge", "vs best alone")) + " |"
                   for p, row, d in others]
+    by_merge = [(p, row, d) for p, rows in results.get("merge_validation", {}).items() for row, d in rows.items()]
+    if by_merge:
+        lines += ["", "The merges on the validation split (the default merge is chosen on these, not on the test "
+                      "set), per seed, %:", "",
+                  "| partitioner | merge | validation accuracy | vs default merge (points) |", "|---|---|---|---:|"]
+        lines += [f"| {p} | {row} | " + ", ".join(f"{v:.2f}" for v in d["validation accuracy"]) + " | "
+                  + ", ".join(f"{v:+.2f}" for v in d["vs default merge"]) + " |" for p, row, d in by_merge]
     if results["not_run"]:
         lines += ["", "Not run (yet): " + "; ".join(results["not_run"])]
     lines += ["", "Targets:", ""]
@@ -411,6 +438,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/coopt-collaboration"))
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/coopt-benchmark-cache"))
+    parser.add_argument("--no-alone", action="store_true",
+                        help="train only the merges and the centralized row (what choosing a merge needs)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs the work dir holds (the others: not run)")
     args = parser.parse_args(argv)
@@ -448,7 +477,8 @@ def main(argv=None) -> int:
     work_dir = args.work_dir if args.pool == POOL else args.work_dir / slug(args.pool)
     store = RunStore(work_dir / "runs", train=not args.report_only,
                      settings={k: getattr(cfg, k) for k in RUN_SETTINGS})
-    per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, work_dir, store, args.merges)
+    per_seed = {seed: run_seed(cfg, seed, partitioners, data, encoded, work_dir, store, args.merges,
+                               alone=not args.no_alone)
                 for seed in cfg.seeds}
     results = {
         "config": {**cfg.as_dict(), "partitioners": partitioners, "pool": args.pool,
@@ -459,6 +489,7 @@ def main(argv=None) -> int:
         "rows": collect_rows(per_seed, args.pool),
         "differences": {p: paired_differences(per_seed, p) for p in partitioners},
         "merge_differences": {p: merge_differences(per_seed, p) for p in partitioners},
+        "merge_validation": {p: merge_validation(per_seed, p) for p in partitioners},
         "targets": targets(per_seed, partitioners),
         "not_run": not_run(per_seed, partitioners),
         "seeds": {str(s): {"best_single": o["best_single"], "partitions": o["partitions"],

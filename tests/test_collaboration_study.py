@@ -45,6 +45,22 @@ def test_tiny_study_writes_every_row_in_the_results_layout(tmp_path):
     assert sum(sum(p["label_counts"]) for p in participants) == results["config"]["num_train"]
     assert len(results["targets"]) == 0  # the targets are on dirichlet:0.1, not run here
     assert (out / C.MD_NAME).read_text().count("| dirichlet:0.5 |") >= 11 and (out / C.PLOT_NAME).exists()
+    # Every trained row keeps its validation accuracy: the merge is chosen on those.
+    for key in [k for k in rows if not k[1].startswith(C.ALONE)]:
+        assert set(rows[key]["val_per_seed"]) == {"0"} and 0.0 <= rows[key]["val_mean"] <= 1.0
+    chosen = results["merge_validation"]["dirichlet:0.5"]
+    assert set(chosen) == {"CoOpt (aligned)", "CoOpt (heads)", "CoOpt (multi-teacher)"}
+    assert chosen["CoOpt (aligned)"]["vs default merge"] == [0.0]
+    teacher = rows[("dirichlet:0.5", "CoOpt (multi-teacher)")]["val_mean"]
+    aligned = rows[("dirichlet:0.5", "CoOpt (aligned)")]["val_mean"]
+    assert chosen["CoOpt (multi-teacher)"]["vs default merge"] == [pytest.approx(100 * (teacher - aligned))]
+    assert "The merges on the validation split" in (out / C.MD_NAME).read_text()
+    # Choosing a merge needs no participant alone: --no-alone leaves those rows out.
+    merges_only = tmp_path / "merges-only"
+    C.main(["--tiny", "--partitioners", "dirichlet:0.5", "--out-dir", str(merges_only), "--no-alone",
+            "--report-only", "--work-dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")])
+    kept = {r["row"] for r in json.loads((merges_only / C.JSON_NAME).read_text())["rows"]}
+    assert not any(row.startswith(C.ALONE) for row in kept) and "CoOpt (multi-teacher)" in kept
 
 
 def test_another_pool_needs_its_prototypes_and_merges_name_rows_this_study_has():
