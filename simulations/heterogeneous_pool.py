@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from coopt_flower.probing import linear_probe
-from simulations.benchmark.config import DEFAULT_CONFIG, load_config
+from simulations.benchmark.config import load_config
 from simulations.benchmark.features import log
 from simulations.benchmark.main import encode_prototypes, open_data
 from simulations.benchmark.validation import private_ids
@@ -45,6 +45,13 @@ from simulations.study_args import reproducing_command
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pool"
 POOL_CONFIG = Path(__file__).resolve().parent / "configs" / "pool-heterogeneous.yaml"
+#: The config the committed pool was measured with: the benchmark's at lr 0.004, its rate then.
+#: The in-house model trains at the config's rate, so a run on today's benchmark config (0.008)
+#: would build another in-house model than the one the committed results name.
+BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "collaboration.yaml"
+#: What the in-house model's training depends on besides its private images and epochs: a
+#: checkpoint recorded with other values is retrained, not reused.
+INHOUSE_SETTINGS = ("lr", "batch_size", "weight_decay")
 INHOUSE_DIR = Path("/tmp/coopt-pool/inhouse")
 #: The pool besides the in-house model: pretrained at 96 px, another task, random weights.
 OTHERS = ("efficientnet-lite0", "efficientnet-lite2", "onnx:open-nsfw", "random:efficientnet-lite0")
@@ -68,7 +75,8 @@ def train_inhouse(cfg, data, folder: Path, *, num_private: int, epochs: int, see
     record_path = folder / "inhouse.json"
     if record_path.exists() and (folder / "last.pt").exists():
         record = json.loads(record_path.read_text())
-        if record.get("ids_sha256") == digest and record.get("epochs") == epochs:
+        same = all(record.get(k, getattr(cfg, k)) == getattr(cfg, k) for k in INHOUSE_SETTINGS)  # older: unrecorded
+        if record.get("ids_sha256") == digest and record.get("epochs") == epochs and same:
             log(f"in-house prototype: reusing {folder / 'last.pt'}")
             return record
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +86,7 @@ def train_inhouse(cfg, data, folder: Path, *, num_private: int, epochs: int, see
     started = time.perf_counter()
     result = train_supervised(data.train.images(ids), data.train.labels(ids), config, num_classes=len(CLASSES))
     record = {"num_private": len(ids), "ids_sha256": digest, "epochs": epochs, "seed": seed,
-              "arch": "small-cnn", "image_size": 32, "final_loss": float(result.losses[-1]),
+              "arch": "small-cnn", "image_size": 32, **{k: getattr(cfg, k) for k in INHOUSE_SETTINGS}, "final_loss": float(result.losses[-1]),
               "train_seconds": time.perf_counter() - started,
               "disjoint_from": "every reportable seed's sample (seeds 0-4) and the validation split"}
     record_path.write_text(json.dumps(record, indent=2))
@@ -114,7 +122,7 @@ def oracle(probes: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                     - min(p["test_acc"] for p in probes.values()))}
 
 
-def write_pool_config(path: Path, pool: list[str], sizes: dict[str, int], config: Path = DEFAULT_CONFIG) -> None:
+def write_pool_config(path: Path, pool: list[str], sizes: dict[str, int], config: Path = BASE_CONFIG) -> None:
     import yaml
 
     base = yaml.safe_load(config.read_text())
@@ -124,7 +132,8 @@ def write_pool_config(path: Path, pool: list[str], sizes: dict[str, int], config
               "# `python -m simulations.heterogeneous_pool`: an in-house small CNN trained with labels on\n"
               "# private images (none of them in any reported sample or the validation split; encodes at its\n"
               "# own 32 px), two ImageNet CNNs, Open-NSFW and a random-init network at 96 px. Everything else\n"
-              "# is the benchmark's config. Measured: simulations/results/pool/pool.md.\n")
+              "# is the benchmark's config at the rate the pool was measured with (lr 0.004).\n"
+              "# Measured: simulations/results/pool/pool.md.\n")
     path.write_text(header + yaml.safe_dump(base, sort_keys=False))
 
 
@@ -156,8 +165,9 @@ def render(results: dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help="the benchmark config whose images, seed and probe the pool is measured with")
+    p.add_argument("--config", type=Path, default=BASE_CONFIG,
+                   help="the benchmark config whose images, seed, probe and training rate the pool is measured "
+                        "with (default: the one the committed pool was measured with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--num-private", type=int, default=3000)

@@ -44,3 +44,39 @@ def test_a_tiny_pool_trains_its_in_house_model_on_private_images_and_writes_a_ru
     cfg = load_config(config)
     assert cfg.prototypes == (inhouse, "random:efficientnet-lite0") and cfg.proto_size(inhouse) == 0
     assert "in-house" in (out / "pool.md").read_text()
+    tiny = load_config("simulations/configs/benchmark-tiny.yaml")
+    assert {k: results["inhouse"][k] for k in H.INHOUSE_SETTINGS} == {k: getattr(tiny, k) for k in H.INHOUSE_SETTINGS}
+
+
+def test_the_in_house_model_is_reused_only_when_trained_with_the_same_settings(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from simulations.benchmark.config import load_config
+
+    cfg = load_config("simulations/configs/benchmark-tiny.yaml")
+    ids = np.arange(5, dtype=np.int64)
+    monkeypatch.setattr(H, "private_ids", lambda *a: ids)
+    class Train:  # the private images the in-house model would train on
+        def __len__(self):
+            return 1000
+
+        def images(self, i):
+            return np.zeros((len(i), 28, 28, 1), np.uint8)
+
+        def labels(self, i):
+            return np.zeros(len(i), np.int64)
+
+    data = SimpleNamespace(union=np.array([100]), val_ids=np.array([101]), train=Train())
+    (tmp_path / "last.pt").write_bytes(b"checkpoint")
+    record = {"ids_sha256": H.hashlib.sha256(ids.tobytes()).hexdigest(), "epochs": 2,
+              **{k: getattr(cfg, k) for k in H.INHOUSE_SETTINGS}}
+    (tmp_path / "inhouse.json").write_text(json.dumps(record))
+    assert H.train_inhouse(cfg, data, tmp_path, num_private=5, epochs=2, seed=0) == record  # reused
+    trained = []
+    monkeypatch.setattr("coopt_flower.student_training.train_supervised",
+                        lambda *a, **k: trained.append(k) or SimpleNamespace(losses=[0.5]))
+    other = H.replace(cfg, lr=cfg.lr * 2)  # another rate: another model, retrained
+    assert H.train_inhouse(other, data, tmp_path, num_private=5, epochs=2, seed=0)["lr"] == cfg.lr * 2
+    assert len(trained) == 1
