@@ -314,6 +314,23 @@ def merge_validation(per_seed: dict[int, dict[str, Any]], partitioner: str) -> d
     return out
 
 
+def merge_verdict(by_partitioner: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, Any]]:
+    """Per merge besides the default, on validation: its mean difference to the default per
+    partitioner, how many seeds are above it, and whether it *leads*: never below the default on
+    the seeds' mean and above it on every seed under at least one partitioner (the rule a merge
+    must pass before it may replace the default)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in MERGE_ROWS.values():
+        per = {p: rows[row]["vs default merge"] for p, rows in by_partitioner.items() if rows.get(row)}
+        if not per:
+            continue
+        means = {p: float(np.mean(d)) for p, d in per.items()}
+        above = {p: sum(v > 0 for v in d) for p, d in per.items()}
+        out[row] = {"mean_vs_default": means, "seeds_above": above, "seeds": {p: len(d) for p, d in per.items()},
+                    "leads": min(means.values()) >= 0 and any(above[p] == len(d) for p, d in per.items())}
+    return out
+
+
 def not_run(per_seed, partitioners: Sequence[str]) -> list[str]:
     """Partitioners of a seed whose default merge has not been trained (``--report-only``)."""
     return [f"seed {s}: {p}" for s, o in per_seed.items() for p in partitioners if (p, ALIGNED) not in o["rows"]]
@@ -362,10 +379,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "accuracy (validation): " + ", ".join(
                           f"{name} {100 * v['full_acc']:.2f} ({100 * v['full_val_acc']:.2f})"
                           for name, v in o["floors"].items())]
-    lines += ["", "Paired differences of the default merge, points, per seed:", "",
-              "| partitioner | " + " | ".join(results["differences"][next(iter(results["differences"]))]) + " |",
-              "|---|" + "---:|" * 4]
-    for partitioner, diffs in results["differences"].items():
+    paired = {p: d for p, d in results["differences"].items() if any(d.values())}  # --no-alone: none
+    if paired:
+        lines += ["", "Paired differences of the default merge, points, per seed:", "",
+                  "| partitioner | " + " | ".join(next(iter(paired.values()))) + " |", "|---|" + "---:|" * 4]
+    for partitioner, diffs in paired.items():
         lines.append(f"| {partitioner} | " + " | ".join(", ".join(f"{d:+.2f}" for d in v) for v in diffs.values())
                      + " |")
     others = [(p, row, d) for p, by_row in results.get("merge_differences", {}).items() for row, d in by_row.items()]
@@ -382,6 +400,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                   "| partitioner | merge | validation accuracy | vs default merge (points) |", "|---|---|---|---:|"]
         lines += [f"| {p} | {row} | " + ", ".join(f"{v:.2f}" for v in d["validation accuracy"]) + " | "
                   + ", ".join(f"{v:+.2f}" for v in d["vs default merge"]) + " |" for p, row, d in by_merge]
+        lines += ["", "A merge *leads* when, on validation, it is never below the default on the seeds' mean and "
+                      "above it on every seed under at least one partitioner:", ""]
+        lines += [f"- {row}: " + ("leads" if v["leads"] else "does not lead") + " (mean vs default: " + ", ".join(
+                      f"{p} {m:+.2f}, {v['seeds_above'][p]}/{v['seeds'][p]} seeds above"
+                      for p, m in v["mean_vs_default"].items()) + ")"
+                  for row, v in merge_verdict(results["merge_validation"]).items()]
     if results["not_run"]:
         lines += ["", "Not run (yet): " + "; ".join(results["not_run"])]
     lines += ["", "Targets:", ""]
@@ -496,6 +520,7 @@ def main(argv=None) -> int:
                            "floors": {k: {m: v[m] for m in ("full_acc", "full_val_acc")} for k, v in o["floors"].items()}}
                   for s, o in per_seed.items()},
     }
+    results["merge_verdict"] = merge_verdict(results["merge_validation"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     names = result_names(args.pool)
     (args.out_dir / names[0]).write_text(json.dumps(results, indent=2))

@@ -55,12 +55,14 @@ def test_tiny_study_writes_every_row_in_the_results_layout(tmp_path):
     aligned = rows[("dirichlet:0.5", "CoOpt (aligned)")]["val_mean"]
     assert chosen["CoOpt (multi-teacher)"]["vs default merge"] == [pytest.approx(100 * (teacher - aligned))]
     assert "The merges on the validation split" in (out / C.MD_NAME).read_text()
+    assert set(results["merge_verdict"]) == {"CoOpt (heads)", "CoOpt (multi-teacher)"}
     # Choosing a merge needs no participant alone: --no-alone leaves those rows out.
     merges_only = tmp_path / "merges-only"
     C.main(["--tiny", "--partitioners", "dirichlet:0.5", "--out-dir", str(merges_only), "--no-alone",
             "--report-only", "--work-dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")])
     kept = {r["row"] for r in json.loads((merges_only / C.JSON_NAME).read_text())["rows"]}
     assert not any(row.startswith(C.ALONE) for row in kept) and "CoOpt (multi-teacher)" in kept
+    assert "Paired differences of the default merge" not in (merges_only / C.MD_NAME).read_text()
 
 
 def test_another_pool_needs_its_prototypes_and_merges_name_rows_this_study_has():
@@ -92,3 +94,18 @@ def test_a_stored_run_of_other_settings_is_refused_not_reused(tmp_path):
     # A run stored before runs recorded their settings is taken as it is.
     (tmp_path / "old.json").write_text(json.dumps({"acc": 0.4}))
     assert other.get("old", train) == {"acc": 0.4} and trained == [1]
+
+
+def test_a_merge_leads_only_if_never_below_the_default_and_above_it_on_every_seed_somewhere():
+    def rows(diffs):
+        return {"CoOpt (multi-teacher)": {"validation accuracy": [0.0] * len(diffs), "vs default merge": diffs}}
+
+    skewed_win = {"dirichlet:0.1": rows([0.5, 0.2, 0.8]), "iid": rows([-0.1, 0.3, 0.0])}
+    verdict = C.merge_verdict(skewed_win)["CoOpt (multi-teacher)"]
+    assert verdict["leads"] and verdict["seeds_above"] == {"dirichlet:0.1": 3, "iid": 1}
+    assert verdict["mean_vs_default"]["iid"] == pytest.approx(0.2 / 3)
+    below_somewhere = {"dirichlet:0.1": rows([0.5, 0.2, 0.8]), "iid": rows([-0.4, 0.1, 0.0])}
+    assert not C.merge_verdict(below_somewhere)["CoOpt (multi-teacher)"]["leads"]
+    never_every_seed = {"dirichlet:0.1": rows([0.5, -0.1, 0.8]), "iid": rows([0.1, 0.3, -0.1])}
+    assert not C.merge_verdict(never_every_seed)["CoOpt (multi-teacher)"]["leads"]
+    assert C.merge_verdict({"iid": {}}) == {}
