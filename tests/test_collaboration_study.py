@@ -109,3 +109,15 @@ def test_a_merge_leads_only_if_never_below_the_default_and_above_it_on_every_see
     never_every_seed = {"dirichlet:0.1": rows([0.5, -0.1, 0.8]), "iid": rows([0.1, 0.3, -0.1])}
     assert not C.merge_verdict(never_every_seed)["CoOpt (multi-teacher)"]["leads"]
     assert C.merge_verdict({"iid": {}}) == {}
+
+
+def test_each_pool_is_held_to_its_own_targets():
+    differences = {"iid": {"vs best single on all data": [1.2, 0.8], "vs no alignment": [3.3, 3.6]},
+                   "dirichlet:0.1": {"vs best alone": [3.1, 3.5], "vs mean alone": []}}
+    het = C.targets(differences, "heterogeneous")
+    assert [(t["target"], t["met"]) for t in het] == [("iid: merged vs best single on all data >= +1 points", False),
+                                                     ("iid: merged vs no alignment >= +2 points", True)]
+    assert het[1]["mean"] == pytest.approx(3.45)
+    [skew] = C.targets(differences)  # the default pool's; vs mean alone did not run
+    assert skew["met"] and skew["per_seed"] == [3.1, 3.5]
+    assert C.targets(differences, "another") == []
