@@ -231,7 +231,7 @@ def run_seed(cfg: Config, seed: int, partitioners: Sequence[str], data, encoded,
                 f"{key}-alone-{p.name}", lambda d=own, e=epochs: train_final(d, cfg, seed, probes, e)),
                 prototype=p.prototype)
         alone_runs = [v for (part, row), v in out["rows"].items() if part == partitioner and row.startswith(ALONE)]
-        if not alone_runs or len(alone_runs) < len(manifest.participants):
+        if len(alone_runs) < len(manifest.participants):
             continue  # the summaries need every participant
         out["rows"][(partitioner, ALONE_MEAN)] = {"acc": float(np.mean([r["acc"] for r in alone_runs])),
                                                    "val_acc": float(np.mean([r["val_acc"] for r in alone_runs]))}
@@ -407,7 +407,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"- {row}: " + ("leads" if v["leads"] else "does not lead") + " (mean vs default: " + ", ".join(
                       f"{p} {m:+.2f}, {v['seeds_above'][p]}/{v['seeds'][p]} seeds above"
                       for p, m in v["mean_vs_default"].items()) + ")"
-                  for row, v in merge_verdict(results["merge_validation"]).items()]
+                  for row, v in results["merge_verdict"].items()]
     if results["not_run"]:
         lines += ["", "Not run (yet): " + "; ".join(results["not_run"])]
     lines += ["", "Targets:", ""]
