@@ -72,10 +72,11 @@ def train_inhouse(cfg, data, folder: Path, *, num_private: int, epochs: int, see
     if np.intersect1d(ids, reported).size:
         raise AssertionError("private images overlap a reported sample")  # private_ids guarantees it
     digest = hashlib.sha256(ids.tobytes()).hexdigest()
+    settings = {k: getattr(cfg, k) for k in INHOUSE_SETTINGS}
     record_path = folder / "inhouse.json"
     if record_path.exists() and (folder / "last.pt").exists():
         record = json.loads(record_path.read_text())
-        same = all(record.get(k, getattr(cfg, k)) == getattr(cfg, k) for k in INHOUSE_SETTINGS)  # older: unrecorded
+        same = all(record.get(k, v) == v for k, v in settings.items())  # a record from before them: unrecorded
         if record.get("ids_sha256") == digest and record.get("epochs") == epochs and same:
             log(f"in-house prototype: reusing {folder / 'last.pt'}")
             return record
@@ -86,7 +87,7 @@ def train_inhouse(cfg, data, folder: Path, *, num_private: int, epochs: int, see
     started = time.perf_counter()
     result = train_supervised(data.train.images(ids), data.train.labels(ids), config, num_classes=len(CLASSES))
     record = {"num_private": len(ids), "ids_sha256": digest, "epochs": epochs, "seed": seed,
-              "arch": "small-cnn", "image_size": 32, **{k: getattr(cfg, k) for k in INHOUSE_SETTINGS}, "final_loss": float(result.losses[-1]),
+              "arch": "small-cnn", "image_size": 32, **settings, "final_loss": float(result.losses[-1]),
               "train_seconds": time.perf_counter() - started,
               "disjoint_from": "every reportable seed's sample (seeds 0-4) and the validation split"}
     record_path.write_text(json.dumps(record, indent=2))

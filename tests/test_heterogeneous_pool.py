@@ -58,6 +58,7 @@ def test_the_in_house_model_is_reused_only_when_trained_with_the_same_settings(t
     cfg = load_config("simulations/configs/benchmark-tiny.yaml")
     ids = np.arange(5, dtype=np.int64)
     monkeypatch.setattr(H, "private_ids", lambda *a: ids)
+
     class Train:  # the private images the in-house model would train on
         def __len__(self):
             return 1000
